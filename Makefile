@@ -1,0 +1,57 @@
+# rf: Reward Forcing. `make help` lists the targets. Every target creates ./.venv on first use.
+#
+# Torch: TORCH defaults to the pinned release (on the project's CPU machines a local CPU build).
+# On a GPU box pick your own build, e.g.
+#   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# or reuse the torch already installed in your Python with SYSTEM_SITE=1.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH      ?= torch==2.13.0
+SYSTEM_SITE ?= 0
+ARGS       ?=
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.rf-installed
+
+experiment ?=
+ckpt       ?=
+prompt     ?=
+seconds    ?=
+out        ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test demo train generate lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: experiment=NAME ckpt=PATH prompt=\"...\" seconds=N out=PATH ARGS='hydra overrides'"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(if $(filter 1,$(SYSTEM_SITE)),--system-site-packages,) $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	@$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install rf with its dependencies
+
+test: $(STAMP) ## run the test suite (CPU, tiny configs, no downloads)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(ARGS)
+
+demo: $(STAMP) ## train the toy teacher on the CPU, then stream 30 s of toy video with EMA-Sink and a prompt switch
+	HF_HUB_OFFLINE=1 $(PY) -m rf.demo $(ARGS)
+
+train: $(STAMP) ## train: make train experiment=toy_teacher [ARGS='-m key=a,b']
+	HF_HUB_OFFLINE=1 $(PY) -m rf.train $(if $(experiment),experiment=$(experiment),) $(ARGS)
+
+generate: $(STAMP) ## stream a video: make generate ckpt=PATH prompt="..." seconds=30
+	HF_HUB_OFFLINE=1 $(PY) -m rf.generate $(if $(experiment),experiment=$(experiment),) \
+		$(if $(ckpt),ckpt=$(ckpt),) $(if $(prompt),'prompt="$(prompt)"',) \
+		$(if $(seconds),seconds=$(seconds),) $(if $(out),out=$(out),) $(ARGS)
+
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+clean: ## remove caches (keeps .venv and runs/)
+	rm -rf .pytest_cache .ruff_cache src/*.egg-info
