@@ -1,0 +1,170 @@
+"""StreamSampler: THE chunk loop (PAPER.md §1). Generation, training rollouts, evaluation and
+the benchmark all stream through it; a second copy of this loop anywhere is a defect.
+
+For each chunk of `chunk_frames` latent frames:
+
+    x = noise
+    for each warped step t_s (4 of them):
+        x0 = x - s_s * model(x, t_s | cache)                # the chunk attends to [sink ; window ; itself]
+        x  = (1 - s_{s+1}) x0 + s_{s+1} * fresh noise         # re-noise to the next step
+    model(x0, t = 0 | cache, write)                          # the clean pass writes the chunk's K/V
+    yield x0
+
+Training (Self Forcing's gradient truncation): `exit_step=k` stops each chunk's denoising at
+step k; only that forward carries gradient, the steps before it and the cache pass run without,
+and the cache holds detached K/V, so no gradient crosses chunks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from rf.diffusion.flow import add_noise, warp_timesteps, x0_from_flow
+from rf.models.cache import CacheConfig
+
+
+class NoiseSource(Protocol):
+    def initial(self, chunk: int, like: torch.Tensor) -> torch.Tensor: ...
+
+    def renoise(self, chunk: int, step: int, like: torch.Tensor) -> torch.Tensor: ...
+
+
+class GeneratorNoise:
+    """Fresh Gaussian noise from one seeded generator (on the model's device)."""
+
+    def __init__(self, seed: int, device: torch.device | str = "cpu"):
+        self.generator = torch.Generator(device).manual_seed(seed)
+
+    def initial(self, chunk: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
+
+    def renoise(self, chunk: int, step: int, like: torch.Tensor) -> torch.Tensor:
+        return self.initial(chunk, like)
+
+
+class TensorNoise:
+    """Noise given up front: initial [B, C, F, H, W] for the whole clip, renoise [chunks, steps-1, B, C, f, H, W]."""
+
+    def __init__(self, initial: torch.Tensor, renoise: torch.Tensor, chunk_frames: int):
+        self.initial_noise, self.renoise_noise, self.chunk_frames = initial, renoise, chunk_frames
+
+    def initial(self, chunk: int, like: torch.Tensor) -> torch.Tensor:
+        f = self.chunk_frames
+        return self.initial_noise[:, :, chunk * f : (chunk + 1) * f].to(like)
+
+    def renoise(self, chunk: int, step: int, like: torch.Tensor) -> torch.Tensor:
+        return self.renoise_noise[chunk, step].to(like)
+
+
+@dataclass
+class StreamChunk:
+    index: int  # chunk number in the stream
+    latents: torch.Tensor  # [B, C, f, H, W] clean prediction x0 (carries gradient in a truncated rollout)
+    prompt_index: int  # which prompt of the schedule conditioned it
+
+
+class StreamSampler:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cache: CacheConfig,
+        denoising_steps: tuple[float, ...] = (1000, 750, 500, 250),
+        shift: float = 5.0,
+        context_timestep: float = 0.0,
+    ):
+        self.model = model
+        self.cache_config = cache
+        self.chunk_frames = cache.chunk_frames
+        self.timesteps = warp_timesteps(denoising_steps, shift)  # e.g. [1000, 937.5, 833.3, 625]
+        self.sigmas = [t / 1000 for t in self.timesteps]
+        self.context_timestep = context_timestep
+
+    def num_chunks(self, latent_frames: int) -> int:
+        if latent_frames < 1 or latent_frames % self.chunk_frames:
+            raise ValueError(
+                f"{latent_frames} latent frames is not a whole number of {self.chunk_frames}-frame chunks: "
+                f"use a multiple of {self.chunk_frames}"
+            )
+        return latent_frames // self.chunk_frames
+
+    def stream(
+        self,
+        prompts: list[tuple[int, torch.Tensor]],
+        latent_shape: tuple[int, int, int, int, int],
+        noise: NoiseSource,
+        exit_step: int | None = None,
+        recache_on_switch: bool = False,
+    ) -> Iterator[StreamChunk]:
+        """Yield the stream chunk by chunk.
+
+        prompts:      [(first chunk, text embeddings [B, Lt, text_dim]), ...] sorted, first at chunk 0;
+                      at a switch the cross-attention K/V change and the self-attention cache stays
+        latent_shape: (B, C, F, H, W) of the whole stream; F a multiple of chunk_frames
+        exit_step:    training only: denoise each chunk up to this step index, with gradient there
+        recache_on_switch: re-encode the window's frames under the new prompt (LongLive), sink kept
+        """
+        b, c, f, h, w = latent_shape
+        n_chunks = self.num_chunks(f)
+        starts = [s for s, _ in prompts]
+        if not prompts or starts[0] != 0 or starts != sorted(set(starts)):
+            raise ValueError(f"prompt schedule starts at chunks {starts}: need strictly increasing, first at 0")
+        if exit_step is not None and not 0 <= exit_step < len(self.timesteps):
+            raise ValueError(f"exit_step={exit_step}: must be in [0, {len(self.timesteps) - 1}]")
+
+        model = self.model
+        param = next(model.parameters())
+        cache = model.new_cache(self.cache_config)
+        like = torch.empty(b, c, self.chunk_frames, h, w, device=param.device, dtype=param.dtype)
+        # clean latents of the chunks still in the window, for re-caching under a new prompt
+        in_window: deque[torch.Tensor] = deque()
+        prompt_index, text = -1, None
+
+        for i in range(n_chunks):
+            if prompt_index + 1 < len(prompts) and prompts[prompt_index + 1][0] == i:
+                prompt_index += 1
+                with torch.set_grad_enabled(torch.is_grad_enabled() and exit_step is not None):
+                    text = model.encode_text(prompts[prompt_index][1].to(param.device, param.dtype))
+                if recache_on_switch and i > 0:
+                    self._recache(cache, text, in_window)
+
+            x0 = self._denoise(i, noise.initial(i, like), text, cache, noise, exit_step)
+            yield StreamChunk(index=i, latents=x0, prompt_index=prompt_index)
+
+            if i + 1 < n_chunks:  # the last chunk's K/V would never be read
+                self._write_cache(x0.detach(), text, cache)
+                in_window.append(x0.detach())
+                while len(in_window) * self.chunk_frames > cache.window_frames:
+                    in_window.popleft()
+
+    def rollout(self, prompts, latent_shape, noise, exit_step=None) -> torch.Tensor:
+        """The whole stream at once: [B, C, F, H, W] (training, tests)."""
+        chunks = self.stream(prompts, latent_shape, noise, exit_step=exit_step)
+        return torch.cat([ch.latents for ch in chunks], dim=2)
+
+    def _denoise(self, i, x, text, cache, noise, exit_step) -> torch.Tensor:
+        grad_allowed = torch.is_grad_enabled()
+        last = len(self.timesteps) - 1 if exit_step is None else exit_step
+        for s in range(last + 1):
+            with_grad = grad_allowed and (exit_step is None or s == exit_step)
+            t = torch.full((x.shape[0],), self.timesteps[s], device=x.device)
+            with torch.set_grad_enabled(with_grad):
+                flow = self.model(x, t, text=text, cache=cache).sample
+                x0 = x0_from_flow(x, flow, self.sigmas[s])
+            if s < last:
+                x = add_noise(x0.detach(), noise.renoise(i, s, x0), self.sigmas[s + 1])
+        return x0
+
+    @torch.no_grad()
+    def _write_cache(self, x0, text, cache) -> None:
+        t = torch.full((x0.shape[0],), self.context_timestep, device=x0.device)
+        self.model(x0, t, text=text, cache=cache, write_cache=True)
+
+    def _recache(self, cache, text, in_window) -> None:
+        cache.drop_window()
+        for x0 in in_window:
+            self._write_cache(x0, text, cache)

@@ -1,0 +1,94 @@
+"""Attention for the causal Wan: RoPE at any frame offset, self-attention over the KV cache,
+cross-attention on text K/V computed once per prompt.
+
+These functions drive the submodules of diffusers' `WanAttention` (to_q, to_k, to_v, norm_q,
+norm_k, to_out) directly, so parameter names and weights stay Wan's own.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_wan import WanAttention, WanRotaryPosEmbed
+
+from rf.models.cache import BlockCache
+
+
+def rope_tables(
+    rope: WanRotaryPosEmbed, frame_positions: torch.Tensor, height: int, width: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin for tokens at the given temporal positions on an (height x width) token grid.
+
+    frame_positions: [F] integer positions. -> (cos, sin), each [1, F*height*width, 1, head_dim].
+    Wan's split of a head: t_dim temporal, h_dim and w_dim spatial channels (interleaved pairs).
+    The tables are built in float64 by diffusers and cast once here: fp64 elementwise work in every
+    layer is a known cost of the released code.
+    """
+    n_f = frame_positions.numel()
+    split = [rope.t_dim, rope.h_dim, rope.w_dim]
+    tables = []
+    for buf in (rope.freqs_cos, rope.freqs_sin):
+        f_t, f_h, f_w = buf.split(split, dim=1)
+        f_t = f_t[frame_positions.to(buf.device)].view(n_f, 1, 1, -1).expand(n_f, height, width, -1)
+        f_h = f_h[:height].view(1, height, 1, -1).expand(n_f, height, width, -1)
+        f_w = f_w[:width].view(1, 1, width, -1).expand(n_f, height, width, -1)
+        tables.append(torch.cat([f_t, f_h, f_w], dim=-1).reshape(1, n_f * height * width, 1, -1).to(dtype))
+    return tables[0], tables[1]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs of x [B, L, H, D] by the tables [1, L, 1, D]."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # [B, L, H, D/2] each
+    cos, sin = cos[..., 0::2], sin[..., 1::2]
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    return out.type_as(x)
+
+
+def self_attention(
+    attn: WanAttention,
+    x: torch.Tensor,
+    frames: int,
+    rope_q: tuple[torch.Tensor, torch.Tensor],
+    rope_k: tuple[torch.Tensor, torch.Tensor],
+    cache: BlockCache | None = None,
+    write_cache: bool = False,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x [B, L, dim] (L = frames * tokens per frame) -> [B, L, dim].
+
+    The chunk attends to [cache context ; itself]. Keys enter the cache before RoPE; RoPE is
+    applied here to the whole key sequence with the positions in `rope_k`.
+    With `write_cache`, the chunk's K/V are committed (detached: no gradient crosses chunks).
+    """
+    q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))  # [B, L, H, D]
+    k = attn.norm_k(attn.to_k(x)).unflatten(2, (attn.heads, -1))
+    v = attn.to_v(x).unflatten(2, (attn.heads, -1))
+
+    k_all, v_all = k, v
+    if cache is not None:
+        ctx = cache.context()
+        if ctx is not None:
+            k_all = torch.cat([ctx[0].to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
+            v_all = torch.cat([ctx[1].to(v.dtype), v], dim=1)
+        if write_cache:
+            cache.commit(k.detach().unflatten(1, (frames, -1)), v.detach().unflatten(1, (frames, -1)))
+
+    q = apply_rope(q, *rope_q)
+    k_all = apply_rope(k_all, *rope_k)
+    out = dispatch_attention_fn(q, k_all, v_all, attn_mask=mask)  # [B, L, H, D]
+    out = out.flatten(2, 3).type_as(x)
+    return attn.to_out[0](out)
+
+
+def text_kv(attn: WanAttention, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention K/V of one block for embedded text [B, Lt, dim] -> ([B, Lt, H, D], [B, Lt, H, D])."""
+    k = attn.norm_k(attn.to_k(text)).unflatten(2, (attn.heads, -1))
+    v = attn.to_v(text).unflatten(2, (attn.heads, -1))
+    return k, v
+
+
+def cross_attention(attn: WanAttention, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x [B, L, dim] attends to precomputed text K/V -> [B, L, dim]."""
+    q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))
+    out = dispatch_attention_fn(q, kv[0].to(q.dtype), kv[1].to(q.dtype))
+    return attn.to_out[0](out.flatten(2, 3).type_as(x))

@@ -1,0 +1,170 @@
+"""CausalWanTransformer3DModel: Wan2.1's DiT made streamable (PAPER.md §1-2).
+
+A subclass of diffusers' `WanTransformer3DModel` with the same parameters and names, so real
+Wan weights load unchanged and `from_pretrained` / `save_pretrained` work as they do upstream.
+The forward adds what a causal, chunk-by-chunk student needs:
+
+- per-frame timesteps [B, F]: clean context and a noisy chunk can share one forward;
+- a KV cache (rf.models.cache): the chunk attends to [sink ; window ; itself], keys cached
+  before RoPE and rotated at attention time with frame positions re-counted from 0;
+- a block-causal mask for teacher-forcing training: chunk i attends to chunks <= i;
+- text cross-attention K/V computed once per prompt (`encode_text`) and reused by every call.
+
+With no cache, no mask and one timestep per sample it computes exactly what the parent does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
+
+from rf.models.attention import cross_attention, rope_tables, self_attention, text_kv
+from rf.models.cache import KVCache
+
+
+@dataclass
+class TextContext:
+    """Per-block cross-attention K/V of one prompt batch; build it with `model.encode_text`."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: ([B, Lt, H, D], [B, Lt, H, D])
+
+    @property
+    def batch_size(self) -> int:
+        return self.kv[0][0].shape[0]
+
+
+def block_causal_mask(frames: int, tokens_per_frame: int, chunk_frames: int, device=None) -> torch.Tensor:
+    """Boolean [L, L] (True = may attend): a query in chunk i sees keys of chunks 0..i."""
+    chunk = torch.arange(frames, device=device) // chunk_frames
+    chunk = chunk.repeat_interleave(tokens_per_frame)  # [L]
+    return chunk[:, None] >= chunk[None, :]
+
+
+class CausalWanTransformer3DModel(WanTransformer3DModel):
+    def encode_text(self, encoder_hidden_states: torch.Tensor) -> TextContext:
+        """Text embeddings [B, Lt, text_dim] -> per-block K/V for cross-attention."""
+        text = self.condition_embedder.text_embedder(encoder_hidden_states)  # [B, Lt, dim]
+        return TextContext([text_kv(block.attn2, text) for block in self.blocks])
+
+    def new_cache(self, config) -> KVCache:
+        return KVCache(config, num_blocks=len(self.blocks))
+
+    def _embed_time(self, timestep: torch.Tensor, batch: int, frames: int, dtype: torch.dtype):
+        """timestep [B] or [B, F] -> temb [B, F, 1, dim], modulation [B, F, 6, dim] (float32)."""
+        if timestep.ndim == 0:
+            timestep = timestep.expand(batch)
+        if timestep.ndim == 1:
+            timestep = timestep[:, None].expand(batch, frames)
+        if timestep.shape != (batch, frames):
+            raise ValueError(f"timestep shape {tuple(timestep.shape)}: expected [{batch}] or [{batch}, {frames}]")
+        emb = self.condition_embedder
+        t = emb.timesteps_proj(timestep.flatten())  # [B*F, freq_dim]
+        t = t.to(next(emb.time_embedder.parameters()).dtype)
+        temb = emb.time_embedder(t).to(dtype)  # [B*F, dim]
+        mod = emb.time_proj(emb.act_fn(temb))  # [B*F, 6*dim]
+        return temb.view(batch, frames, 1, -1), mod.view(batch, frames, 6, -1)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        *,
+        text: TextContext | None = None,
+        cache: KVCache | None = None,
+        write_cache: bool = False,
+        causal_chunk: int | None = None,
+        return_dict: bool = True,
+        **unused,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        """hidden_states [B, C, F, H, W], timestep [B] or [B, F] -> flow prediction [B, C, F, H, W].
+
+        text:          precomputed cross-attention K/V (else computed from encoder_hidden_states)
+        cache:         the stream's KV cache; the input frames follow its context
+        write_cache:   commit this call's K/V to the cache (the clean t=0 pass of a chunk)
+        causal_chunk:  block-causal mask with chunks of this many frames (teacher forcing)
+        """
+        if unused.get("encoder_hidden_states_image") is not None:
+            raise ValueError("CausalWanTransformer3DModel is text-to-video: image conditioning is not supported")
+        if text is None:
+            if encoder_hidden_states is None:
+                raise ValueError("pass encoder_hidden_states or a TextContext from encode_text()")
+            text = self.encode_text(encoder_hidden_states)
+        if write_cache and cache is None:
+            raise ValueError("write_cache=True needs a cache")
+
+        b, _, f, h, w = hidden_states.shape
+        p_t, p_h, p_w = self.config.patch_size
+        ppf, pph, ppw = f // p_t, h // p_h, w // p_w
+        tokens_per_frame = pph * ppw
+
+        # RoPE: queries at [offset, offset + F), keys over [0, offset + F)
+        offset = cache.context_frames if cache is not None else 0
+        device = hidden_states.device
+        pos_k = torch.arange(offset + ppf, device=device)
+        rope_k = rope_tables(self.rope, pos_k, pph, ppw, torch.float32)
+        rope_q = tuple(t[:, offset * tokens_per_frame :] for t in rope_k)
+
+        mask = None
+        if causal_chunk is not None:
+            if cache is not None:
+                raise ValueError("causal_chunk (teacher forcing) and a cache are exclusive")
+            mask = block_causal_mask(ppf, tokens_per_frame, causal_chunk, device)
+
+        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, L, dim]
+        temb, mod = self._embed_time(timestep, b, ppf, x.dtype)
+
+        for i, block in enumerate(self.blocks):
+            block_cache = cache.blocks[i] if cache is not None else None
+            args = (block, x, mod, text.kv[i], rope_q, rope_k, block_cache, write_cache, mask, ppf)
+            if torch.is_grad_enabled() and self.gradient_checkpointing and not write_cache:
+                x = self._gradient_checkpointing_func(_block_forward, *args)
+            else:
+                x = _block_forward(*args)
+
+        # Output head, modulated per frame: [1, 1, 2, dim] + [B, F, 1, dim]
+        shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.float()).chunk(2, dim=2)  # [B, F, 1, dim]
+        x = x.unflatten(1, (ppf, tokens_per_frame))  # [B, F, T, dim]
+        x = (self.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+        x = self.proj_out(x.flatten(1, 2))  # [B, L, C * p_t * p_h * p_w]
+
+        x = x.reshape(b, ppf, pph, ppw, p_t, p_h, p_w, -1)
+        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        out = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)  # [B, C, F, H, W]
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+
+def _block_forward(
+    block: WanTransformerBlock,
+    x: torch.Tensor,
+    mod: torch.Tensor,
+    kv: tuple[torch.Tensor, torch.Tensor],
+    rope_q,
+    rope_k,
+    cache,
+    write_cache: bool,
+    mask: torch.Tensor | None,
+    frames: int,
+) -> torch.Tensor:
+    """One Wan block with per-frame modulation. x [B, F*T, dim], mod [B, F, 6, dim]."""
+    b, n, d = x.shape
+    # Modulation order: shift-msa, scale-msa, gate-msa, shift-ffn, scale-ffn, gate-ffn; each [B, F, 1, dim]
+    e = (block.scale_shift_table.unsqueeze(0) + mod.float()).chunk(6, dim=2)
+
+    def modulate(norm, shift, scale):
+        y = norm(x.float()).view(b, frames, -1, d) * (1 + scale) + shift
+        return y.view(b, n, d).type_as(x)
+
+    def gated(update, gate):
+        return (x.float().view(b, frames, -1, d) + update.float().view(b, frames, -1, d) * gate).view(b, n, d)
+
+    y = self_attention(block.attn1, modulate(block.norm1, e[0], e[1]), frames, rope_q, rope_k, cache, write_cache, mask)
+    x = gated(y, e[2]).type_as(x)
+
+    x = x + cross_attention(block.attn2, block.norm2(x.float()).type_as(x), kv)
+
+    y = block.ffn(modulate(block.norm3, e[3], e[4]))
+    return gated(y, e[5]).type_as(x)
