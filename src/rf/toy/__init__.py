@@ -1,0 +1,17 @@
+"""A toy text-to-video setting that runs on a CPU: a procedural world, an exact autoencoder, a word encoder."""
+
+from rf.toy.autoencoder import ToyAutoencoder, ToyStreamDecoder
+from rf.toy.text import ToyTextEncoder
+from rf.toy.world import VOCABULARY, ObjectSpec, SceneSpec, ToyClip, ToyWorld, parse_prompt
+
+__all__ = [
+    "VOCABULARY",
+    "ObjectSpec",
+    "SceneSpec",
+    "ToyAutoencoder",
+    "ToyClip",
+    "ToyStreamDecoder",
+    "ToyTextEncoder",
+    "ToyWorld",
+    "parse_prompt",
+]

@@ -1,0 +1,289 @@
+"""The toy world: a procedural text-to-video world that needs no download.
+
+One to three coloured shapes move over a dim textured background, bouncing off the frame edges. A clip
+is a pure function of a `SceneSpec` and the frame index, so a stream of any length can be rendered in
+pieces, and every clip carries its ground truth (object centres and velocities) for tests and evals.
+
+Prompts come from a small closed grammar, so the toy text encoder can use a word-level vocabulary and
+every prompt parses back into a scene:
+
+    prompt := clause ("and" clause)* "on a" BACKGROUND "background"
+    clause := thing ("and" thing)* "moving" SPEED DIRECTION ["while speeding up" | "while slowing down"]
+    thing  := "a" COLOUR SHAPE
+
+e.g. "a blue square and a yellow triangle moving slowly upwards on a dotted background". Objects that
+share a motion share a clause. The prompt names each object's motion at frame 0: bounces flip the
+direction later, and a speed change switches the speed class at `change_speed_at`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+from dataclasses import dataclass
+
+import torch
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {  # RGB in [0, 1], saturated so the objects stand out against the dim background
+    "red": (1.0, 0.15, 0.15),
+    "green": (0.15, 0.9, 0.2),
+    "blue": (0.2, 0.35, 1.0),
+    "yellow": (1.0, 0.9, 0.1),
+    "white": (1.0, 1.0, 1.0),
+    "purple": (0.7, 0.2, 1.0),
+}
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (x, y), y grows downwards
+SPEEDS = {"slow": 0.15, "fast": 0.5}  # frame extents per second, so motion looks the same at any size or fps
+BACKGROUNDS = ("striped", "checkered", "dotted", "gradient")
+MAX_OBJECTS = 3
+
+_SPEED_WORDS = {"slow": "slowly", "fast": "fast"}
+_DIRECTION_WORDS = {"left": "to the left", "right": "to the right", "up": "upwards", "down": "downwards"}
+_CHANGE_WORDS = {"slow": "while speeding up", "fast": "while slowing down"}  # keyed by the speed before it
+_OTHER_SPEED = {"slow": "fast", "fast": "slow"}
+
+VOCABULARY = sorted(
+    {"a", "and", "moving", "on", "background", *SHAPES, *COLOURS, *BACKGROUNDS}
+    | {w for phrases in (_SPEED_WORDS, _DIRECTION_WORDS, _CHANGE_WORDS) for p in phrases.values() for w in p.split()}
+)
+
+
+def split_words(prompt: str) -> list[str]:
+    """Lower-case words, punctuation dropped: the one tokenisation both the parser and the text encoder use."""
+    return re.findall(r"[a-z0-9]+", prompt.lower())
+
+
+def _check_choice(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} {value!r} is not one of {sorted(allowed)}")
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    shape: str
+    colour: str
+    direction: str  # at frame 0; every bounce flips it
+    speed: str  # speed class at frame 0
+    size: float = 0.25  # diameter as a fraction of the shorter frame side
+    start: tuple[float, float] = (0.5, 0.5)  # centre at frame 0, as a fraction of the range the centre can reach
+    change_speed_at: int | None = None  # first frame moving at the other speed class
+
+    def __post_init__(self):
+        _check_choice("shape", self.shape, SHAPES)
+        _check_choice("colour", self.colour, COLOURS)
+        _check_choice("direction", self.direction, DIRECTIONS)
+        _check_choice("speed", self.speed, SPEEDS)
+        if not 0 < self.size <= 0.5:
+            raise ValueError(f"size {self.size} is not in (0, 0.5] (a fraction of the shorter frame side)")
+        if not all(0 <= s <= 1 for s in self.start):
+            raise ValueError(f"start {self.start} must have both coordinates in [0, 1]")
+        if self.change_speed_at is not None and self.change_speed_at < 1:
+            raise ValueError(f"change_speed_at {self.change_speed_at} must be None or a frame >= 1")
+
+
+def _motion(obj: ObjectSpec) -> tuple[str, str, bool]:
+    """What a clause of the prompt says about an object: objects with equal motion share a clause."""
+    return obj.direction, obj.speed, obj.change_speed_at is not None
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    objects: tuple[ObjectSpec, ...]  # drawn in order: later objects cover earlier ones
+    background: str
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background colour, RGB in [0, 1]
+    texture_period: float = 0.25  # fraction of the shorter frame side
+    texture_angle: float = 0.0  # radians; orients stripes and gradients
+
+    def __post_init__(self):
+        if not 1 <= len(self.objects) <= MAX_OBJECTS:
+            raise ValueError(f"a scene has {len(self.objects)} objects; allowed: 1 to {MAX_OBJECTS}")
+        _check_choice("background", self.background, BACKGROUNDS)
+        if not self.texture_period > 0:
+            raise ValueError(f"texture_period {self.texture_period} must be > 0")
+
+    def prompt(self) -> str:
+        clauses = []
+        for (direction, speed, changes), group in itertools.groupby(self.objects, key=_motion):
+            things = " and ".join(f"a {o.colour} {o.shape}" for o in group)
+            clause = f"{things} moving {_SPEED_WORDS[speed]} {_DIRECTION_WORDS[direction]}"
+            clauses.append(f"{clause} {_CHANGE_WORDS[speed]}" if changes else clause)
+        return f"{' and '.join(clauses)} on a {self.background} background"
+
+
+@dataclass
+class ToyClip:
+    video: torch.Tensor  # [3, F, H, W] float32 in [-1, 1]
+    prompt: str
+    positions: torch.Tensor  # [F, N_obj, 2] object centres in pixels (x, y)
+    velocities: torch.Tensor  # [F, N_obj, 2] pixels per frame: positions[t + 1] = positions[t] + velocities[t]
+    scene: SceneSpec
+
+
+def parse_prompt(prompt: str) -> tuple[list[tuple[str, str, str, str, bool]], str]:
+    """Grammar prompt -> ([(shape, colour, direction, speed, changes_speed), ...], background)."""
+    words = split_words(prompt)
+    unknown = sorted(set(words) - set(VOCABULARY))
+    if unknown:
+        raise ValueError(f"prompt {prompt!r} has words outside the toy grammar: {unknown}; allowed: {VOCABULARY}")
+    pos = 0
+
+    def read(options: dict[str, str], what: str) -> str:
+        # Options map phrases to values; an empty phrase matches anything, so it makes the read optional.
+        nonlocal pos
+        for phrase, value in options.items():
+            n = len(phrase.split())
+            if words[pos : pos + n] == phrase.split():
+                pos += n
+                return value
+        raise ValueError(f"prompt {prompt!r}: expected {what} at word {pos}, allowed: {list(options)}")
+
+    objects = []
+    while True:
+        things = []
+        while True:
+            read({"a": "a"}, "'a'")
+            colour = read({c: c for c in COLOURS}, "a colour")
+            things.append((read({s: s for s in SHAPES}, "a shape"), colour))
+            if read({"and": "and", "moving": "moving"}, "'and' or 'moving'") == "moving":
+                break
+        speed = read({w: s for s, w in _SPEED_WORDS.items()}, "a speed")
+        direction = read({w: d for d, w in _DIRECTION_WORDS.items()}, "a direction")
+        before = read({**{w: s for s, w in _CHANGE_WORDS.items()}, "": ""}, "a speed change")
+        if before and before != speed:
+            raise ValueError(f"prompt {prompt!r}: '{_CHANGE_WORDS[before]}' contradicts moving '{_SPEED_WORDS[speed]}'")
+        objects += [(shape, colour, direction, speed, bool(before)) for shape, colour in things]
+        if read({"and": "and", "on": "on"}, "'and' or 'on'") == "on":
+            break
+    read({"a": "a"}, "'a'")
+    background = read({b: b for b in BACKGROUNDS}, "a background")
+    read({"background": "background"}, "'background'")
+    if pos != len(words):
+        raise ValueError(f"prompt {prompt!r}: unexpected words after 'background': {words[pos:]}")
+    return objects, background
+
+
+class ToyWorld:
+    def __init__(self, height: int = 32, width: int = 32, fps: int = 8, max_objects: int = 2):
+        for name, side in (("height", height), ("width", width)):
+            if side < 16 or side % 2:
+                raise ValueError(f"{name} {side} must be even and >= 16")
+        if fps < 1:
+            raise ValueError(f"fps {fps} must be >= 1")
+        if not 1 <= max_objects <= MAX_OBJECTS:
+            raise ValueError(f"max_objects {max_objects} must be in 1..{MAX_OBJECTS}")
+        self.height, self.width, self.fps, self.max_objects = height, width, fps, max_objects
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return list(VOCABULARY)
+
+    def sample_scene(self, seed: int) -> SceneSpec:
+        rng = random.Random(seed)
+        n = rng.randint(1, self.max_objects)
+        things = rng.sample([(shape, colour) for shape in SHAPES for colour in COLOURS], n)
+        # Half of the multi-object scenes move in step, so the grouped form of the grammar is common too.
+        shared = n > 1 and rng.random() < 0.5
+        objects = []
+        for shape, colour in things:
+            if not (shared and objects):
+                motion = (rng.choice(list(DIRECTIONS)), rng.choice(list(SPEEDS)), rng.random() < 0.25)
+            objects.append((shape, colour, *motion))
+        return self._layout(objects, rng.choice(BACKGROUNDS), seed)
+
+    def scene_from_prompt(self, prompt: str, seed: int = 0) -> SceneSpec:
+        return self._layout(*parse_prompt(prompt), seed)
+
+    def _layout(self, objects: list[tuple[str, str, str, str, bool]], background: str, seed: int) -> SceneSpec:
+        # Its own random stream, drawn the same way whatever the words: a sampled scene's prompt parses back
+        # to exactly that scene when given the same seed.
+        rng = random.Random(f"toy-layout-{seed}")
+        specs = []
+        for shape, colour, direction, speed, changes in objects:
+            start = (rng.random(), rng.random())
+            size = rng.uniform(0.2, 0.3)
+            change_at = rng.randint(self.fps, 2 * self.fps)
+            specs.append(ObjectSpec(shape, colour, direction, speed, size, start, change_at if changes else None))
+        tint = tuple(rng.uniform(0.3, 1.0) for _ in range(3))
+        tint = tuple(c / max(tint) for c in tint)  # hue only: the texture sets the brightness
+        return SceneSpec(tuple(specs), background, tint, rng.uniform(0.15, 0.35), rng.uniform(0, math.pi))
+
+    def sample(self, seed: int, num_frames: int) -> ToyClip:
+        return self.render(self.sample_scene(seed), num_frames)
+
+    def render(self, scene: SceneSpec, num_frames: int, start: int = 0) -> ToyClip:
+        """Frames [start, start + num_frames) of the scene's endless clip."""
+        if num_frames < 1 or start < 0:
+            raise ValueError(f"num_frames {num_frames} must be >= 1 and start {start} >= 0")
+        t = torch.arange(start, start + num_frames + 1, dtype=torch.float64)
+        centres = torch.stack([self._trajectory(obj, t) for obj in scene.objects], dim=1)  # [F + 1, N, 2]
+        positions = centres[:-1]
+        velocities = centres[1:] - centres[:-1]  # one frame past the clip so the last velocity is defined
+        video = self._background(scene)[:, None].repeat(1, num_frames, 1, 1)  # [3, F, H, W]
+        for i, obj in enumerate(scene.objects):
+            cover = self._coverage(obj, positions[:, i])  # [F, H, W]
+            colour = torch.tensor(COLOURS[obj.colour], dtype=torch.float64)[:, None, None, None]
+            video = video + cover * (colour - video)
+        return ToyClip(
+            video=(2 * video - 1).float(),
+            prompt=scene.prompt(),
+            positions=positions.float(),
+            velocities=velocities.float(),
+            scene=scene,
+        )
+
+    def _radius(self, obj: ObjectSpec) -> float:
+        return obj.size * min(self.height, self.width) / 2
+
+    def _trajectory(self, obj: ObjectSpec, t: torch.Tensor) -> torch.Tensor:
+        """Centres at frames t: [T] -> [T, 2] pixels (x, y). Closed form, so any frame costs the same."""
+        r = self._radius(obj)
+        extent = torch.tensor([self.width, self.height], dtype=torch.float64)
+        span = extent - 2 * r  # the centre stays in [r, extent - r]: the object bounces when its edge hits
+        centre = (r + torch.tensor(obj.start, dtype=torch.float64) * span).repeat(len(t), 1)  # [T, 2]
+        dx, dy = DIRECTIONS[obj.direction]
+        axis, sign = (0, dx) if dx else (1, dy)
+        v0, v1 = (SPEEDS[s] * extent[axis].item() / self.fps for s in (obj.speed, _OTHER_SPEED[obj.speed]))
+        c = obj.change_speed_at
+        travelled = v0 * t if c is None else v0 * t.clamp(max=c) + v1 * (t - c).clamp(min=0)  # [T]
+        # Bouncing between 0 and L is a triangle wave of the unbounded distance along the axis.
+        length = span[axis].item()
+        unfolded = obj.start[axis] * length + sign * travelled
+        centre[:, axis] = r + length - ((unfolded % (2 * length)) - length).abs()
+        return centre
+
+    def _coverage(self, obj: ObjectSpec, centres: torch.Tensor) -> torch.Tensor:
+        """How much of each pixel the object covers: centres [F, 2] -> [F, H, W] in [0, 1]."""
+        x = torch.arange(self.width, dtype=torch.float64) + 0.5 - centres[:, 0, None, None]  # [F, 1, W]
+        y = torch.arange(self.height, dtype=torch.float64)[:, None] + 0.5 - centres[:, 1, None, None]  # [F, H, 1]
+        r = self._radius(obj)
+        if obj.shape == "circle":
+            sdf = torch.sqrt(x**2 + y**2) - r
+        elif obj.shape == "square":
+            sdf = torch.maximum(x.abs(), y.abs()) - r
+        else:  # triangle filling the square's box, apex up: base y = r, sides through (0, -r) and (+-r, r)
+            sdf = torch.maximum(y - r, (2 * x.abs() - y - r) / math.sqrt(5))
+        # A one-pixel ramp across the edge: cheap anti-aliasing that keeps sub-pixel motion visible.
+        return (0.5 - sdf).clamp(0, 1)
+
+    def _background(self, scene: SceneSpec) -> torch.Tensor:
+        """Static dim texture: [3, H, W] in [0, 0.35]. Units are shorter-side fractions so it looks alike at any size."""
+        side = min(self.height, self.width)
+        x = (torch.arange(self.width, dtype=torch.float64) + 0.5) / side  # [W]
+        y = (torch.arange(self.height, dtype=torch.float64)[:, None] + 0.5) / side  # [H, 1]
+        period, cos, sin = scene.texture_period, math.cos(scene.texture_angle), math.sin(scene.texture_angle)
+        if scene.background == "striped":
+            pattern = (0.5 + 1.5 * torch.sin(2 * math.pi * (x * cos + y * sin) / period)).clamp(0, 1)
+        elif scene.background == "checkered":
+            pattern = ((x / period).floor() + (y / period).floor()) % 2
+        elif scene.background == "dotted":  # dots half a period across on a square grid
+            distance = torch.sqrt(((x / period) % 1 - 0.5) ** 2 + ((y / period) % 1 - 0.5) ** 2) * period * side
+            pattern = (0.5 + 0.25 * period * side - distance).clamp(0, 1)
+        else:  # gradient through the frame centre
+            along = (x - self.width / side / 2) * cos + (y - self.height / side / 2) * sin
+            pattern = (0.5 + along).clamp(0, 1)
+        pattern = pattern.expand(self.height, self.width)
+        tint = torch.tensor(scene.tint, dtype=torch.float64)[:, None, None]
+        return tint * (0.1 + 0.25 * pattern)

@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from rf.models.causal_wan import CausalWanTransformer3DModel
+
+torch.set_num_threads(2)
+
+
+def tiny_wan_config(**overrides) -> dict:
+    cfg = dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        text_dim=8,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        eps=1e-6,
+        rope_max_seq_len=256,
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture
+def tiny_wan() -> CausalWanTransformer3DModel:
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config())
+    # diffusers zero-inits nothing here, but make every output depend on every input at a visible scale
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1 and torch.all(p == 0):
+                p.normal_(0, 0.1)
+    return model.eval()
