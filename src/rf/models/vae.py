@@ -1,0 +1,80 @@
+"""The Wan VAE behind rf's autoencoder interface, with a streaming decoder.
+
+Interface shared with `rf.toy.ToyAutoencoder` (what the sampler's callers rely on):
+
+    encode(video [B, 3, T, H, W] in [-1, 1]) -> latents [B, C, F, h, w]   (normalised)
+    decode(latents) -> video
+    num_frames(latent_frames) -> video frames they decode to
+    stream_decoder() -> object with decode(chunk) -> frames, and reset()
+
+diffusers' `AutoencoderKLWan.decode` clears its causal-conv cache on every call, so decoding
+chunk by chunk through it would restart the temporal convolutions at each chunk boundary.
+`WanStreamDecoder` drives the decoder itself, one latent frame at a time, keeping the cache
+(`feat_map`) for the whole stream: chunked decoding equals one-shot decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, unpatchify
+
+
+class WanStreamDecoder:
+    def __init__(self, vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Tensor):
+        self.vae, self.mean, self.std = vae, mean, std
+        self.num_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
+        self.reset()
+
+    def reset(self) -> None:
+        self.feat_map: list = [None] * self.num_convs
+        self.first = True
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B, C, f, h, w] (normalised) -> frames [B, 3, T, H, W] in [-1, 1]."""
+        vae = self.vae
+        z = latents.to(vae.dtype) * self.std.to(latents.device, vae.dtype) + self.mean.to(latents.device, vae.dtype)
+        z = vae.post_quant_conv(z)
+        out = []
+        for i in range(z.shape[2]):
+            frame = vae.decoder(z[:, :, i : i + 1], feat_cache=self.feat_map, feat_idx=[0], first_chunk=self.first)
+            self.first = False
+            out.append(frame)
+        video = torch.cat(out, dim=2)
+        if vae.config.patch_size is not None:
+            video = unpatchify(video, patch_size=vae.config.patch_size)
+        return video.clamp(-1, 1)
+
+
+class WanVideoAutoencoder(torch.nn.Module):
+    """AutoencoderKLWan with Wan's latent normalisation: 4x in time (first frame alone), 8x in space."""
+
+    def __init__(self, vae: AutoencoderKLWan):
+        super().__init__()
+        self.vae = vae.eval().requires_grad_(False)
+        z = vae.config.z_dim
+        self.register_buffer("mean", torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1), persistent=False)
+        self.latent_channels = z
+        self.spatial_factor = vae.spatial_compression_ratio
+        self.temporal_factor = vae.temporal_compression_ratio if hasattr(vae, "temporal_compression_ratio") else 4
+
+    @classmethod
+    def from_pretrained(cls, path, torch_dtype: torch.dtype = torch.float32) -> WanVideoAutoencoder:
+        return cls(AutoencoderKLWan.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True))
+
+    def num_frames(self, latent_frames: int) -> int:
+        return 1 + self.temporal_factor * (latent_frames - 1)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
+        return (z - self.mean.to(z)) / self.std.to(z)
+
+    def stream_decoder(self) -> WanStreamDecoder:
+        return WanStreamDecoder(self.vae, self.mean, self.std)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.stream_decoder().decode(latents)
