@@ -42,14 +42,19 @@ def test_ema_sink_closed_form():
     # chunk 0 is the sink S0; chunks 1..7 pass through a 3-frame window, so E_1..E_6 were evicted
     evicted = [c[0] for c in chunks[1:7]]
     n = len(evicted)
-    expected = alpha**n * chunks[0][0] + (1 - alpha) * sum(alpha ** (n - j) * e for j, e in enumerate(evicted, 1))
+    expected = alpha**n * chunks[0][0] + (1 - alpha) * sum(
+        alpha ** (n - j) * e for j, e in enumerate(evicted, 1)
+    )
     torch.testing.assert_close(cache.sink_k, expected)
     assert cache.evicted_frames == 3 * n
     torch.testing.assert_close(cache.win_k, chunks[7][0])
 
 
 def test_ema_sink_alpha_one_equals_static_sink():
-    ema, static = BlockCache(CacheConfig(policy="ema_sink", alpha=1.0)), BlockCache(CacheConfig(policy="sink"))
+    ema, static = (
+        BlockCache(CacheConfig(policy="ema_sink", alpha=1.0)),
+        BlockCache(CacheConfig(policy="sink")),
+    )
     for i in range(7):
         ema.commit(*chunk(i))
         static.commit(*chunk(i))

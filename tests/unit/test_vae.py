@@ -11,8 +11,13 @@ def tiny_wan_vae() -> AutoencoderKLWan:
     torch.manual_seed(0)
     z = 4
     return AutoencoderKLWan(
-        base_dim=8, z_dim=z, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True],
-        latents_mean=[0.1 * i for i in range(z)], latents_std=[1.0 + 0.1 * i for i in range(z)],
+        base_dim=8,
+        z_dim=z,
+        dim_mult=[1, 2, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.1 * i for i in range(z)],
+        latents_std=[1.0 + 0.1 * i for i in range(z)],
     ).eval()
 
 

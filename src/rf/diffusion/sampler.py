@@ -48,7 +48,10 @@ class GeneratorNoise:
 
 
 class TensorNoise:
-    """Noise given up front: initial [B, C, F, H, W] for the whole clip, renoise [chunks, steps-1, B, C, f, H, W]."""
+    """Noise given up front.
+
+    initial [B, C, F, H, W] for the whole clip; renoise [chunks, steps - 1, B, C, f, H, W].
+    """
 
     def __init__(self, initial: torch.Tensor, renoise: torch.Tensor, chunk_frames: int):
         self.initial_noise, self.renoise_noise, self.chunk_frames = initial, renoise, chunk_frames
@@ -112,7 +115,9 @@ class StreamSampler:
         n_chunks = self.num_chunks(f)
         starts = [s for s, _ in prompts]
         if not prompts or starts[0] != 0 or starts != sorted(set(starts)):
-            raise ValueError(f"prompt schedule starts at chunks {starts}: need strictly increasing, first at 0")
+            raise ValueError(
+                f"prompt schedule starts at chunks {starts}: need strictly increasing, first at 0"
+            )
         if exit_step is not None and not 0 <= exit_step < len(self.timesteps):
             raise ValueError(f"exit_step={exit_step}: must be in [0, {len(self.timesteps) - 1}]")
 

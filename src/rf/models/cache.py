@@ -39,7 +39,9 @@ class CacheConfig:
 
     def __post_init__(self):
         if self.policy not in POLICIES:
-            raise ValueError(f"sink={self.policy!r} is not a cache policy: choose one of {', '.join(POLICIES)}")
+            raise ValueError(
+                f"sink={self.policy!r} is not a cache policy: choose one of {', '.join(POLICIES)}"
+            )
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"sink.alpha={self.alpha} is outside [0, 1]")
         if self.chunk_frames < 1:
@@ -137,7 +139,11 @@ class BlockCache:
         self.win_k = self.win_v = None
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.sink_k, self.sink_v, self.win_k, self.win_v) if t is not None)
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.sink_k, self.sink_v, self.win_k, self.win_v)
+            if t is not None
+        )
 
 
 def _cat(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffu
 
 
 def convert_original_wan(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Original Wan names (`blocks.0.self_attn.q.weight`) -> diffusers names (`blocks.0.attn1.to_q.weight`)."""
+    """Original Wan names (`blocks.0.self_attn.q.weight`) -> diffusers (`blocks.0.attn1.to_q.weight`)."""
     return convert_wan_transformer_to_diffusers(dict(state_dict))
 
 
@@ -24,3 +24,38 @@ def load_original_wan(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
             f"original Wan checkpoint does not fit {type(model).__name__}: "
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
+
+
+# Where each rf LightningModule keeps the weights a streaming student can start from, in order of preference.
+STUDENT_PREFIXES = ("generator.", "transformer.")
+
+
+def load_lightning_weights(
+    model: torch.nn.Module, ckpt_path, prefixes: tuple[str, ...] = STUDENT_PREFIXES
+) -> str:
+    """Load a transformer from an rf Lightning checkpoint; returns the prefix it was found under."""
+    from pathlib import Path
+
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt={ckpt_path}: no such checkpoint file")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("state_dict", {})
+    for prefix in prefixes:
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not sub:
+            continue
+        own = model.state_dict()
+        wrong = [k for k, v in sub.items() if k in own and own[k].shape != v.shape]
+        if wrong:
+            k = wrong[0]
+            raise ValueError(
+                f"ckpt={ckpt_path} holds another model size: {prefix}{k} is {tuple(sub[k].shape)}, "
+                f"the configured model has {tuple(own[k].shape)}; pick the matching model= config"
+            )
+        missing, unexpected = model.load_state_dict(sub, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"ckpt={ckpt_path} does not fit the configured model: "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+        return prefix
+    raise ValueError(f"ckpt={ckpt_path} holds no transformer weights (looked for {', '.join(prefixes)}*)")

@@ -1,4 +1,5 @@
-"""A toy text-to-video setting that runs on a CPU: a procedural world, an exact autoencoder, a word encoder."""
+"""A toy text-to-video setting that runs on a CPU: a procedural world, an exact autoencoder, a word
+encoder. Each mirrors the interface of the real component it stands in for."""
 
 from rf.toy.autoencoder import ToyAutoencoder, ToyStreamDecoder
 from rf.toy.text import ToyTextEncoder

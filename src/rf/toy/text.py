@@ -34,7 +34,9 @@ def sinusoid(length: int, dim: int) -> torch.Tensor:
 class ToyTextEncoder(torch.nn.Module):
     """Frozen word-level encoder over the toy grammar's vocabulary."""
 
-    def __init__(self, vocabulary: list[str] | None = None, dim: int = 64, max_length: int = 40, seed: int = 0):
+    def __init__(
+        self, vocabulary: list[str] | None = None, dim: int = 64, max_length: int = 40, seed: int = 0
+    ):
         super().__init__()
         words = [w.lower() for w in (VOCABULARY if vocabulary is None else vocabulary)]
         if not words or len(set(words)) != len(words):
@@ -65,10 +67,8 @@ class ToyTextEncoder(torch.nn.Module):
             if not words:
                 raise ValueError(f"prompt {b} is empty ({prompt!r}): every prompt needs at least one word")
             if len(words) > self.max_length:
-                warnings.warn(
-                    f"prompt {b} has {len(words)} words, truncated to max_length={self.max_length}: {prompt!r}",
-                    stacklevel=2,
-                )
+                message = f"prompt {b} has {len(words)} words, truncated to max_length={self.max_length}"
+                warnings.warn(f"{message}: {prompt!r}", stacklevel=2)
                 words = words[: self.max_length]
             for word in set(words) - self.index.keys() - self._warned:
                 warnings.warn(f"word {word!r} is not in the toy vocabulary, encoded as {UNK}", stacklevel=2)

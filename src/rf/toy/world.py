@@ -45,14 +45,14 @@ _DIRECTION_WORDS = {"left": "to the left", "right": "to the right", "up": "upwar
 _CHANGE_WORDS = {"slow": "while speeding up", "fast": "while slowing down"}  # keyed by the speed before it
 _OTHER_SPEED = {"slow": "fast", "fast": "slow"}
 
+_PHRASES = (*_SPEED_WORDS.values(), *_DIRECTION_WORDS.values(), *_CHANGE_WORDS.values())
 VOCABULARY = sorted(
-    {"a", "and", "moving", "on", "background", *SHAPES, *COLOURS, *BACKGROUNDS}
-    | {w for phrases in (_SPEED_WORDS, _DIRECTION_WORDS, _CHANGE_WORDS) for p in phrases.values() for w in p.split()}
+    {"a", "and", "moving", "on", "background", *SHAPES, *COLOURS, *BACKGROUNDS, *" ".join(_PHRASES).split()}
 )
 
 
 def split_words(prompt: str) -> list[str]:
-    """Lower-case words, punctuation dropped: the one tokenisation both the parser and the text encoder use."""
+    """Lower-case words, punctuation dropped: the parser and the text encoder must split alike."""
     return re.findall(r"[a-z0-9]+", prompt.lower())
 
 
@@ -68,7 +68,8 @@ class ObjectSpec:
     direction: str  # at frame 0; every bounce flips it
     speed: str  # speed class at frame 0
     size: float = 0.25  # diameter as a fraction of the shorter frame side
-    start: tuple[float, float] = (0.5, 0.5)  # centre at frame 0, as a fraction of the range the centre can reach
+    # Centre at frame 0 as a fraction of the range the centre can reach, so every start is in frame.
+    start: tuple[float, float] = (0.5, 0.5)
     change_speed_at: int | None = None  # first frame moving at the other speed class
 
     def __post_init__(self):
@@ -118,16 +119,23 @@ class ToyClip:
     video: torch.Tensor  # [3, F, H, W] float32 in [-1, 1]
     prompt: str
     positions: torch.Tensor  # [F, N_obj, 2] object centres in pixels (x, y)
-    velocities: torch.Tensor  # [F, N_obj, 2] pixels per frame: positions[t + 1] = positions[t] + velocities[t]
+    # [F, N_obj, 2] pixels per frame, to the next frame: positions[t + 1] = positions[t] + velocities[t]
+    velocities: torch.Tensor
     scene: SceneSpec
 
 
-def parse_prompt(prompt: str) -> tuple[list[tuple[str, str, str, str, bool]], str]:
+# What a prompt says about one object: (shape, colour, direction, speed, changes_speed).
+ObjectWords = tuple[str, str, str, str, bool]
+
+
+def parse_prompt(prompt: str) -> tuple[list[ObjectWords], str]:
     """Grammar prompt -> ([(shape, colour, direction, speed, changes_speed), ...], background)."""
     words = split_words(prompt)
     unknown = sorted(set(words) - set(VOCABULARY))
     if unknown:
-        raise ValueError(f"prompt {prompt!r} has words outside the toy grammar: {unknown}; allowed: {VOCABULARY}")
+        raise ValueError(
+            f"prompt {prompt!r} has words outside the toy grammar: {unknown}; allowed: {VOCABULARY}"
+        )
     pos = 0
 
     def read(options: dict[str, str], what: str) -> str:
@@ -153,7 +161,9 @@ def parse_prompt(prompt: str) -> tuple[list[tuple[str, str, str, str, bool]], st
         direction = read({w: d for d, w in _DIRECTION_WORDS.items()}, "a direction")
         before = read({**{w: s for s, w in _CHANGE_WORDS.items()}, "": ""}, "a speed change")
         if before and before != speed:
-            raise ValueError(f"prompt {prompt!r}: '{_CHANGE_WORDS[before]}' contradicts moving '{_SPEED_WORDS[speed]}'")
+            raise ValueError(
+                f"prompt {prompt!r}: '{_CHANGE_WORDS[before]}' contradicts moving '{_SPEED_WORDS[speed]}'"
+            )
         objects += [(shape, colour, direction, speed, bool(before)) for shape, colour in things]
         if read({"and": "and", "on": "on"}, "'and' or 'on'") == "on":
             break
@@ -196,7 +206,7 @@ class ToyWorld:
     def scene_from_prompt(self, prompt: str, seed: int = 0) -> SceneSpec:
         return self._layout(*parse_prompt(prompt), seed)
 
-    def _layout(self, objects: list[tuple[str, str, str, str, bool]], background: str, seed: int) -> SceneSpec:
+    def _layout(self, objects: list[ObjectWords], background: str, seed: int) -> SceneSpec:
         # Its own random stream, drawn the same way whatever the words: a sampled scene's prompt parses back
         # to exactly that scene when given the same seed.
         rng = random.Random(f"toy-layout-{seed}")
@@ -205,7 +215,9 @@ class ToyWorld:
             start = (rng.random(), rng.random())
             size = rng.uniform(0.2, 0.3)
             change_at = rng.randint(self.fps, 2 * self.fps)
-            specs.append(ObjectSpec(shape, colour, direction, speed, size, start, change_at if changes else None))
+            specs.append(
+                ObjectSpec(shape, colour, direction, speed, size, start, change_at if changes else None)
+            )
         tint = tuple(rng.uniform(0.3, 1.0) for _ in range(3))
         tint = tuple(c / max(tint) for c in tint)  # hue only: the texture sets the brightness
         return SceneSpec(tuple(specs), background, tint, rng.uniform(0.15, 0.35), rng.uniform(0, math.pi))
@@ -256,8 +268,9 @@ class ToyWorld:
 
     def _coverage(self, obj: ObjectSpec, centres: torch.Tensor) -> torch.Tensor:
         """How much of each pixel the object covers: centres [F, 2] -> [F, H, W] in [0, 1]."""
-        x = torch.arange(self.width, dtype=torch.float64) + 0.5 - centres[:, 0, None, None]  # [F, 1, W]
-        y = torch.arange(self.height, dtype=torch.float64)[:, None] + 0.5 - centres[:, 1, None, None]  # [F, H, 1]
+        xs = torch.arange(self.width, dtype=torch.float64) + 0.5  # [W] pixel centres
+        ys = torch.arange(self.height, dtype=torch.float64)[:, None] + 0.5  # [H, 1]
+        x, y = xs - centres[:, 0, None, None], ys - centres[:, 1, None, None]  # [F, 1, W], [F, H, 1]
         r = self._radius(obj)
         if obj.shape == "circle":
             sdf = torch.sqrt(x**2 + y**2) - r
@@ -269,7 +282,7 @@ class ToyWorld:
         return (0.5 - sdf).clamp(0, 1)
 
     def _background(self, scene: SceneSpec) -> torch.Tensor:
-        """Static dim texture: [3, H, W] in [0, 0.35]. Units are shorter-side fractions so it looks alike at any size."""
+        """Static dim texture: [3, H, W] in [0, 0.35], in shorter-side units so it looks alike at any size."""
         side = min(self.height, self.width)
         x = (torch.arange(self.width, dtype=torch.float64) + 0.5) / side  # [W]
         y = (torch.arange(self.height, dtype=torch.float64)[:, None] + 0.5) / side  # [H, 1]
@@ -279,7 +292,8 @@ class ToyWorld:
         elif scene.background == "checkered":
             pattern = ((x / period).floor() + (y / period).floor()) % 2
         elif scene.background == "dotted":  # dots half a period across on a square grid
-            distance = torch.sqrt(((x / period) % 1 - 0.5) ** 2 + ((y / period) % 1 - 0.5) ** 2) * period * side
+            u, v = (x / period) % 1 - 0.5, (y / period) % 1 - 0.5  # offsets from the nearest dot, in periods
+            distance = torch.sqrt(u**2 + v**2) * period * side  # pixels
             pattern = (0.5 + 0.25 * period * side - distance).clamp(0, 1)
         else:  # gradient through the frame centre
             along = (x - self.width / side / 2) * cos + (y - self.height / side / 2) * sin

@@ -1,0 +1,54 @@
+"""The toy teacher: a bidirectional Wan trained by flow matching on toy-world clips.
+
+    x_t = (1 - s) x0 + s eps,   loss = || v_theta(x_t, t, text) - (eps - x0) ||^2      (PAPER.md §1)
+
+Text is dropped (replaced by the empty prompt's embedding, all zeros) with probability
+`cfg_dropout`, so the teacher also learns the unconditional flow that classifier-free guidance needs.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import WanTransformer3DModel
+
+from rf.diffusion.flow import add_noise, flow_target, sample_timesteps
+from rf.lit.frozen import FrozenModulesMixin
+from rf.utils.instantiate import instantiate, to_dict
+
+
+class TeacherModule(FrozenModulesMixin):
+    frozen_modules = ("text_encoder", "autoencoder")
+
+    def __init__(self, model: dict, optim: dict, time_shift: float = 3.0, cfg_dropout: float = 0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        model = to_dict(model)
+        self.transformer = WanTransformer3DModel(**model["transformer"])
+        self.text_encoder = instantiate(model["text_encoder"])
+        self.autoencoder = instantiate(model["autoencoder"])
+        self.freeze_modules()
+        if self.text_encoder.dim != self.transformer.config.text_dim:
+            raise ValueError(
+                f"text encoder dim {self.text_encoder.dim} != transformer text_dim "
+                f"{self.transformer.config.text_dim}: make model.transformer.text_dim match"
+            )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        with torch.no_grad():
+            x0 = self.autoencoder.encode(batch["video"])  # [B, C, F, h, w]
+            text = self.text_encoder(batch["prompt"]).to(x0)  # [B, Lt, text_dim]
+            drop = torch.rand(x0.shape[0], device=x0.device) < self.hparams.cfg_dropout
+            text = torch.where(drop[:, None, None], torch.zeros_like(text), text)
+        t = sample_timesteps(x0.shape[0], self.hparams.time_shift, device=x0.device)  # [B]
+        noise = torch.randn_like(x0)
+        x_t = add_noise(x0, noise, (t / 1000).view(-1, 1, 1, 1, 1))
+        flow = self.transformer(x_t, t, text).sample
+        loss = (flow.float() - flow_target(x0, noise).float()).square().mean()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        o = self.hparams.optim
+        return torch.optim.AdamW(
+            self.transformer.parameters(), lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"]
+        )
