@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from tqdm import tqdm
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
@@ -23,7 +24,7 @@ from rf.models.causal_wan import CausalWanTransformer3DModel
 from rf.models.loading import load_lightning_weights
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, resolve_dtype
-from rf.utils.video import StreamingVideoWriter
+from rf.utils.video import StreamingVideoWriter, contact_sheet
 
 
 def pick_device(name: str) -> torch.device:
@@ -110,22 +111,31 @@ def main(cfg: DictConfig) -> Path:
     )
 
     decoder = autoencoder.stream_decoder()
+    total = autoencoder.num_frames(latent_frames)
+    keep = set(torch.linspace(0, total - 1, min(total, 32)).round().long().tolist())  # frames for the sheet
+    sheet = []
     start = time.perf_counter()
     with torch.inference_mode(), StreamingVideoWriter(out, fps, h, w) as writer:
         bar = tqdm(total=n_chunks, unit="chunk", desc=f"streaming {cache_cfg.policy}")
         for chunk in sampler.stream(
             prompts, shape, GeneratorNoise(cfg.seed, device), recache_on_switch=cfg.recache_on_switch
         ):
-            writer.write(decoder.decode(chunk.latents).float().cpu())
+            frames = decoder.decode(chunk.latents).float().cpu()  # [1, 3, t, H, W]
+            first = writer.frames_written
+            writer.write(frames)
+            sheet += [frames[0, :, i - first] for i in range(first, writer.frames_written) if i in keep]
             bar.update(1)
             bar.set_postfix(
                 fps=f"{writer.frames_written / (time.perf_counter() - start):.1f}", prompt=chunk.prompt_index
             )
         bar.close()
+    png = out.with_suffix(".png")
+    Image.fromarray(contact_sheet(torch.stack(sheet, dim=1), columns=8).numpy()).save(png)
     seconds = writer.frames_written / fps
     print(
         f"wrote {out} ({writer.frames_written} frames, {seconds:.1f} s at {fps} fps, {len(plan)} prompt(s))"
     )
+    print(f"contact sheet: {png}")
     return out
 
 
