@@ -133,7 +133,7 @@ def main(cfg: DictConfig) -> Path:
     Image.fromarray(contact_sheet(torch.stack(sheet, dim=1), columns=8).numpy()).save(png)
     seconds = writer.frames_written / fps
     print(
-        f"wrote {out} ({writer.frames_written} frames, {seconds:.1f} s at {fps} fps, {len(plan)} prompt(s))"
+        f"wrote {out} ({writer.frames_written} frames, {seconds:.1f} s at {fps} fps, {len(plan)} prompts)"
     )
     print(f"contact sheet: {png}")
     return out

@@ -1,0 +1,58 @@
+"""`python -m rf.generate`: an mp4 of the asked length, and one clear line for each bad input."""
+
+import pytest
+
+from rf.utils.video import probe
+from tests.cli import files_under, run_rf
+
+SWITCH = '[{at:0,prompt:"a red circle moving fast to the left on a striped background"},{at:3,prompt:"a blue square moving slowly upwards on a dotted background"}]'
+
+
+def test_generate_streams_an_mp4_with_a_prompt_switch(tmp_path):
+    out = tmp_path / "clip.mp4"
+    r = run_rf("generate", "seconds=6", f"schedule={SWITCH}", f"out={out}", "sink=ema_sink", runs=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = probe(out)
+    assert info == {"frames": 48, "fps": 8.0, "height": 32, "width": 32}
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert not (tmp_path / "clip.partial.mp4").exists()
+    assert "2 prompts" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (
+            [
+                'schedule=[{at:5,prompt:"a red circle moving fast to the left on a striped background"},{at:0,prompt:"x"}]'
+            ],
+            "strictly increasing",
+        ),
+        (["schedule=[]"], "schedule is empty"),
+        (["frames=10"], "frames=10"),
+        (["model.video.height=33"], "height=33"),
+        (["out=/nonexistent_dir/x.mp4"], "/nonexistent_dir"),
+        (["sink.alpha=1.5"], "alpha=1.5"),
+        (["sink.policy=rolling"], "rolling"),
+        (["ckpt=/no/such.ckpt"], "/no/such.ckpt"),
+    ],
+)
+def test_bad_input_gives_one_line_and_no_output(tmp_path, overrides, needle):
+    r = run_rf("generate", "seconds=3", *overrides, runs=tmp_path)
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert files_under(tmp_path) == []
+
+
+def test_unknown_sink_value_names_the_choices(tmp_path):
+    r = run_rf("generate", "sink=rolling", runs=tmp_path)
+    assert r.returncode != 0
+    assert "sink/rolling" in r.stderr and "ema_sink" in r.stderr
+    assert files_under(tmp_path) == []
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = run_rf("generate", "frames=10", "debug=true", runs=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr
