@@ -130,11 +130,11 @@ def main(cfg: DictConfig) -> Path:
             )
         bar.close()
     png = out.with_suffix(".png")
-    Image.fromarray(contact_sheet(torch.stack(sheet, dim=1), columns=8).numpy()).save(png)
+    image = Image.fromarray(contact_sheet(torch.stack(sheet, dim=1), columns=8).numpy())
+    zoom = max(1, 128 // min(h, w))  # toy frames are 32 px: enlarge so a person can see them
+    image.resize((image.width * zoom, image.height * zoom), Image.NEAREST).save(png)
     seconds = writer.frames_written / fps
-    print(
-        f"wrote {out} ({writer.frames_written} frames, {seconds:.1f} s at {fps} fps, {len(plan)} prompts)"
-    )
+    print(f"wrote {out} ({writer.frames_written} frames, {seconds:.1f} s at {fps} fps, {len(plan)} prompts)")
     print(f"contact sheet: {png}")
     return out
 

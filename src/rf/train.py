@@ -11,10 +11,10 @@ from pathlib import Path
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from rf.callbacks.checkpoint import LastCheckpoint
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate
 
@@ -39,18 +39,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
         loggers.append(CSVLogger(run_dir, name="logs"))
     if cfg.logger.tensorboard:
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        save_last=True,
-        save_top_k=0,
-        every_n_train_steps=cfg.checkpoint_every,
-        save_on_train_epoch_end=True,
-    )
+    checkpoint = LastCheckpoint(run_dir / "checkpoints", every_n_iterations=cfg.checkpoint_every)
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=run_dir,
         logger=loggers or False,
         callbacks=[checkpoint, *callbacks],
+        enable_checkpointing=False,
     )
 
 

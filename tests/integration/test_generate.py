@@ -5,7 +5,9 @@ import pytest
 from rf.utils.video import probe
 from tests.cli import files_under, run_rf
 
-SWITCH = '[{at:0,prompt:"a red circle moving fast to the left on a striped background"},{at:3,prompt:"a blue square moving slowly upwards on a dotted background"}]'
+RED = "a red circle moving fast to the left on a striped background"
+BLUE = "a blue square moving slowly upwards on a dotted background"
+SWITCH = f'[{{at:0,prompt:"{RED}"}},{{at:3,prompt:"{BLUE}"}}]'
 
 
 def test_generate_streams_an_mp4_with_a_prompt_switch(tmp_path):
@@ -23,9 +25,7 @@ def test_generate_streams_an_mp4_with_a_prompt_switch(tmp_path):
     "overrides, needle",
     [
         (
-            [
-                'schedule=[{at:5,prompt:"a red circle moving fast to the left on a striped background"},{at:0,prompt:"x"}]'
-            ],
+            [f'schedule=[{{at:5,prompt:"{RED}"}},{{at:0,prompt:"{BLUE}"}}]'],
             "strictly increasing",
         ),
         (["schedule=[]"], "schedule is empty"),

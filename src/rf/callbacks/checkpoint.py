@@ -1,0 +1,50 @@
+"""last.ckpt, every N iterations and at the end, written atomically.
+
+Lightning's ModelCheckpoint counts optimiser steps (two optimisers step at different rates in
+Re-DMD) and writes the file in place, so a kill during the write can leave a `last.ckpt` that
+does not load. Here the checkpoint goes to a temporary file in the same folder and is renamed
+over `last.ckpt` (os.replace is atomic), and the cadence counts iterations: the module's
+`iteration` attribute when it has one, else the trainer's global step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+
+
+def iteration_of(trainer: L.Trainer, module: L.LightningModule) -> int:
+    return int(getattr(module, "iteration", trainer.global_step))
+
+
+class LastCheckpoint(L.Callback):
+    def __init__(self, dirpath: str | Path, every_n_iterations: int = 200):
+        if every_n_iterations < 1:
+            raise ValueError(f"checkpoint_every={every_n_iterations}: must be >= 1")
+        self.dirpath, self.every = Path(dirpath), every_n_iterations
+        self._saved_at = -1
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    def save(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        it = iteration_of(trainer, module)
+        if it == self._saved_at:
+            return
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        tmp = self.dirpath / f".last.ckpt.tmp-{os.getpid()}"
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.last_path)
+        self._saved_at = it
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        it = iteration_of(trainer, module)
+        if it > 0 and it % self.every == 0:
+            self.save(trainer, module)
+
+    def on_train_end(self, trainer, module) -> None:
+        self.save(trainer, module)

@@ -1,0 +1,52 @@
+"""`python -m rf.train experiment=toy_teacher`: trains, checkpoints without frozen modules, resumes."""
+
+import torch
+
+from tests.cli import run_rf
+
+TINY = [
+    "experiment=toy_teacher",
+    "model.transformer.num_layers=1",
+    "model.transformer.ffn_dim=64",
+    "data.batch_size=2",
+    "checkpoint_every=2",
+    "logger.tensorboard=false",
+]
+
+
+def test_train_then_relaunch_resumes(tmp_path):
+    r = run_rf("train", *TINY, "trainer.max_steps=3", runs=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = tmp_path / "toy_teacher" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 3
+    keys = ckpt["state_dict"].keys()
+    assert any(k.startswith("transformer.") for k in keys)
+    assert not any(k.startswith(("text_encoder.", "autoencoder.")) for k in keys)
+
+    r = run_rf("train", *TINY, "trainer.max_steps=5", runs=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from" in r.stdout
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 5
+
+    # the student starts from the teacher's weights
+    r = run_rf("generate", f"ckpt={last}", "model.transformer.num_layers=1", "model.transformer.ffn_dim=64",
+               "frames=6", f"out={tmp_path / 'x.mp4'}", runs=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(transformer)" in r.stdout
+
+
+def test_checkpoint_of_another_model_size_is_refused(tmp_path):
+    r = run_rf("train", *TINY, "trainer.max_steps=1", runs=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = tmp_path / "toy_teacher" / "checkpoints" / "last.ckpt"
+    r = run_rf("generate", f"ckpt={last}", "frames=3", runs=tmp_path)  # default model: 4 layers, ffn 512
+    assert r.returncode == 2
+    assert "another model size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_experiment_and_option(tmp_path):
+    r = run_rf("train", "experiment=toy_nothing", runs=tmp_path)
+    assert r.returncode != 0 and "experiment/toy_nothing" in r.stderr
+    r = run_rf("train", "experiment=toy_teacher", "trainer.max_stepz=3", runs=tmp_path)
+    assert r.returncode != 0 and "max_stepz" in r.stderr
