@@ -86,6 +86,7 @@ class StreamSampler:
         self.timesteps = warp_timesteps(denoising_steps, shift)  # e.g. [1000, 937.5, 833.3, 625]
         self.sigmas = [t / 1000 for t in self.timesteps]
         self.context_timestep = context_timestep
+        self.last_cache = None  # the cache of the latest stream, for statistics (callbacks/ema_sink.py)
 
     def num_chunks(self, latent_frames: int) -> int:
         if latent_frames < 1 or latent_frames % self.chunk_frames:
@@ -123,7 +124,7 @@ class StreamSampler:
 
         model = self.model
         param = next(model.parameters())
-        cache = model.new_cache(self.cache_config)
+        cache = self.last_cache = model.new_cache(self.cache_config)
         like = torch.empty(b, c, self.chunk_frames, h, w, device=param.device, dtype=param.dtype)
         # clean latents of the chunks still in the window, for re-caching under a new prompt
         in_window: deque[torch.Tensor] = deque()

@@ -79,6 +79,8 @@ class BlockCache:
         self.win_v: torch.Tensor | None = None
         self.slot = 0  # next sink slot an evicted frame fuses into
         self.evicted_frames = 0
+        self.track_drift = False  # keep the first sink's keys, to measure how far the sink moves
+        self.first_sink_k: torch.Tensor | None = None
 
     @property
     def sink_len(self) -> int:
@@ -106,6 +108,8 @@ class BlockCache:
             self.sink_k = _cat(self.sink_k, k[:, :take])
             self.sink_v = _cat(self.sink_v, v[:, :take])
             k, v = k[:, take:], v[:, take:]
+            if self.track_drift and self.sink_len == cfg.sink_frames:
+                self.first_sink_k = self.sink_k.clone()
         if k.shape[1] == 0:
             return
         self.win_k, self.win_v = _cat(self.win_k, k), _cat(self.win_v, v)
@@ -156,6 +160,7 @@ class KVCache:
     def __init__(self, config: CacheConfig, num_blocks: int):
         self.config = config
         self.blocks = [BlockCache(config) for _ in range(num_blocks)]
+        self.blocks[0].track_drift = True
 
     @property
     def context_frames(self) -> int:
@@ -170,6 +175,16 @@ class KVCache:
     @property
     def evicted_frames(self) -> int:
         return self.blocks[0].evicted_frames
+
+    def sink_drift(self) -> float:
+        """||S_K - S0_K|| / ||S0_K|| in the first block: how far the sink has moved from the first chunk."""
+        b = self.blocks[0]
+        if b.first_sink_k is None:
+            return 0.0
+        return float(
+            (b.sink_k.float() - b.first_sink_k.float()).norm()
+            / b.first_sink_k.float().norm().clamp_min(1e-12)
+        )
 
     def drop_window(self) -> None:
         """Forget the window, keep the sink: used to re-cache the window under a new prompt."""

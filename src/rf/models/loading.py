@@ -59,3 +59,24 @@ def load_lightning_weights(
             )
         return prefix
     raise ValueError(f"ckpt={ckpt_path} holds no transformer weights (looked for {', '.join(prefixes)}*)")
+
+
+def build_transformer(arch: dict, init: str | None = None, causal: bool = False, prefixes=STUDENT_PREFIXES):
+    """A Wan transformer of architecture `arch` (WanTransformer3DModel kwargs), bidirectional or causal.
+
+    init: None (random), a diffusers folder (`from_pretrained`, local files only), or an rf
+    Lightning checkpoint (weights found under the first of `prefixes` it holds).
+    """
+    from pathlib import Path
+
+    from diffusers import WanTransformer3DModel
+
+    from rf.models.causal_wan import CausalWanTransformer3DModel
+
+    cls = CausalWanTransformer3DModel if causal else WanTransformer3DModel
+    if init is not None and Path(init).is_dir():
+        return cls.from_pretrained(init, local_files_only=True)
+    model = cls(**arch)
+    if init is not None:
+        load_lightning_weights(model, init, prefixes)
+    return model

@@ -1,0 +1,72 @@
+"""The frozen reward model of Re-DMD, outside the module and outside checkpoints.
+
+At setup it gives the module its `reward_fn`: decode a rollout's latents without gradient, score
+the video (one reward per sample) and return the rewards; the module turns them into weights
+exp(r / beta) (rf.losses.re_dmd). Running statistics of the rewards (Welford: count, mean, M2)
+and of the dropped samples are this callback's state, so they survive a resume; each scored
+batch logs the reward mean, spread and min/max.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+
+class RewardCallback(L.Callback):
+    def __init__(self, reward, decode_batch: int = 4):
+        self.reward = reward  # a RewardModel (rf.rewards), built by Hydra from conf/reward/
+        self.decode_batch = decode_batch
+        self.count, self.mean, self.m2, self.nonfinite = 0, 0.0, 0.0, 0
+
+    @property
+    def state_key(self) -> str:
+        return "Reward"
+
+    def setup(self, trainer, module, stage: str) -> None:
+        if isinstance(self.reward, torch.nn.Module):
+            self.reward.to(module.device).eval().requires_grad_(False)
+        module.reward_fn = lambda latents, prompts: self.score(module, latents, prompts)
+
+    @torch.no_grad()
+    def score(self, module, latents: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """latents [B, C, F, h, w] -> rewards [B] (float32, on the CPU; NaN where a sample could not be scored)."""
+        rewards = []
+        for i in range(0, latents.shape[0], self.decode_batch):
+            video = module.autoencoder.decode(latents[i : i + self.decode_batch].float())  # [b, 3, T, H, W]
+            rewards.append(self.reward(video, prompts[i : i + self.decode_batch]).float().cpu())
+        r = torch.cat(rewards)
+        self._update(r, module)
+        return r
+
+    def _update(self, r: torch.Tensor, module) -> None:
+        finite = r[torch.isfinite(r)]
+        self.nonfinite += int(r.numel() - finite.numel())
+        for x in finite.tolist():  # Welford: exact running mean and variance over the whole run
+            self.count += 1
+            delta = x - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (x - self.mean)
+        if finite.numel():
+            module.log_dict({
+                "reward/mean": finite.mean().item(),
+                "reward/std": finite.std().item() if finite.numel() > 1 else 0.0,
+                "reward/min": finite.min().item(),
+                "reward/max": finite.max().item(),
+                "reward/running_mean": self.mean,
+                "reward/running_std": math.sqrt(self.m2 / max(self.count - 1, 1)),
+                "reward/nonfinite_total": float(self.nonfinite),
+            })  # fmt: skip
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2, "nonfinite": self.nonfinite}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.mean, self.m2, self.nonfinite = (
+            state["count"],
+            state["mean"],
+            state["m2"],
+            state["nonfinite"],
+        )

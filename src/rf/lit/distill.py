@@ -1,0 +1,245 @@
+"""Re-DMD distillation (PAPER.md §3-4): generator, critic and teacher in one LightningModule.
+
+    generator  the causal student (CausalWanTransformer3DModel), trained
+    critic     a bidirectional Wan initialised from the teacher, trained: the "fake score"
+    teacher    the bidirectional Wan, frozen, with classifier-free guidance: the "real score"
+
+One iteration, with the paper's semantics (the released trainer steps its optimisers by
+Lightning's global step; rf counts iterations):
+
+    if iteration % generator_every == 0:                     # every 5th iteration
+        x   = rollout(prompts), gradient through one random denoising step (truncation)
+        w   = exp(reward(x) / beta)  per sample               # Re-DMD; all ones for plain DMD
+        generator step on mean_i w_i L_DMD(x_i)
+    x = rollout(prompts) without gradient                    # a fresh rollout
+    critic step on the flow-matching loss at x                # every iteration
+
+Gradient accumulation: an iteration spans `accumulate` micro-batches; optimisers step on the
+last one. All randomness of a micro-batch comes from a generator seeded by (seed, micro step),
+so a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from rf.diffusion.flow import add_noise, sample_timesteps, x0_from_flow
+from rf.diffusion.sampler import GeneratorNoise, StreamSampler
+from rf.lit.frozen import FrozenModulesMixin
+from rf.losses.dmd import cfg, dmd_gradient, dmd_loss, flow_matching_loss
+from rf.losses.re_dmd import reward_weights, weighted_mean
+from rf.models.cache import CacheConfig
+from rf.models.loading import build_transformer
+from rf.utils.instantiate import instantiate, to_dict
+
+METHODS = ("dmd", "re_dmd")
+
+
+class DistillModule(FrozenModulesMixin):
+    frozen_modules = ("teacher", "text_encoder", "autoencoder")
+
+    def __init__(
+        self,
+        model: dict,
+        optim: dict,
+        sink: dict,
+        sampler: dict,
+        method: dict,
+        teacher_ckpt: str | None = None,
+        student_ckpt: str | None = None,
+        latent_frames: int = 9,
+        guidance: float = 4.0,
+        generator_every: int = 5,
+        accumulate: int = 1,
+        max_iterations: int = 600,
+        t_min: float = 20.0,
+        t_max: float = 980.0,
+        time_shift: float = 5.0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        model, method = to_dict(model), to_dict(method)
+        if method["name"] not in METHODS:
+            raise ValueError(f"method={method['name']!r}: choose one of {', '.join(METHODS)}")
+        if method["name"] == "re_dmd" and method["beta"] <= 0:
+            raise ValueError(f"method.beta={method['beta']}: must be > 0 (the paper uses 0.5)")
+        for name, v in (("generator_every", generator_every), ("accumulate", accumulate)):
+            if v < 1:
+                raise ValueError(f"module.{name}={v}: must be >= 1")
+        arch = model["transformer"]
+        self.teacher = build_transformer(arch, teacher_ckpt, causal=False)
+        self.critic = build_transformer(arch, None, causal=False)  # starts as the teacher
+        self.critic.load_state_dict(self.teacher.state_dict())
+        self.generator = build_transformer(arch, student_ckpt, causal=True)  # ODE-init weights, or the teacher's
+        if student_ckpt is None:
+            self.generator.load_state_dict(self.teacher.state_dict())
+        self.text_encoder = instantiate(model["text_encoder"])
+        self.autoencoder = instantiate(model["autoencoder"])
+        self.freeze_modules()
+        if self.autoencoder.latent_channels != arch["in_channels"]:
+            raise ValueError(
+                f"autoencoder latent channels {self.autoencoder.latent_channels} != transformer in_channels "
+                f"{arch['in_channels']}: teacher and student must share the latent space"
+            )
+        video = model["video"]
+        f = self.autoencoder.spatial_factor
+        self.latent_shape = (
+            self.autoencoder.latent_channels,
+            latent_frames,
+            video["height"] // f,
+            video["width"] // f,
+        )
+        self.cache_config = CacheConfig(**to_dict(sink))
+        self.sampler = StreamSampler(self.generator, self.cache_config, **to_dict(sampler))
+        self.sampler.num_chunks(latent_frames)  # validates the rollout length now, not mid-run
+        self.automatic_optimization = False
+
+        self.micro_step = 0  # micro-batches done; iteration = micro_step // accumulate
+        self.generator_steps = 0
+        self.critic_steps = 0
+        self.dropped_samples = 0
+        self.generator_stepped = False  # set on the micro-batch whose generator step just happened
+        self.reward_fn = None  # set by callbacks/reward.py: (latents, prompts) -> rewards [B] or None
+
+    # ----- bookkeeping -----------------------------------------------------------------------------
+
+    @property
+    def iteration(self) -> int:
+        return self.micro_step // self.hparams.accumulate
+
+    @property
+    def at_iteration_boundary(self) -> bool:
+        return self.micro_step % self.hparams.accumulate == 0
+
+    def _seed(self, *keys: int) -> int:
+        # tuples of ints hash the same in every process (only str hashing is salted)
+        return hash((self.hparams.seed, *keys)) % (2**62)
+
+    def _rng(self, *keys: int) -> torch.Generator:
+        return torch.Generator(self.device).manual_seed(self._seed(*keys))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rf_loop"] = {
+            "micro_step": self.micro_step,
+            "generator_steps": self.generator_steps,
+            "critic_steps": self.critic_steps,
+            "dropped_samples": self.dropped_samples,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for k, v in checkpoint.get("rf_loop", {}).items():
+            setattr(self, k, v)
+
+    # ----- pieces ----------------------------------------------------------------------------------
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> text [B, Lt, D] and the negative prompt's embedding (the empty prompt: all zeros)."""
+        text = self.text_encoder(prompts).to(self.device)
+        return text, torch.zeros_like(text)
+
+    def rollout(self, text: torch.Tensor, seed: int, exit_step: int) -> torch.Tensor:
+        """Clean latents [B, C, F, H, W] from the student, through the one StreamSampler."""
+        shape = (text.shape[0], *self.latent_shape)
+        return self.sampler.rollout([(0, text)], shape, GeneratorNoise(seed, self.device), exit_step=exit_step)
+
+    def _noised(self, x: torch.Tensor, g: torch.Generator):
+        t = sample_timesteps(
+            x.shape[0], self.hparams.time_shift, g, self.device, self.hparams.t_min, self.hparams.t_max
+        )
+        noise = torch.randn(x.shape, generator=g, device=self.device, dtype=x.dtype)
+        sigma = (t / 1000).view(-1, 1, 1, 1, 1)
+        return add_noise(x, noise, sigma), t, sigma, noise
+
+    def dmd_losses(self, x: torch.Tensor, text, uncond, g: torch.Generator) -> torch.Tensor:
+        """Per-sample L_DMD [B] at a random noise level (PAPER.md §3)."""
+        with torch.no_grad():
+            x_t, t, sigma, _ = self._noised(x.detach(), g)
+            v = self.teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text, uncond])).sample
+            x0_cond, x0_uncond = x0_from_flow(torch.cat([x_t, x_t]), v, torch.cat([sigma, sigma])).chunk(2)
+            x0_real = cfg(x0_cond, x0_uncond, self.hparams.guidance)
+            x0_fake = x0_from_flow(x_t, self.critic(x_t, t, text).sample, sigma)
+            grad = dmd_gradient(x.detach(), x0_real, x0_fake)
+        return dmd_loss(x, grad)
+
+    def weights(self, x: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        method = self.hparams.method
+        rewards = self.reward_fn(x.detach(), prompts) if self.reward_fn is not None else None
+        if method["name"] == "dmd" or rewards is None:
+            if method["name"] == "re_dmd" and rewards is None:
+                raise ValueError("method=re_dmd needs a reward: add callbacks with a reward (reward=motion)")
+            w, valid = reward_weights(None, 1.0, batch=x.shape[0])
+            if rewards is not None:
+                valid = torch.isfinite(rewards.detach().float().cpu())
+                w = valid.float()
+        else:
+            w, valid = reward_weights(rewards.cpu(), method["beta"], method.get("normalize", False))
+        dropped = int((~valid).sum())
+        if dropped:
+            self.dropped_samples += dropped
+            warnings.warn(f"reward was not finite for {dropped} sample(s): dropped from this step", stacklevel=2)
+        return w.to(self.device)
+
+    # ----- the iteration -----------------------------------------------------------------------------
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        hp = self.hparams
+        it, micro = self.iteration, self.micro_step
+        last_micro = micro % hp.accumulate == hp.accumulate - 1
+        opt_g, opt_c = self.optimizers()
+        g = self._rng(micro)
+        text, uncond = self.encode(batch["prompt"])
+        self.generator_stepped = False
+
+        if it % hp.generator_every == 0:
+            # one truncation step per iteration, the same for every chunk and micro-batch
+            exit_step = self._seed(it, 1) % len(self.sampler.timesteps)
+            x = self.rollout(text, seed=self._seed(micro, 2), exit_step=exit_step)
+            losses = self.dmd_losses(x, text, uncond, g)  # [B]
+            w = self.weights(x, batch["prompt"])
+            loss = weighted_mean(losses, w)
+            self.manual_backward(loss / hp.accumulate)
+            if last_micro:
+                self.clip_gradients(opt_g, gradient_clip_val=hp.optim["clip_generator"], gradient_clip_algorithm="norm")
+                opt_g.step()
+                opt_g.zero_grad(set_to_none=True)
+                self.generator_steps += 1
+                self.generator_stepped = True
+            self.log_dict({"train/dmd_loss": loss.detach(), "train/weight_mean": w.mean()}, prog_bar=True)
+            self.log("train/exit_step", float(exit_step))
+
+        with torch.no_grad():
+            exit_step = self._seed(micro, 3) % len(self.sampler.timesteps)
+            x = self.rollout(text, seed=self._seed(micro, 4), exit_step=exit_step)
+        x_t, t, _, noise = self._noised(x, g)
+        critic_loss = flow_matching_loss(self.critic(x_t, t, text).sample, noise, x).mean()
+        self.manual_backward(critic_loss / hp.accumulate)
+        if last_micro:
+            self.clip_gradients(opt_c, gradient_clip_val=hp.optim["clip_critic"], gradient_clip_algorithm="norm")
+            opt_c.step()
+            opt_c.zero_grad(set_to_none=True)
+            self.critic_steps += 1
+        self.log("train/critic_loss", critic_loss.detach(), prog_bar=True)
+
+        self.micro_step += 1
+        self.log_dict({"train/iteration": float(self.iteration), "train/dropped_samples": float(self.dropped_samples)})
+        if self.iteration >= hp.max_iterations and self.at_iteration_boundary:
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self):
+        o = self.hparams.optim
+        opt_g = torch.optim.AdamW(
+            self.generator.parameters(),
+            lr=o["lr_generator"],
+            betas=tuple(o["betas"]),
+            weight_decay=o["weight_decay"],
+        )
+        opt_c = torch.optim.AdamW(
+            self.critic.parameters(),
+            lr=o["lr_critic"],
+            betas=tuple(o["betas"]),
+            weight_decay=o["weight_decay"],
+        )
+        return [opt_g, opt_c]

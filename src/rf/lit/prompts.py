@@ -1,0 +1,71 @@
+"""Prompts for Re-DMD: an endless, deterministic stream of prompt batches.
+
+Batch b holds the prompts of samples [b B, (b + 1) B): toy-world scenes of those seeds, or lines
+of a prompt file (one per line, cycled in a seeded order). The stream starts at the module's
+`micro_step`, which a checkpoint restores before Lightning asks for the dataloader, so a resumed
+run sees exactly the prompts an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from rf.toy.world import ToyWorld
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.prompts={path}: no such prompt file (one prompt per line)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"data.prompts={path} is not UTF-8 text (one prompt per line)") from err
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise ValueError(f"data.prompts={path} holds no prompts (one prompt per line)")
+    return prompts
+
+
+class PromptStream(IterableDataset):
+    def __init__(self, prompt_of, batch_size: int, start_batch: int):
+        self.prompt_of, self.batch_size, self.start = prompt_of, batch_size, start_batch
+
+    def __iter__(self):
+        b = self.start
+        while True:
+            index = torch.arange(b * self.batch_size, (b + 1) * self.batch_size)
+            yield {"prompt": [self.prompt_of(int(i)) for i in index], "index": index}
+            b += 1
+
+
+class PromptDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        batch_size: int = 4,
+        prompts: str | None = None,
+        height: int = 32,
+        width: int = 32,
+        fps: int = 8,
+        max_objects: int = 2,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}: must be >= 1")
+        self.batch_size, self.seed = batch_size, seed
+        if prompts is None:
+            world = ToyWorld(height=height, width=width, fps=fps, max_objects=max_objects)
+            self.prompt_of = lambda i: world.sample_scene(seed * 10_000_019 + i).prompt()
+        else:
+            lines = read_prompt_file(prompts)
+            order = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed)).tolist()
+            self.prompt_of = lambda i: lines[order[i % len(lines)]]
+
+    def train_dataloader(self) -> DataLoader:
+        start = getattr(self.trainer.lightning_module, "micro_step", 0) if self.trainer else 0
+        return DataLoader(PromptStream(self.prompt_of, self.batch_size, start), batch_size=None)

@@ -1,0 +1,104 @@
+"""python -m rf.make_ode_pairs: the teacher's ODE trajectories for ODE initialisation (CausVid).
+
+For each prompt, solve the teacher's probability-flow ODE (Euler, `ode_steps` steps on the shifted
+grid, classifier-free guidance) from seeded noise, and keep the states at the student's timesteps
+plus the clean endpoint: [K+1, C, F, H, W] per sample. Written in shards with checksums
+(rf.lit.ode_pairs); a killed run, relaunched with the same command, continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from rf.diffusion.flow import warp_timesteps
+from rf.diffusion.ode import cfg_velocity, euler_solve, sigma_grid
+from rf.generate import pick_device
+from rf.lit.ode_pairs import OdePairWriter
+from rf.lit.prompts import PromptDataModule
+from rf.models.loading import build_transformer
+from rf.utils.cli import entry
+from rf.utils.instantiate import instantiate
+
+
+def record_indices(grid: torch.Tensor, timesteps: list[float], ode_steps: int) -> list[int]:
+    """Grid indices at the student's timesteps; the grid must pass through each of them."""
+    out = []
+    for t in timesteps:
+        hit = torch.nonzero((grid * 1000 - t).abs() < 1e-4).flatten()
+        if hit.numel() == 0:
+            raise ValueError(
+                f"ode_steps={ode_steps}: the ODE grid misses the student's timestep {t:.2f}; "
+                "use a multiple of 4 (e.g. 48)"
+            )
+        out.append(int(hit[0]))
+    return out
+
+
+@entry("ode_pairs")
+def main(cfg: DictConfig) -> None:
+    device = pick_device(cfg.device)
+    if cfg.num_pairs < 1 or cfg.batch_size < 1:
+        raise ValueError(f"num_pairs={cfg.num_pairs}, batch_size={cfg.batch_size}: both must be >= 1")
+    sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
+    timesteps = warp_timesteps(sampler["denoising_steps"], sampler["shift"])
+    grid = sigma_grid(cfg.ode_steps, sampler["shift"])
+    record = record_indices(grid, timesteps, cfg.ode_steps)
+
+    arch = OmegaConf.to_container(cfg.model.transformer, resolve=True)
+    autoencoder = instantiate(cfg.model.autoencoder)
+    f = autoencoder.spatial_factor
+    shape = (
+        autoencoder.latent_channels,
+        cfg.latent_frames,
+        cfg.model.video.height // f,
+        cfg.model.video.width // f,
+    )
+    meta = {
+        "teacher": str(cfg.teacher_ckpt),
+        "timesteps": timesteps,
+        "ode_steps": cfg.ode_steps,
+        "guidance": cfg.guidance,
+        "shift": sampler["shift"],
+        "latent_shape": list(shape),
+        "seed": cfg.seed,
+        "prompts": cfg.prompts,
+    }
+    writer = OdePairWriter(cfg.out, shard_size=cfg.shard_size, meta=meta)
+    if writer.completed >= cfg.num_pairs:
+        print(f"{cfg.out} already holds {writer.completed} pairs")
+        return
+
+    teacher = build_transformer(arch, cfg.teacher_ckpt, causal=False).to(device).eval()
+    text_encoder = instantiate(cfg.model.text_encoder).to(device)
+    video = cfg.model.video
+    prompts = PromptDataModule(prompts=cfg.prompts, height=video.height, width=video.width, fps=video.fps,
+                               seed=cfg.seed).prompt_of  # fmt: skip
+
+    bar = tqdm(total=cfg.num_pairs, initial=writer.completed, unit="pair", desc="teacher ODE")
+    while writer.completed < cfg.num_pairs:
+        first, size = writer.next_shard()
+        size = min(size, cfg.num_pairs - first)
+        states, texts, seeds = [], [], []
+        for start in range(first, first + size, cfg.batch_size):
+            index = list(range(start, min(start + cfg.batch_size, first + size)))
+            batch_prompts = [prompts(i) for i in index]
+            noise = torch.stack([
+                torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)) for i in index
+            ]).to(device)  # fmt: skip
+            with torch.no_grad():
+                text = text_encoder(batch_prompts).to(device)
+                velocity = cfg_velocity(teacher, text, torch.zeros_like(text), cfg.guidance)
+                x0, kept = euler_solve(velocity, noise, grid, record=record)
+            states.append(torch.stack([*kept, x0], dim=1).cpu())  # [b, K+1, C, F, H, W]
+            texts += batch_prompts
+            seeds += [cfg.seed * 1_000_003 + i for i in index]
+            bar.update(len(index))
+        writer.write_shard(torch.cat(states), texts, seeds)
+    bar.close()
+    print(f"{cfg.out}: {writer.completed} ODE pairs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Re-DMD in one process on a tiny toy config: step counts, exact resume, what checkpoints hold."""
+
+import lightning as L
+import pytest
+import torch
+
+from rf.callbacks.checkpoint import LastCheckpoint
+from rf.callbacks.generator_ema import GeneratorEMA
+from rf.callbacks.reward import RewardCallback
+from rf.lit.distill import DistillModule
+from rf.lit.prompts import PromptDataModule
+
+MODEL = {
+    "name": "toy",
+    "video": {"height": 16, "width": 16, "fps": 8},
+    "transformer": dict(
+        patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=16, in_channels=12, out_channels=12,
+        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=1, cross_attn_norm=True, eps=1e-6, rope_max_seq_len=64,
+    ),
+    "autoencoder": {"_target_": "rf.toy.autoencoder.ToyAutoencoder", "factor": 2},
+    "text_encoder": {"_target_": "rf.toy.text.ToyTextEncoder", "dim": 16, "max_length": 40},
+}  # fmt: skip
+OPTIM = dict(lr_generator=1e-3, lr_critic=1e-3, betas=[0.0, 0.999], weight_decay=0.01, clip_generator=10.0,
+             clip_critic=10.0)  # fmt: skip
+SINK = dict(policy="ema_sink", sink_frames=3, attention_frames=9, chunk_frames=3, alpha=0.99)
+SAMPLER = dict(denoising_steps=[1000, 750, 500, 250], shift=5.0, context_timestep=0.0)
+
+
+class Brightness(torch.nn.Module):
+    """A reward anyone can compute by hand: mean pixel value, NaN for prompts containing 'nan'."""
+
+    name = "brightness"
+
+    def forward(self, video, prompts=None):
+        r = video.mean(dim=(1, 2, 3, 4))
+        return torch.where(torch.tensor(["purple" in p for p in prompts]), torch.nan, r) if prompts else r
+
+
+def make(method="re_dmd", accumulate=1, iterations=10, **kw):
+    L.seed_everything(0)
+    return DistillModule(
+        model=MODEL, optim=OPTIM, sink=SINK, sampler=SAMPLER, method={"name": method, "beta": 0.5},
+        latent_frames=6, accumulate=accumulate, max_iterations=iterations, **kw,
+    )  # fmt: skip
+
+
+def fit(module, root, ckpt_path=None, callbacks=()):
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=-1, max_epochs=-1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+        callbacks=[LastCheckpoint(root / "checkpoints", every_n_iterations=3), *callbacks],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=PromptDataModule(batch_size=2, height=16, width=16), ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_step_counts_over_ten_iterations(tmp_path, accumulate):
+    module = make("dmd", accumulate=accumulate, iterations=10)
+    fit(module, tmp_path)
+    assert module.iteration == 10 and module.micro_step == 10 * accumulate
+    assert module.critic_steps == 10 and module.generator_steps == 2
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    straight = make(iterations=6)
+    fit(
+        straight,
+        tmp_path / "a",
+        callbacks=[RewardCallback(Brightness()), GeneratorEMA(0.9, start_iteration=0)],
+    )
+
+    first = make(iterations=3)
+    fit(first, tmp_path / "b", callbacks=[RewardCallback(Brightness()), GeneratorEMA(0.9, start_iteration=0)])
+    resumed = make(iterations=6)
+    ema = GeneratorEMA(0.9, start_iteration=0)
+    fit(resumed, tmp_path / "b", ckpt_path=tmp_path / "b" / "checkpoints" / "last.ckpt",
+        callbacks=[RewardCallback(Brightness()), ema])  # fmt: skip
+
+    assert resumed.iteration == 6 and resumed.generator_steps == 2 and resumed.critic_steps == 6
+    for (name, a), b in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().values(),
+                            strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    for a, b in zip(straight.critic.parameters(), resumed.critic.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert ema.updates == 2
+
+
+def test_checkpoint_holds_no_frozen_models(tmp_path):
+    fit(make(iterations=3), tmp_path, callbacks=[RewardCallback(Brightness())])
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    prefixes = {k.split(".")[0] for k in ckpt["state_dict"]}
+    assert prefixes == {"generator", "critic"}
+    assert len(ckpt["optimizer_states"]) == 2 and ckpt["rf_loop"]["micro_step"] == 3
+    assert ckpt["callbacks"]["Reward"]["count"] > 0  # running statistics, not the reward model
+    assert not any(torch.is_tensor(v) for v in ckpt["callbacks"]["Reward"].values())
+
+
+def test_nonfinite_reward_drops_the_sample_and_the_step_goes_on():
+    module = make(iterations=1)
+    module.reward_fn = lambda latents, prompts: Brightness()(torch.zeros(2, 3, 6, 16, 16), prompts)
+    with pytest.warns(UserWarning, match="dropped"):
+        w = module.weights(torch.zeros(2, 12, 6, 8, 8), ["a purple circle moving", "a red circle moving"])
+    assert w[0].item() == 0.0 and w[1].item() == pytest.approx(1.0)  # exp(0 / beta)
+    assert module.dropped_samples == 1
+
+
+def test_bad_method_beta_and_length():
+    with pytest.raises(ValueError, match="method='ppo'"):
+        make("ppo")
+    with pytest.raises(ValueError, match="beta=0"):
+        DistillModule(model=MODEL, optim=OPTIM, sink=SINK, sampler=SAMPLER, method={"name": "re_dmd", "beta": 0})
+    with pytest.raises(ValueError, match="7 latent frames"):
+        DistillModule(model=MODEL, optim=OPTIM, sink=SINK, sampler=SAMPLER, method={"name": "dmd", "beta": 1},
+                      latent_frames=7)  # fmt: skip
