@@ -88,7 +88,7 @@ def main(cfg: DictConfig) -> Path:
 
     model = CausalWanTransformer3DModel(**transformer)
     if cfg.ckpt:
-        found = load_lightning_weights(model, cfg.ckpt)
+        found = load_lightning_weights(model, cfg.ckpt, use_ema=cfg.use_ema)
         print(f"weights: {cfg.ckpt} ({found.rstrip('.')})")
     else:
         print("weights: random (no ckpt= given)")

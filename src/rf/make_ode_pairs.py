@@ -8,6 +8,8 @@ plus the clean endpoint: [K+1, C, F, H, W] per sample. Written in shards with ch
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -65,6 +67,9 @@ def main(cfg: DictConfig) -> None:
         "seed": cfg.seed,
         "prompts": cfg.prompts,
     }
+    runs = Path(cfg.paths.runs).resolve()
+    if runs in Path(cfg.out).resolve().parents:  # rf's own runs folder is created on demand; others must exist
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     writer = OdePairWriter(cfg.out, shard_size=cfg.shard_size, meta=meta)
     if writer.completed >= cfg.num_pairs:
         print(f"{cfg.out} already holds {writer.completed} pairs")

@@ -68,9 +68,7 @@ def _read_manifest(folder: Path) -> dict | None:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}): delete {folder} and regenerate the pairs") from e
     if manifest.get("version") != VERSION:
-        raise ValueError(
-            f"{path} has version {manifest.get('version')!r}, this code reads {VERSION}: regenerate"
-        )
+        raise ValueError(f"{path} has version {manifest.get('version')!r}, this code reads {VERSION}: regenerate")
     first = 0
     for shard in manifest["shards"]:
         if shard["first"] != first:
@@ -85,9 +83,7 @@ def _check_shards(folder: Path, manifest: dict, verify: bool) -> None:
     for shard in manifest["shards"]:
         path = folder / shard["file"]
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} is listed in {MANIFEST} but missing: restore it or regenerate {folder}"
-            )
+            raise FileNotFoundError(f"{path} is listed in {MANIFEST} but missing: restore it or regenerate {folder}")
         if verify and sha256(path) != shard["sha256"]:
             raise ValueError(
                 f"{path.name} in {folder} fails its sha256 check (corrupted): delete {folder} and regenerate"
@@ -102,9 +98,7 @@ class OdePairWriter:
         if shard_size < 1:
             raise ValueError(f"shard_size={shard_size}: must be >= 1")
         if not self.folder.parent.is_dir():
-            raise FileNotFoundError(
-                f"{self.folder.parent} does not exist: create it or pick another output folder"
-            )
+            raise FileNotFoundError(f"{self.folder.parent} does not exist: create it or pick another output folder")
         try:  # the round trip normalises tuples to lists, as the stored meta will read back
             meta = json.loads(json.dumps(meta))
         except TypeError as e:
@@ -177,9 +171,7 @@ class OdePairWriter:
         digest = sha256(tmp)
         _commit(tmp, path)  # the shard is complete on disk before the manifest names it
 
-        self.manifest["shards"].append(
-            {"file": path.name, "count": n, "sha256": digest, "first": self.completed}
-        )
+        self.manifest["shards"].append({"file": path.name, "count": n, "sha256": digest, "first": self.completed})
         self.manifest["total"] += n
         self._write_manifest()
         return path
@@ -228,9 +220,7 @@ class OdePairDataset(Dataset):
 
 
 class OdePairDataModule(L.LightningDataModule):
-    def __init__(
-        self, folder: str, batch_size: int = 4, num_workers: int = 0, seed: int = 0, verify: bool = True
-    ):
+    def __init__(self, folder: str, batch_size: int = 4, num_workers: int = 0, seed: int = 0, verify: bool = True):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size}: must be >= 1")
