@@ -29,12 +29,8 @@ def run(args: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--teacher-steps", type=int, default=1200, help="flow-matching steps of the toy teacher"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher-steps", type=int, default=1200, help="flow-matching steps of the toy teacher")
     parser.add_argument("--seconds", type=int, default=30, help="length of the streamed video")
     args = parser.parse_args()
     runs = Path(os.environ.get("RF_RUNS", "runs"))

@@ -38,8 +38,7 @@ def latent_frames_for(cfg: DictConfig, autoencoder, chunk: int) -> int:
     if cfg.frames is not None:
         if cfg.frames < chunk or cfg.frames % chunk:
             raise ValueError(
-                f"frames={cfg.frames} is not a whole number of {chunk}-frame chunks: "
-                f"use a multiple of {chunk}"
+                f"frames={cfg.frames} is not a whole number of {chunk}-frame chunks: use a multiple of {chunk}"
             )
         return int(cfg.frames)
     if cfg.seconds is None or cfg.seconds <= 0:
@@ -57,27 +56,21 @@ def check_video_size(height: int, width: int, spatial: int, patch: int) -> None:
     step = spatial * patch
     for name, v in (("height", height), ("width", width)):
         if v <= 0 or v % step or v % 2:
-            raise ValueError(
-                f"model.video.{name}={v} must be a positive multiple of {step} (autoencoder x patch)"
-            )
+            raise ValueError(f"model.video.{name}={v} must be a positive multiple of {step} (autoencoder x patch)")
 
 
 @entry("generate")
 def main(cfg: DictConfig) -> Path:
     device, dtype = pick_device(cfg.device), resolve_dtype(cfg.dtype)
     cache_cfg = CacheConfig(**OmegaConf.to_container(cfg.sink, resolve=True))
-    switches = parse_schedule(
-        OmegaConf.to_container(cfg.schedule) if cfg.schedule is not None else None, cfg.prompt
-    )
+    switches = parse_schedule(OmegaConf.to_container(cfg.schedule) if cfg.schedule is not None else None, cfg.prompt)
 
     out = Path(cfg.out)
     if out.suffix != ".mp4":
         raise ValueError(f"out={out}: the output must be an .mp4 file")
     if not out.parent.is_dir():
         if out.parent != Path(cfg.paths.runs) / "generate":
-            raise FileNotFoundError(
-                f"out={out}: folder {out.parent} does not exist; create it or choose another out="
-            )
+            raise FileNotFoundError(f"out={out}: folder {out.parent} does not exist; create it or choose another out=")
         out.parent.mkdir(parents=True)
 
     autoencoder = instantiate(cfg.model.autoencoder).to(device)

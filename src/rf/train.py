@@ -27,9 +27,7 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
         last = run_dir / "checkpoints" / "last.ckpt"
         return str(last) if last.is_file() else None
     if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(
-            f"ckpt_path={ckpt_path}: no such checkpoint file (use ckpt_path=last or null)"
-        )
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file (use ckpt_path=last or null)")
     return ckpt_path
 
 

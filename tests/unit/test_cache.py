@@ -42,9 +42,7 @@ def test_ema_sink_closed_form():
     # chunk 0 is the sink S0; chunks 1..7 pass through a 3-frame window, so E_1..E_6 were evicted
     evicted = [c[0] for c in chunks[1:7]]
     n = len(evicted)
-    expected = alpha**n * chunks[0][0] + (1 - alpha) * sum(
-        alpha ** (n - j) * e for j, e in enumerate(evicted, 1)
-    )
+    expected = alpha**n * chunks[0][0] + (1 - alpha) * sum(alpha ** (n - j) * e for j, e in enumerate(evicted, 1))
     torch.testing.assert_close(cache.sink_k, expected)
     assert cache.evicted_frames == 3 * n
     torch.testing.assert_close(cache.win_k, chunks[7][0])

@@ -17,9 +17,7 @@ def test_from_pretrained_of_a_diffusers_folder_matches_parent(tmp_path):
     torch.manual_seed(0)
     parent = WanTransformer3DModel(**tiny_wan_config()).eval()
     parent.save_pretrained(tmp_path / "transformer")
-    model, info = CausalWanTransformer3DModel.from_pretrained(
-        tmp_path / "transformer", output_loading_info=True
-    )
+    model, info = CausalWanTransformer3DModel.from_pretrained(tmp_path / "transformer", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     x, text = inputs()
     t = torch.tensor([700.0])

@@ -64,14 +64,9 @@ def test_stream_matches_reference(golden):
     # renoise [chunks, steps, B*F, C, H, W] -> [chunks, steps, B, C, F, H, W]
     renoise = noise["renoise"].unflatten(2, (1, 3)).permute(0, 1, 2, 4, 3, 5, 6)
     source = TensorNoise(noise["initial"].permute(0, 2, 1, 3, 4), renoise, chunk_frames=3)
-    sampler = StreamSampler(
-        model, CacheConfig(policy="full"), denoising_steps=(1000, 750, 500, 250), shift=5.0
-    )
+    sampler = StreamSampler(model, CacheConfig(policy="full"), denoising_steps=(1000, 750, 500, 250), shift=5.0)
     with torch.no_grad():
-        out = [
-            ch.latents
-            for ch in sampler.stream([(0, golden["text_embeds"])], (1, 16, 3 * chunks, 4, 4), source)
-        ]
+        out = [ch.latents for ch in sampler.stream([(0, golden["text_embeds"])], (1, 16, 3 * chunks, 4, 4), source)]
     assert len(out) == chunks
     for c, x0 in enumerate(out):
         ref = golden["outputs_per_chunk"][c]  # [1, 3, 16, 4, 4]

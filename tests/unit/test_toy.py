@@ -6,9 +6,7 @@ from rf.toy.world import COLOURS
 
 
 def one_object_scene(direction="right", speed="slow", change_speed_at=None, shape="circle"):
-    obj = ObjectSpec(
-        shape, "red", direction, speed, size=0.25, start=(0.3, 0.6), change_speed_at=change_speed_at
-    )
+    obj = ObjectSpec(shape, "red", direction, speed, size=0.25, start=(0.3, 0.6), change_speed_at=change_speed_at)
     return SceneSpec((obj,), "striped", tint=(0.5, 0.7, 1.0))
 
 
@@ -32,9 +30,7 @@ def test_clip_shapes_and_range():
 
 def test_render_piecewise_equals_one_shot():
     world = ToyWorld()
-    scene = world.scene_from_prompt(
-        "a red circle moving fast to the left while slowing down on a dotted background"
-    )
+    scene = world.scene_from_prompt("a red circle moving fast to the left while slowing down on a dotted background")
     whole = world.render(scene, 20)
     first, second = world.render(scene, 10), world.render(scene, 10, start=10)
     for field in ("video", "positions", "velocities"):

@@ -116,9 +116,7 @@ class StreamSampler:
         n_chunks = self.num_chunks(f)
         starts = [s for s, _ in prompts]
         if not prompts or starts[0] != 0 or starts != sorted(set(starts)):
-            raise ValueError(
-                f"prompt schedule starts at chunks {starts}: need strictly increasing, first at 0"
-            )
+            raise ValueError(f"prompt schedule starts at chunks {starts}: need strictly increasing, first at 0")
         if exit_step is not None and not 0 <= exit_step < len(self.timesteps):
             raise ValueError(f"exit_step={exit_step}: must be in [0, {len(self.timesteps) - 1}]")
 

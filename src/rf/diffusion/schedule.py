@@ -54,8 +54,6 @@ def switches_to_chunks(
         if chunk is None:
             raise ValueError(f"prompt switch at {sw.at} s is past the end of the {starts[-1]:.1f} s stream")
         if out and out[-1][0] == chunk:
-            raise ValueError(
-                f"prompt switches at {out[-1][1]!r} and {sw.at} s fall in the same chunk: space them out"
-            )
+            raise ValueError(f"prompt switches at {out[-1][1]!r} and {sw.at} s fall in the same chunk: space them out")
         out.append((chunk, sw.prompt))
     return out

@@ -87,9 +87,7 @@ def text_kv(attn: WanAttention, text: torch.Tensor) -> tuple[torch.Tensor, torch
     return k, v
 
 
-def cross_attention(
-    attn: WanAttention, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]
-) -> torch.Tensor:
+def cross_attention(attn: WanAttention, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """x [B, L, dim] attends to precomputed text K/V -> [B, L, dim]."""
     q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))
     out = dispatch_attention_fn(q, kv[0].to(q.dtype), kv[1].to(q.dtype))

@@ -39,9 +39,7 @@ class CacheConfig:
 
     def __post_init__(self):
         if self.policy not in POLICIES:
-            raise ValueError(
-                f"sink={self.policy!r} is not a cache policy: choose one of {', '.join(POLICIES)}"
-            )
+            raise ValueError(f"sink={self.policy!r} is not a cache policy: choose one of {', '.join(POLICIES)}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"sink.alpha={self.alpha} is outside [0, 1]")
         if self.chunk_frames < 1:
@@ -144,9 +142,7 @@ class BlockCache:
 
     def nbytes(self) -> int:
         return sum(
-            t.numel() * t.element_size()
-            for t in (self.sink_k, self.sink_v, self.win_k, self.win_v)
-            if t is not None
+            t.numel() * t.element_size() for t in (self.sink_k, self.sink_v, self.win_k, self.win_v) if t is not None
         )
 
 
@@ -182,8 +178,7 @@ class KVCache:
         if b.first_sink_k is None:
             return 0.0
         return float(
-            (b.sink_k.float() - b.first_sink_k.float()).norm()
-            / b.first_sink_k.float().norm().clamp_min(1e-12)
+            (b.sink_k.float() - b.first_sink_k.float()).norm() / b.first_sink_k.float().norm().clamp_min(1e-12)
         )
 
     def drop_window(self) -> None:

@@ -59,9 +59,7 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         if timestep.ndim == 1:
             timestep = timestep[:, None].expand(batch, frames)
         if timestep.shape != (batch, frames):
-            raise ValueError(
-                f"timestep shape {tuple(timestep.shape)}: expected [{batch}] or [{batch}, {frames}]"
-            )
+            raise ValueError(f"timestep shape {tuple(timestep.shape)}: expected [{batch}] or [{batch}, {frames}]")
         emb = self.condition_embedder
         t = emb.timesteps_proj(timestep.flatten())  # [B*F, freq_dim]
         t = t.to(next(emb.time_embedder.parameters()).dtype)
@@ -90,9 +88,7 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         causal_chunk:  block-causal mask with chunks of this many frames (teacher forcing)
         """
         if unused.get("encoder_hidden_states_image") is not None:
-            raise ValueError(
-                "CausalWanTransformer3DModel is text-to-video: image conditioning is not supported"
-            )
+            raise ValueError("CausalWanTransformer3DModel is text-to-video: image conditioning is not supported")
         if text is None:
             if encoder_hidden_states is None:
                 raise ValueError("pass encoder_hidden_states or a TextContext from encode_text()")
@@ -165,9 +161,7 @@ def _block_forward(
     def gated(update, gate):
         return (x.float().view(b, frames, -1, d) + update.float().view(b, frames, -1, d) * gate).view(b, n, d)
 
-    y = self_attention(
-        block.attn1, modulate(block.norm1, e[0], e[1]), frames, rope_q, rope_k, cache, write_cache, mask
-    )
+    y = self_attention(block.attn1, modulate(block.norm1, e[0], e[1]), frames, rope_q, rope_k, cache, write_cache, mask)
     x = gated(y, e[2]).type_as(x)
 
     x = x + cross_attention(block.attn2, block.norm2(x.float()).type_as(x), kv)

@@ -34,15 +34,11 @@ class WanStreamDecoder:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, C, f, h, w] (normalised) -> frames [B, 3, T, H, W] in [-1, 1]."""
         vae = self.vae
-        z = latents.to(vae.dtype) * self.std.to(latents.device, vae.dtype) + self.mean.to(
-            latents.device, vae.dtype
-        )
+        z = latents.to(vae.dtype) * self.std.to(latents.device, vae.dtype) + self.mean.to(latents.device, vae.dtype)
         z = vae.post_quant_conv(z)
         out = []
         for i in range(z.shape[2]):
-            frame = vae.decoder(
-                z[:, :, i : i + 1], feat_cache=self.feat_map, feat_idx=[0], first_chunk=self.first
-            )
+            frame = vae.decoder(z[:, :, i : i + 1], feat_cache=self.feat_map, feat_idx=[0], first_chunk=self.first)
             self.first = False
             out.append(frame)
         video = torch.cat(out, dim=2)
@@ -58,17 +54,11 @@ class WanVideoAutoencoder(torch.nn.Module):
         super().__init__()
         self.vae = vae.eval().requires_grad_(False)
         z = vae.config.z_dim
-        self.register_buffer(
-            "mean", torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "std", torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1), persistent=False
-        )
+        self.register_buffer("mean", torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1), persistent=False)
         self.latent_channels = z
         self.spatial_factor = vae.spatial_compression_ratio
-        self.temporal_factor = (
-            vae.temporal_compression_ratio if hasattr(vae, "temporal_compression_ratio") else 4
-        )
+        self.temporal_factor = vae.temporal_compression_ratio if hasattr(vae, "temporal_compression_ratio") else 4
 
     @classmethod
     def from_pretrained(cls, path, torch_dtype: torch.dtype = torch.float32) -> WanVideoAutoencoder:

@@ -10,7 +10,7 @@ sampled at a higher fps scores lower. Frames whose shorter side is above 128 px 
 to 128: the flow's pyramid is built for motions up to ~8 px/frame, and the unit does not change.
 
 The reward is the raw score z-scored with a mean and std calibrated on typical videos (`calibrate`, or
-`python -m rf.rewards.motion` for the toy world).
+`python src/rf/rewards/motion.py` for the toy world).
 """
 
 from collections.abc import Iterable

@@ -34,9 +34,7 @@ def sinusoid(length: int, dim: int) -> torch.Tensor:
 class ToyTextEncoder(torch.nn.Module):
     """Frozen word-level encoder over the toy grammar's vocabulary."""
 
-    def __init__(
-        self, vocabulary: list[str] | None = None, dim: int = 64, max_length: int = 40, seed: int = 0
-    ):
+    def __init__(self, vocabulary: list[str] | None = None, dim: int = 64, max_length: int = 40, seed: int = 0):
         super().__init__()
         words = [w.lower() for w in (VOCABULARY if vocabulary is None else vocabulary)]
         if not words or len(set(words)) != len(words):

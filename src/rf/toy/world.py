@@ -133,9 +133,7 @@ def parse_prompt(prompt: str) -> tuple[list[ObjectWords], str]:
     words = split_words(prompt)
     unknown = sorted(set(words) - set(VOCABULARY))
     if unknown:
-        raise ValueError(
-            f"prompt {prompt!r} has words outside the toy grammar: {unknown}; allowed: {VOCABULARY}"
-        )
+        raise ValueError(f"prompt {prompt!r} has words outside the toy grammar: {unknown}; allowed: {VOCABULARY}")
     pos = 0
 
     def read(options: dict[str, str], what: str) -> str:
@@ -161,9 +159,7 @@ def parse_prompt(prompt: str) -> tuple[list[ObjectWords], str]:
         direction = read({w: d for d, w in _DIRECTION_WORDS.items()}, "a direction")
         before = read({**{w: s for s, w in _CHANGE_WORDS.items()}, "": ""}, "a speed change")
         if before and before != speed:
-            raise ValueError(
-                f"prompt {prompt!r}: '{_CHANGE_WORDS[before]}' contradicts moving '{_SPEED_WORDS[speed]}'"
-            )
+            raise ValueError(f"prompt {prompt!r}: '{_CHANGE_WORDS[before]}' contradicts moving '{_SPEED_WORDS[speed]}'")
         objects += [(shape, colour, direction, speed, bool(before)) for shape, colour in things]
         if read({"and": "and", "on": "on"}, "'and' or 'on'") == "on":
             break
@@ -215,9 +211,7 @@ class ToyWorld:
             start = (rng.random(), rng.random())
             size = rng.uniform(0.2, 0.3)
             change_at = rng.randint(self.fps, 2 * self.fps)
-            specs.append(
-                ObjectSpec(shape, colour, direction, speed, size, start, change_at if changes else None)
-            )
+            specs.append(ObjectSpec(shape, colour, direction, speed, size, start, change_at if changes else None))
         tint = tuple(rng.uniform(0.3, 1.0) for _ in range(3))
         tint = tuple(c / max(tint) for c in tint)  # hue only: the texture sets the brightness
         return SceneSpec(tuple(specs), background, tint, rng.uniform(0.15, 0.35), rng.uniform(0, math.pi))

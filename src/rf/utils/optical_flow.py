@@ -7,11 +7,15 @@ Each pixel solves the 2x2 least-squares system of brightness constancy over a Ga
 
 coarse to fine: the flow of a coarser level is upsampled, frame t+1 is warped back by it, and only the
 remaining small motion is solved for, a few times per level. Each halving of the frame halves the motion,
-so three levels follow ~8 px/frame with a window of 5.
+so three levels follow ~8 px/frame over large textured regions; small fast objects in large frames are
+followed better with four.
 
 A small constant `_EPS` is added to the diagonal of the structure tensor (Tikhonov): where the window has
 no texture (flat backgrounds, the inside of a flat object) the update falls to zero instead of to noise,
 so such pixels keep the motion seen at the coarser level, and a static video gets exactly zero flow.
+Two details carry most of the subpixel accuracy: the warp is bicubic (bilinear blurs a half-pixel shift,
+which moves the fixed point of the iterations: ~0.1 px mean error instead of ~0.03 on a smooth texture),
+and a 3x3 median of the flow after every update.
 
 Everything is batched over the [B * (T - 1)] frame pairs; no Python loop touches a pixel.
 """
@@ -24,7 +28,7 @@ _LUMA = (0.299, 0.587, 0.114)  # Rec. 601
 # a gradient of 0.01/px is ~2.5 grey levels per pixel.
 _EPS = 1e-4
 _MIN_SIDE = 8  # the coarsest level keeps at least this many pixels per side, or LK sees only borders
-_BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)  # anti-aliasing before each halving
+_BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)  # (/16) pre-smoothing and anti-aliasing before each halving
 _DERIVATIVE = (1.0, -8.0, 0.0, 8.0, -1.0)  # 5-point central difference (/12): exact for cubics
 
 
@@ -99,7 +103,8 @@ def _lucas_kanade(
         # A pixel whose match left the frame (border-padded nonsense) contributes nothing.
         ix, iy, it = (gx0 + gx1) / 2 * inside, (gy0 + gy1) / 2 * inside, (warped - first) * inside
         s = _smooth(torch.cat([ix * ix, ix * iy, iy * iy, ix * it, iy * it], dim=1), window)  # [N, 5, H, W]
-        sxx, sxy, syy, sxt, syt = (s[:, i] + (_EPS if i in (0, 2) else 0.0) for i in range(5))
+        sxx, sxy, syy, sxt, syt = s.unbind(dim=1)  # [N, H, W] each
+        sxx, syy = sxx + _EPS, syy + _EPS
         det = sxx * syy - sxy * sxy  # > 0: the regularised tensor is positive definite
         du = (sxy * syt - syy * sxt) / det
         dv = (sxy * sxt - sxx * syt) / det
@@ -113,7 +118,8 @@ def optical_flow(video: torch.Tensor, levels: int = 3, iterations: int = 3, wind
     """video [B, 3, T, H, W] in [-1, 1] -> flow [B, T-1, 2, H, W] in pixels per frame (x right, y down),
     flow[:, t] maps frame t to frame t+1: pixel p of frame t is at p + flow[:, t, :, p] in frame t+1.
 
-    levels: pyramid levels, reduced on small frames so the coarsest side stays >= 8 px.
+    levels: pyramid levels, reduced on small frames so the coarsest side stays >= 8 px. The coarsest level
+        sees the motion divided by 2^(levels - 1), and should see no more than ~2 px.
     iterations: warped LK updates per level. window: Gaussian window side (odd), sigma = window / 4.
     """
     if video.ndim != 5 or video.shape[1] != 3:
@@ -142,9 +148,7 @@ def optical_flow(video: torch.Tensor, levels: int = 3, iterations: int = 3, wind
         # averaging 2x2 blocks (bilinear at half size) keeps the half-pixel grid that _resize_flow assumes
         f, s = (_smooth(x, binomial) for x in pyramid[-1])
         size = ((f.shape[-2] + 1) // 2, (f.shape[-1] + 1) // 2)
-        pyramid.append(
-            tuple(F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (f, s))
-        )
+        pyramid.append(tuple(F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (f, s)))
 
     flow = torch.zeros(b * (t - 1), 2, *pyramid[-1][0].shape[-2:], device=luma.device)
     for f, s in reversed(pyramid):
