@@ -23,14 +23,8 @@ from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
 from rf.models.loading import load_lightning_weights
 from rf.utils.cli import entry
-from rf.utils.instantiate import instantiate, resolve_dtype
+from rf.utils.instantiate import instantiate, pick_device, resolve_dtype
 from rf.utils.video import StreamingVideoWriter, contact_sheet
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def latent_frames_for(cfg: DictConfig, autoencoder, chunk: int) -> int:

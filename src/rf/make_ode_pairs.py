@@ -16,12 +16,11 @@ from tqdm import tqdm
 
 from rf.diffusion.flow import warp_timesteps
 from rf.diffusion.ode import cfg_velocity, euler_solve, sigma_grid
-from rf.generate import pick_device
 from rf.lit.ode_pairs import OdePairWriter
 from rf.lit.prompts import PromptDataModule
 from rf.models.loading import build_transformer
 from rf.utils.cli import entry
-from rf.utils.instantiate import instantiate
+from rf.utils.instantiate import instantiate, pick_device
 
 
 def record_indices(grid: torch.Tensor, timesteps: list[float], ode_steps: int) -> list[int]:
