@@ -16,4 +16,5 @@ ckpt = torch.load(src, map_location="cpu", weights_only=True)
 weights = {k: v.half() for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
 small = {"state_dict": weights, "hyper_parameters": ckpt["hyper_parameters"], "global_step": ckpt["global_step"]}
 torch.save(small, dst)
-print(f"{dst}: {sum(v.numel() for v in weights.values()) / 1e6:.2f}M parameters ({prefix}*) from step {ckpt['global_step']}")
+n = sum(v.numel() for v in weights.values()) / 1e6
+print(f"{dst}: {n:.2f}M parameters ({prefix}*) from step {ckpt['global_step']}")
