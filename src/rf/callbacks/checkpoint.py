@@ -36,7 +36,7 @@ class LastCheckpoint(L.Callback):
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
         tmp = self.dirpath / f".last.ckpt.tmp-{os.getpid()}"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # optimisers and callback states too
         if trainer.is_global_zero:
             os.replace(tmp, self.last_path)
         self._saved_at = it
