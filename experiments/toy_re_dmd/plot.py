@@ -1,6 +1,6 @@
 """Training curves of the toy chain: reward and Re-DMD weights per iteration, DMD against Re-DMD.
 
-    python experiments/toy_re_dmd/plot.py experiments/toy_re_dmd/results
+python experiments/toy_re_dmd/plot.py experiments/toy_re_dmd/results
 """
 
 import csv

@@ -53,7 +53,9 @@ def test_unknown_experiment_and_option(tmp_path):
 
 
 def test_distillation_bad_inputs_give_one_line(tmp_path):
-    r = run_rf("train", "experiment=toy_ode_init", f"data.folder={tmp_path / 'nowhere'}", runs=tmp_path)
+    r = run_rf(
+        "train", "experiment=toy_ode_init", "module.teacher_ckpt=null", f"data.folder={tmp_path / 'x'}", runs=tmp_path
+    )
     assert r.returncode == 2 and "no ODE pairs" in r.stderr and "rf.make_ode_pairs" in r.stderr, r.stderr[-500:]
     r = run_rf("train", "experiment=toy_re_dmd", "method.beta=0", runs=tmp_path)
     assert r.returncode == 2 and "method.beta=0" in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]

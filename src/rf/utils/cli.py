@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
@@ -26,10 +27,12 @@ def entry(config_name: str):
         def main(cfg: DictConfig):
             try:
                 return fn(cfg)
-            except USER_ERRORS as err:
-                if cfg.get("debug", False):
+            except (*USER_ERRORS, InstantiationException) as err:
+                # Hydra wraps what a constructor raised; a bad value is still a bad value
+                cause = err.__cause__ if isinstance(err, InstantiationException) else err
+                if cfg.get("debug", False) or not isinstance(cause, USER_ERRORS):
                     raise
-                print(f"error: {err}", file=sys.stderr)
+                print(f"error: {cause}", file=sys.stderr)
                 sys.exit(2)
 
         return main
