@@ -38,10 +38,10 @@ install: $(STAMP) ## create .venv and install rf with its dependencies
 test: $(STAMP) ## run the test suite (CPU, tiny configs, no downloads)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(ARGS)
 
-demo: $(STAMP) ## train the toy teacher on the CPU, then stream 30 s of toy video with EMA-Sink and a prompt switch
+demo: $(STAMP) ## the whole chain on the CPU (teacher, ODE pairs, ODE init, Re-DMD), then a 30-s EMA-Sink stream with a prompt switch
 	HF_HUB_OFFLINE=1 $(PY) -m rf.demo $(ARGS)
 
-train: $(STAMP) ## train: make train experiment=toy_teacher [ARGS='-m key=a,b']
+train: $(STAMP) ## train: make train experiment=toy_re_dmd [ARGS='-m method.beta=0.25,0.5,1']
 	HF_HUB_OFFLINE=1 $(PY) -m rf.train $(if $(experiment),experiment=$(experiment),) $(ARGS)
 
 generate: $(STAMP) ## stream a video: make generate ckpt=PATH prompt="..." seconds=30
