@@ -43,7 +43,8 @@ class LastCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         it = iteration_of(trainer, module)
-        if it > 0 and it % self.every == 0:
+        # never mid-iteration: gradients accumulated so far are not part of a checkpoint
+        if it > 0 and it % self.every == 0 and getattr(module, "at_iteration_boundary", True):
             self.save(trainer, module)
 
     def on_train_end(self, trainer, module) -> None:
