@@ -78,6 +78,9 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
         callbacks=[RewardCallback(Brightness()), ema])  # fmt: skip
 
     assert resumed.iteration == 6 and resumed.generator_steps == 2 and resumed.critic_steps == 6
+    again = make(iterations=6)  # relaunching a finished run trains no further
+    fit(again, tmp_path / "b", ckpt_path=tmp_path / "b" / "checkpoints" / "last.ckpt")
+    assert again.micro_step == 6 and again.critic_steps == 6
     for (name, a), b in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().values(),
                             strict=True):  # fmt: skip
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)

@@ -184,6 +184,12 @@ class DistillModule(FrozenModulesMixin):
 
     # ----- the iteration -----------------------------------------------------------------------------
 
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.iteration >= self.hparams.max_iterations:  # a relaunched finished run does nothing
+            self.trainer.should_stop = True
+            return -1
+        return None
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
         hp = self.hparams
         it, micro = self.iteration, self.micro_step
