@@ -79,7 +79,12 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 
     assert resumed.iteration == 6 and resumed.generator_steps == 2 and resumed.critic_steps == 6
     again = make(iterations=6)  # relaunching a finished run trains no further
-    fit(again, tmp_path / "b", ckpt_path=tmp_path / "b" / "checkpoints" / "last.ckpt")
+    fit(
+        again,
+        tmp_path / "b",
+        ckpt_path=tmp_path / "b" / "checkpoints" / "last.ckpt",
+        callbacks=[RewardCallback(Brightness())],
+    )
     assert again.micro_step == 6 and again.critic_steps == 6
     for (name, a), b in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().values(),
                             strict=True):  # fmt: skip
@@ -106,6 +111,11 @@ def test_nonfinite_reward_drops_the_sample_and_the_step_goes_on():
         w = module.weights(torch.zeros(2, 12, 6, 8, 8), ["a purple circle moving", "a red circle moving"])
     assert w[0].item() == 0.0 and w[1].item() == pytest.approx(1.0)  # exp(0 / beta)
     assert module.dropped_samples == 1
+
+
+def test_re_dmd_without_a_reward_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="needs a reward"):
+        fit(make("re_dmd", iterations=1), tmp_path)
 
 
 def test_bad_method_beta_and_length():

@@ -164,18 +164,20 @@ class DistillModule(FrozenModulesMixin):
             grad = dmd_gradient(x.detach(), x0_real, x0_fake)
         return dmd_loss(x, grad)
 
+    def on_fit_start(self) -> None:
+        if self.hparams.method["name"] == "re_dmd" and self.reward_fn is None:
+            raise ValueError("method=re_dmd needs a reward: keep callbacks.reward (RewardCallback) in the config")
+
     def weights(self, x: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """Per-sample loss weights [B]: exp(r / beta) for Re-DMD, 1 for DMD; 0 where the reward is not finite."""
         method = self.hparams.method
         rewards = self.reward_fn(x.detach(), prompts) if self.reward_fn is not None else None
-        if method["name"] == "dmd" or rewards is None:
-            if method["name"] == "re_dmd" and rewards is None:
-                raise ValueError("method=re_dmd needs a reward: add callbacks with a reward (reward=motion)")
-            w, valid = reward_weights(None, 1.0, batch=x.shape[0])
-            if rewards is not None:
-                valid = torch.isfinite(rewards.detach().float().cpu())
-                w = valid.float()
-        else:
+        if method["name"] == "re_dmd":
             w, valid = reward_weights(rewards.cpu(), method["beta"], method.get("normalize", False))
+        else:  # plain DMD: a reward, if configured, is only logged, and drops the samples it cannot score
+            scored = torch.ones(x.shape[0]) if rewards is None else rewards.float().cpu()
+            valid = torch.isfinite(scored)
+            w = valid.float()
         dropped = int((~valid).sum())
         if dropped:
             self.dropped_samples += dropped
