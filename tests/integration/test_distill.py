@@ -44,11 +44,11 @@ def make(method="re_dmd", accumulate=1, iterations=10, **kw):
     )  # fmt: skip
 
 
-def fit(module, root, ckpt_path=None, callbacks=()):
+def fit(module, root, ckpt_path=None, callbacks=(), every=3):
     trainer = L.Trainer(
         accelerator="cpu", max_steps=-1, max_epochs=-1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
-        callbacks=[LastCheckpoint(root / "checkpoints", every_n_iterations=3), *callbacks],
+        callbacks=[LastCheckpoint(root / "checkpoints", every_n_iterations=every), *callbacks],
     )  # fmt: skip
     trainer.fit(module, datamodule=PromptDataModule(batch_size=2, height=16, width=16), ckpt_path=ckpt_path)
     return trainer
@@ -126,3 +126,23 @@ def test_bad_method_beta_and_length():
     with pytest.raises(ValueError, match="7 latent frames"):
         DistillModule(model=MODEL, optim=OPTIM, sink=SINK, sampler=SAMPLER, method={"name": "dmd", "beta": 1},
                       latent_frames=7)  # fmt: skip
+
+
+def test_three_nonfinite_losses_in_a_row_stop_the_run_keeping_the_checkpoint_before(tmp_path):
+    module = make("dmd", iterations=10)
+    forward = module.critic.forward
+
+    def nan_after_two_iterations(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        if module.micro_step >= 2 and torch.is_grad_enabled():  # the critic's own training loss turns NaN
+            out.sample = out.sample * float("nan")
+        return out
+
+    module.critic.forward = nan_after_two_iterations
+    with pytest.warns(UserWarning, match="not finite: step skipped"), pytest.raises(FloatingPointError) as err:
+        fit(module, tmp_path, every=1)
+    assert "train/critic_loss" in str(err.value) and "3 steps in a row" in str(err.value)
+    assert module.nonfinite_steps == 3 and module.critic_steps == 2
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["rf_loop"]["micro_step"] == 2  # saved before the first bad step, never after
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())

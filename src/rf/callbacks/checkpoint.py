@@ -32,7 +32,7 @@ class LastCheckpoint(L.Callback):
 
     def save(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         it = iteration_of(trainer, module)
-        if it == self._saved_at:
+        if it == self._saved_at or getattr(module, "nonfinite_streak", 0):  # keep the state from before a NaN streak
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
         tmp = self.dirpath / f".last.ckpt.tmp-{os.getpid()}"

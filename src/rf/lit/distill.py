@@ -28,6 +28,7 @@ import torch
 from rf.diffusion.flow import add_noise, sample_timesteps, x0_from_flow
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.lit.frozen import FrozenModulesMixin
+from rf.lit.guard import NonFiniteGuard
 from rf.losses.dmd import cfg, dmd_gradient, dmd_loss, flow_matching_loss
 from rf.losses.re_dmd import reward_weights, weighted_mean
 from rf.models.cache import CacheConfig
@@ -37,7 +38,7 @@ from rf.utils.instantiate import instantiate, to_dict
 METHODS = ("dmd", "re_dmd")
 
 
-class DistillModule(FrozenModulesMixin):
+class DistillModule(NonFiniteGuard, FrozenModulesMixin):
     frozen_modules = ("teacher", "text_encoder", "autoencoder")
 
     def __init__(
@@ -127,6 +128,7 @@ class DistillModule(FrozenModulesMixin):
             "generator_steps": self.generator_steps,
             "critic_steps": self.critic_steps,
             "dropped_samples": self.dropped_samples,
+            "nonfinite_steps": self.nonfinite_steps,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -200,6 +202,7 @@ class DistillModule(FrozenModulesMixin):
         g = self._rng(micro)
         text, uncond = self.encode(batch["prompt"])
         self.generator_stepped = False
+        bad: list[str] = []
 
         if it % hp.generator_every == 0:
             # one truncation step per iteration, the same for every chunk and micro-batch
@@ -208,8 +211,12 @@ class DistillModule(FrozenModulesMixin):
             losses = self.dmd_losses(x, text, uncond, g)  # [B]
             w = self.weights(x, batch["prompt"])
             loss = weighted_mean(losses, w)
-            self.manual_backward(loss / hp.accumulate)
-            if last_micro:
+            if self.finite(loss):
+                self.manual_backward(loss / hp.accumulate)
+            else:  # drop this iteration's generator gradients altogether
+                bad.append("train/dmd_loss")
+                opt_g.zero_grad(set_to_none=True)
+            if last_micro and not bad:
                 self.clip_gradients(opt_g, gradient_clip_val=hp.optim["clip_generator"], gradient_clip_algorithm="norm")
                 opt_g.step()
                 opt_g.zero_grad(set_to_none=True)
@@ -223,8 +230,14 @@ class DistillModule(FrozenModulesMixin):
             x = self.rollout(text, seed=self._seed(micro, 4), exit_step=exit_step)
         x_t, t, _, noise = self._noised(x, g)
         critic_loss = flow_matching_loss(self.critic(x_t, t, text).sample, noise, x).mean()
-        self.manual_backward(critic_loss / hp.accumulate)
-        if last_micro:
+        critic_finite = self.finite(critic_loss)
+        if critic_finite:
+            self.manual_backward(critic_loss / hp.accumulate)
+        else:
+            bad.append("train/critic_loss")
+            opt_c.zero_grad(set_to_none=True)
+        self.end_step(bad)
+        if last_micro and critic_finite:
             self.clip_gradients(opt_c, gradient_clip_val=hp.optim["clip_critic"], gradient_clip_algorithm="norm")
             opt_c.step()
             opt_c.zero_grad(set_to_none=True)
@@ -232,7 +245,11 @@ class DistillModule(FrozenModulesMixin):
         self.log("train/critic_loss", critic_loss.detach(), prog_bar=True)
 
         self.micro_step += 1
-        self.log_dict({"train/iteration": float(self.iteration), "train/dropped_samples": float(self.dropped_samples)})
+        self.log_dict({
+            "train/iteration": float(self.iteration),
+            "train/dropped_samples": float(self.dropped_samples),
+            "train/nonfinite_steps": float(self.nonfinite_steps),
+        })  # fmt: skip
         if self.iteration >= hp.max_iterations and self.at_iteration_boundary:
             self.trainer.should_stop = True
 

@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, FloatingPointError)
 
 
 def entry(config_name: str):
