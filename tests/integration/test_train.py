@@ -61,3 +61,31 @@ def test_distillation_bad_inputs_give_one_line(tmp_path):
     assert r.returncode == 2 and "method.beta=0" in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
     r = run_rf("train", "experiment=toy_re_dmd", "module.teacher_ckpt=/no/teacher.ckpt", runs=tmp_path)
     assert r.returncode == 2 and "/no/teacher.ckpt" in r.stderr, r.stderr[-500:]
+
+
+def test_sigterm_saves_the_last_iteration_and_a_relaunch_continues(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "RF_RUNS": str(tmp_path), "OMP_NUM_THREADS": "2"}
+    tiny = [o for o in TINY if not o.startswith("checkpoint_every")]  # no periodic save: only SIGTERM's
+    cmd = [sys.executable, "-m", "rf.train", *tiny, "trainer.max_steps=100000", "checkpoint_every=100000"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = tmp_path / "toy_teacher" / "logs" / "version_0" / "hparams.yaml"
+    deadline = time.time() + 120
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(4)  # some iterations, none of them at a checkpoint_every boundary
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    last = tmp_path / "toy_teacher" / "checkpoints" / "last.ckpt"
+    assert last.exists(), out[-2000:]
+    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert step > 0
+
+    r = run_rf("train", *TINY, f"trainer.max_steps={step + 2}", runs=tmp_path)
+    assert r.returncode == 0 and "resuming from" in r.stdout, r.stderr[-2000:]
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == step + 2

@@ -4,7 +4,8 @@ Lightning's ModelCheckpoint counts optimiser steps (two optimisers step at diffe
 Re-DMD) and writes the file in place, so a kill during the write can leave a `last.ckpt` that
 does not load. Here the checkpoint goes to a temporary file in the same folder and is renamed
 over `last.ckpt` (os.replace is atomic), and the cadence counts iterations: the module's
-`iteration` attribute when it has one, else the trainer's global step.
+`iteration` attribute when it has one, else the trainer's global step. On SIGTERM the iteration
+that just finished is saved before Lightning stops, so a relaunch loses nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class LastCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         it = iteration_of(trainer, module)
         # never mid-iteration: gradients accumulated so far are not part of a checkpoint
-        if it > 0 and it % self.every == 0 and getattr(module, "at_iteration_boundary", True):
+        if not getattr(module, "at_iteration_boundary", True):
+            return
+        # SIGTERM (a cluster's preemption, Ctrl-C of a scheduler): Lightning stops after this batch; save it first
+        if (it > 0 and it % self.every == 0) or trainer.received_sigterm:
             self.save(trainer, module)
 
     def on_train_end(self, trainer, module) -> None:
