@@ -27,6 +27,7 @@ import torch
 
 from rf.diffusion.flow import add_noise, sample_timesteps, x0_from_flow
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
+from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.lit.guard import NonFiniteGuard
 from rf.losses.dmd import cfg, dmd_gradient, dmd_loss, flow_matching_loss
@@ -255,16 +256,6 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
 
     def configure_optimizers(self):
         o = self.hparams.optim
-        opt_g = torch.optim.AdamW(
-            self.generator.parameters(),
-            lr=o["lr_generator"],
-            betas=tuple(o["betas"]),
-            weight_decay=o["weight_decay"],
-        )
-        opt_c = torch.optim.AdamW(
-            self.critic.parameters(),
-            lr=o["lr_critic"],
-            betas=tuple(o["betas"]),
-            weight_decay=o["weight_decay"],
-        )
+        opt_g = adamw(self.generator.parameters(), o, o["lr_generator"])
+        opt_c = adamw(self.critic.parameters(), o, o["lr_critic"])
         return [opt_g, opt_c]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from rf.diffusion.flow import warp_timesteps
+from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.losses.ode import ode_regression_loss
 from rf.models.loading import build_transformer
@@ -73,6 +74,4 @@ class ODEInitModule(FrozenModulesMixin):
 
     def configure_optimizers(self):
         o = self.hparams.optim
-        return torch.optim.AdamW(
-            self.generator.parameters(), lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"]
-        )
+        return adamw(self.generator.parameters(), o, o["lr"])

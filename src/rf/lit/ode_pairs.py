@@ -27,6 +27,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
+from rf.lit.common import seeded_loader
+
 MANIFEST = "manifest.json"
 VERSION = 1
 TMP = ".tmp"  # suffix of files being written; any left over belong to a killed run
@@ -241,12 +243,4 @@ class OdePairDataModule(L.LightningDataModule):
                 f"{self.folder} holds {len(self.dataset)} ODE pairs, fewer than batch_size={self.batch_size}: "
                 "generate more pairs or lower data.batch_size"
             )
-        return DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=True,
-        )
+        return seeded_loader(self.dataset, self.batch_size, self.seed, self.num_workers)

@@ -12,6 +12,7 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from rf.diffusion.flow import add_noise, flow_target, sample_timesteps
+from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.utils.instantiate import instantiate, to_dict
 
@@ -49,6 +50,4 @@ class TeacherModule(FrozenModulesMixin):
 
     def configure_optimizers(self):
         o = self.hparams.optim
-        return torch.optim.AdamW(
-            self.transformer.parameters(), lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"]
-        )
+        return adamw(self.transformer.parameters(), o, o["lr"])

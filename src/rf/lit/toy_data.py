@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Dataset
 
+from rf.lit.common import seeded_loader
 from rf.toy.world import ToyWorld
 
 
@@ -44,12 +44,5 @@ class ToyVideoDataModule(L.LightningDataModule):
         self.size, self.seed = size, seed
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            ToyClips(self.world, self.frames, self.size, offset=self.seed * self.size),
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=True,
-        )
+        clips = ToyClips(self.world, self.frames, self.size, offset=self.seed * self.size)
+        return seeded_loader(clips, self.batch_size, self.seed, self.num_workers)
