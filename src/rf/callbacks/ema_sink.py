@@ -27,7 +27,6 @@ class EMASinkCallback(L.Callback):
         return "EMASink"
 
     def setup(self, trainer, module, stage: str) -> None:
-        module.cache_config = self.config
         module.sampler.cache_config = self.config
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:

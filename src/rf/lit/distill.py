@@ -94,8 +94,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
             video["height"] // f,
             video["width"] // f,
         )
-        self.cache_config = CacheConfig(**to_dict(sink))
-        self.sampler = StreamSampler(self.generator, self.cache_config, **to_dict(sampler))
+        self.sampler = StreamSampler(self.generator, CacheConfig(**to_dict(sink)), **to_dict(sampler))
         self.sampler.num_chunks(latent_frames)  # validates the rollout length now, not mid-run
         self.automatic_optimization = False
 
