@@ -20,8 +20,7 @@ from tqdm import tqdm
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.diffusion.schedule import parse_schedule, switches_to_chunks
 from rf.models.cache import CacheConfig
-from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.loading import load_lightning_weights
+from rf.models.loading import cast, load_transformer
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device, resolve_dtype
 from rf.utils.video import StreamingVideoWriter, contact_sheet
@@ -68,20 +67,16 @@ def main(cfg: DictConfig) -> Path:
         out.parent.mkdir(parents=True)
 
     autoencoder = instantiate(cfg.model.autoencoder).to(device)
-    text_encoder = instantiate(cfg.model.text_encoder).to(device)
+    # the encoder for new prompts where the model has one (umT5 behind the cache), else the training one
+    text_encoder = instantiate(cfg.model.get("text_encoder_online") or cfg.model.text_encoder).to(device)
     transformer = OmegaConf.to_container(cfg.model.transformer, resolve=True)
     h, w, fps = cfg.model.video.height, cfg.model.video.width, cfg.model.video.fps
     check_video_size(h, w, autoencoder.spatial_factor, transformer["patch_size"][1])
 
-    model = CausalWanTransformer3DModel(**transformer)
-    if cfg.ckpt:
-        found = load_lightning_weights(model, cfg.ckpt, use_ema=cfg.use_ema)
-        print(f"weights: {cfg.ckpt} ({found.rstrip('.')})")
-    else:
-        print("weights: random (no ckpt= given)")
-    model = model.to(device).eval()
-    if dtype != torch.float32:
-        model = model.to(dtype)
+    # rf checkpoints, Self Forcing / Reward Forcing releases, original or diffusers Wan: rf.models.loading
+    model, found = load_transformer(transformer, cfg.ckpt or None, causal=True, use_ema=cfg.use_ema)
+    print(f"weights: {cfg.ckpt} ({found})" if cfg.ckpt else "weights: random (no ckpt= given)")
+    model = cast(model, dtype).to(device).eval()
 
     latent_frames = latent_frames_for(cfg, autoencoder, cache_cfg.chunk_frames)
     sampler = StreamSampler(model, cache_cfg, **OmegaConf.to_container(cfg.sampler, resolve=True))

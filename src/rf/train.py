@@ -38,8 +38,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
     if cfg.logger.tensorboard:
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
     checkpoint = LastCheckpoint(run_dir / "checkpoints", every_n_iterations=cfg.checkpoint_every)
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if isinstance(trainer.get("strategy"), dict):  # e.g. ModelParallelStrategy for FSDP2 (trainer=fsdp2)
+        trainer["strategy"] = instantiate(trainer["strategy"])
     return L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer,
         default_root_dir=run_dir,
         logger=loggers or False,
         callbacks=[checkpoint, *callbacks],
@@ -53,7 +56,7 @@ def main(cfg: DictConfig) -> None:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module, model=cfg.model, optim=cfg.optim, _recursive_=False)
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]  # null: removed
     trainer = build_trainer(cfg, run_dir, callbacks)
     ckpt = resolve_ckpt(cfg.ckpt_path, run_dir)
     if ckpt:

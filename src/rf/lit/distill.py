@@ -30,13 +30,29 @@ from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.lit.guard import NonFiniteGuard
+from rf.lit.parallel import data_parallel_mesh, shard_wan
 from rf.losses.dmd import cfg, dmd_gradient, dmd_loss, flow_matching_loss
 from rf.losses.re_dmd import reward_weights, weighted_mean
 from rf.models.cache import CacheConfig
-from rf.models.loading import build_transformer
+from rf.models.loading import build_transformer, describe_size, size_of_arch
 from rf.utils.instantiate import instantiate, to_dict
 
 METHODS = ("dmd", "re_dmd")
+
+
+def check_shared_spaces(student: dict, teacher: dict, text_dim: int, latent_channels: int) -> None:
+    """Teacher, critic and student read the same text embeddings and latents: their widths must agree."""
+    for name, arch in (("model.transformer", student), ("module.teacher_arch", teacher)):
+        if arch["text_dim"] != text_dim:
+            raise ValueError(
+                f"{name}.text_dim={arch['text_dim']} but the text encoder gives {text_dim}-wide embeddings: "
+                "teacher and student must read the same text encoder (umT5-XXL: 4096)"
+            )
+        if arch["in_channels"] != latent_channels:
+            raise ValueError(
+                f"{name}.in_channels={arch['in_channels']} but the autoencoder has {latent_channels} latent "
+                "channels: teacher and student must share the latent space"
+            )
 
 
 class DistillModule(NonFiniteGuard, FrozenModulesMixin):
@@ -51,6 +67,10 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         method: dict,
         teacher_ckpt: str | None = None,
         student_ckpt: str | None = None,
+        critic_ckpt: str | None = None,
+        teacher_arch: dict | None = None,
+        teacher_dtype: str | None = None,
+        activation_checkpointing: bool = False,
         latent_frames: int = 9,
         guidance: float = 4.0,
         generator_every: int = 5,
@@ -71,21 +91,31 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         for name, v in (("generator_every", generator_every), ("accumulate", accumulate)):
             if v < 1:
                 raise ValueError(f"module.{name}={v}: must be >= 1")
-        arch = model["transformer"]
-        self.teacher = build_transformer(arch, teacher_ckpt, causal=False)
-        self.critic = build_transformer(arch, None, causal=False)  # starts as the teacher
-        self.critic.load_state_dict(self.teacher.state_dict())
-        self.generator = build_transformer(arch, student_ckpt, causal=True)  # ODE-init weights, or the teacher's
-        if student_ckpt is None:
-            self.generator.load_state_dict(self.teacher.state_dict())
+        # Cheap parts first: every size is checked before a transformer is allocated.
         self.text_encoder = instantiate(model["text_encoder"])
         self.autoencoder = instantiate(model["autoencoder"])
-        self.freeze_modules()
-        if self.autoencoder.latent_channels != arch["in_channels"]:
+        arch = model["transformer"]
+        teacher_arch = to_dict(teacher_arch) if teacher_arch is not None else arch
+        check_shared_spaces(arch, teacher_arch, self.text_encoder.dim, self.autoencoder.latent_channels)
+        if critic_ckpt is None and size_of_arch(teacher_arch) != size_of_arch(arch):
             raise ValueError(
-                f"autoencoder latent channels {self.autoencoder.latent_channels} != transformer in_channels "
-                f"{arch['in_channels']}: teacher and student must share the latent space"
+                f"the teacher ({describe_size(*size_of_arch(teacher_arch))}) is another size than the critic "
+                f"({describe_size(*size_of_arch(arch))}), so the critic cannot start as the teacher: "
+                "set module.critic_ckpt to weights of the critic's size"
             )
+        self.teacher = build_transformer(teacher_arch, teacher_ckpt, causal=False, dtype=teacher_dtype)
+        if critic_ckpt is not None:  # the paper's critic: a 1.3B Wan beside a 14B teacher
+            self.critic = build_transformer(arch, critic_ckpt, causal=False)
+        else:  # the critic starts as the teacher
+            self.critic = build_transformer(arch, None, causal=False)
+            self.critic.load_state_dict(self.teacher.state_dict())
+        self.generator = build_transformer(arch, student_ckpt, causal=True)  # ODE-init weights, or the critic's
+        if student_ckpt is None:
+            self.generator.load_state_dict(self.critic.state_dict())
+        if activation_checkpointing:  # diffusers' switch; CausalWanTransformer3DModel honours it per block
+            self.generator.enable_gradient_checkpointing()
+            self.critic.enable_gradient_checkpointing()
+        self.freeze_modules()
         video = model["video"]
         f = self.autoencoder.spatial_factor
         self.latent_shape = (
@@ -138,9 +168,13 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
     # ----- pieces ----------------------------------------------------------------------------------
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> text [B, Lt, D] and the negative prompt's embedding (the empty prompt: all zeros)."""
+        """-> text [B, Lt, D] and the CFG negative [B, Lt, D]: the encoder's negative prompt (Wan's, for
+        umT5), or all zeros (the empty prompt) for an encoder without one (the toy)."""
         text = self.text_encoder(prompts).to(self.device)
-        return text, torch.zeros_like(text)
+        negative = getattr(self.text_encoder, "negative", None)
+        if negative is None:
+            return text, torch.zeros_like(text)
+        return text, negative().to(text).expand_as(text)
 
     def rollout(self, text: torch.Tensor, seed: int, exit_step: int) -> torch.Tensor:
         """Clean latents [B, C, F, H, W] from the student, through the one StreamSampler."""
@@ -199,7 +233,9 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         it, micro = self.iteration, self.micro_step
         last_micro = micro % hp.accumulate == hp.accumulate - 1
         opt_g, opt_c = self.optimizers()
-        g = self._rng(micro)
+        rank = self.global_rank  # every process draws its own noise; truncation steps are shared (FSDP2 needs
+        # the same sequence of forward passes on every rank)
+        g = self._rng(micro, rank)
         text, uncond = self.encode(batch["prompt"])
         self.generator_stepped = False
         bad: list[str] = []
@@ -207,7 +243,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         if it % hp.generator_every == 0:
             # one truncation step per iteration, the same for every chunk and micro-batch
             exit_step = self._seed(it, 1) % len(self.sampler.timesteps)
-            x = self.rollout(text, seed=self._seed(micro, 2), exit_step=exit_step)
+            x = self.rollout(text, seed=self._seed(micro, 2, rank), exit_step=exit_step)
             losses = self.dmd_losses(x, text, uncond, g)  # [B]
             w = self.weights(x, batch["prompt"])
             loss = weighted_mean(losses, w)
@@ -226,8 +262,8 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
             self.log("train/exit_step", float(exit_step))
 
         with torch.no_grad():
-            exit_step = self._seed(micro, 3) % len(self.sampler.timesteps)
-            x = self.rollout(text, seed=self._seed(micro, 4), exit_step=exit_step)
+            exit_step = self._seed(micro, 3) % len(self.sampler.timesteps)  # shared: same passes on every rank
+            x = self.rollout(text, seed=self._seed(micro, 4, rank), exit_step=exit_step)
         x_t, t, _, noise = self._noised(x, g)
         critic_loss = flow_matching_loss(self.critic(x_t, t, text).sample, noise, x).mean()
         critic_finite = self.finite(critic_loss)
@@ -252,6 +288,18 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         })  # fmt: skip
         if self.iteration >= hp.max_iterations and self.at_iteration_boundary:
             self.trainer.should_stop = True
+
+    def configure_model(self) -> None:
+        """Under trainer=fsdp2 (ModelParallelStrategy): shard student, critic and teacher (rf.lit.parallel)."""
+        mesh = data_parallel_mesh(self)
+        if mesh is None or getattr(self, "_sharded", False):
+            return
+        for model in (self.generator, self.critic, self.teacher):
+            shard_wan(model, mesh)
+        self._sharded = True
+        # Lightning's sharded loader bypasses FrozenModulesMixin.load_state_dict: tell it the teacher is
+        # meant to be absent from checkpoints.
+        self.strict_loading = False
 
     def configure_optimizers(self):
         o = self.hparams.optim

@@ -1,6 +1,7 @@
 """Prompts for Re-DMD: an endless, deterministic stream of prompt batches.
 
-Batch b holds the prompts of samples [b B, (b + 1) B): toy-world scenes of those seeds, or lines
+Batch b holds the prompts of samples [b B, (b + 1) B) (with several processes, each takes its own
+slice of every global batch): toy-world scenes of those seeds, or lines
 of a prompt file (one per line, cycled in a seeded order). The stream starts at the module's
 `micro_step`, which a checkpoint restores before Lightning asks for the dataloader, so a resumed
 run sees exactly the prompts an uninterrupted one would have.
@@ -32,13 +33,17 @@ def read_prompt_file(path: str | Path) -> list[str]:
 
 
 class PromptStream(IterableDataset):
-    def __init__(self, prompt_of, batch_size: int, start_batch: int):
+    """Batch b of process `rank` out of `world` holds samples [(b W + rank) B, (b W + rank + 1) B)."""
+
+    def __init__(self, prompt_of, batch_size: int, start_batch: int, rank: int = 0, world: int = 1):
         self.prompt_of, self.batch_size, self.start = prompt_of, batch_size, start_batch
+        self.rank, self.world = rank, world
 
     def __iter__(self):
         b = self.start
         while True:
-            index = torch.arange(b * self.batch_size, (b + 1) * self.batch_size)
+            first = (b * self.world + self.rank) * self.batch_size
+            index = torch.arange(first, first + self.batch_size)
             yield {"prompt": [self.prompt_of(int(i)) for i in index], "index": index}
             b += 1
 
@@ -67,5 +72,8 @@ class PromptDataModule(L.LightningDataModule):
             self.prompt_of = lambda i: lines[order[i % len(lines)]]
 
     def train_dataloader(self) -> DataLoader:
-        start = getattr(self.trainer.lightning_module, "micro_step", 0) if self.trainer else 0
-        return DataLoader(PromptStream(self.prompt_of, self.batch_size, start), batch_size=None)
+        if self.trainer is None:
+            return DataLoader(PromptStream(self.prompt_of, self.batch_size, 0), batch_size=None)
+        start = getattr(self.trainer.lightning_module, "micro_step", 0)
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return DataLoader(PromptStream(self.prompt_of, self.batch_size, start, rank, world), batch_size=None)

@@ -15,6 +15,7 @@ With no cache, no mask and one timestep per sample it computes exactly what the 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -44,8 +45,22 @@ def block_causal_mask(frames: int, tokens_per_frame: int, chunk_frames: int, dev
 
 
 class CausalWanTransformer3DModel(WanTransformer3DModel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for block in self.blocks:  # same parameters, the causal forward; blocks stay called as modules
+            block.__class__ = CausalWanBlock
+
+    # diffusers' from_config reads the constructor's signature to build the model: keep the parent's
+    __init__.__signature__ = inspect.signature(WanTransformer3DModel.__init__)
+
     def encode_text(self, encoder_hidden_states: torch.Tensor) -> TextContext:
-        """Text embeddings [B, Lt, text_dim] -> per-block K/V for cross-attention."""
+        """Text embeddings [B, Lt, text_dim] -> per-block K/V for cross-attention.
+
+        Goes through the module call (forward with text_only=True), so that wrappers hooked on the model's
+        forward, such as FSDP2's all-gather (rf.lit.parallel), see this use of the weights too."""
+        return self(None, None, encoder_hidden_states, text_only=True)
+
+    def _text_context(self, encoder_hidden_states: torch.Tensor) -> TextContext:
         text = self.condition_embedder.text_embedder(encoder_hidden_states)  # [B, Lt, dim]
         return TextContext([text_kv(block.attn2, text) for block in self.blocks])
 
@@ -78,21 +93,25 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         write_cache: bool = False,
         causal_chunk: int | None = None,
         return_dict: bool = True,
+        text_only: bool = False,
         **unused,
-    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor] | TextContext:
         """hidden_states [B, C, F, H, W], timestep [B] or [B, F] -> flow prediction [B, C, F, H, W].
 
         text:          precomputed cross-attention K/V (else computed from encoder_hidden_states)
         cache:         the stream's KV cache; the input frames follow its context
         write_cache:   commit this call's K/V to the cache (the clean t=0 pass of a chunk)
         causal_chunk:  block-causal mask with chunks of this many frames (teacher forcing)
+        text_only:     only compute the TextContext of encoder_hidden_states (what encode_text calls)
         """
+        if text_only:
+            return self._text_context(encoder_hidden_states)
         if unused.get("encoder_hidden_states_image") is not None:
             raise ValueError("CausalWanTransformer3DModel is text-to-video: image conditioning is not supported")
         if text is None:
             if encoder_hidden_states is None:
                 raise ValueError("pass encoder_hidden_states or a TextContext from encode_text()")
-            text = self.encode_text(encoder_hidden_states)
+            text = self._text_context(encoder_hidden_states)
         if write_cache and cache is None:
             raise ValueError("write_cache=True needs a cache")
 
@@ -119,11 +138,11 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
 
         for i, block in enumerate(self.blocks):
             block_cache = cache.blocks[i] if cache is not None else None
-            args = (block, x, mod, text.kv[i], rope_q, rope_k, block_cache, write_cache, mask, ppf)
+            args = (x, mod, text.kv[i], rope_q, rope_k, block_cache, write_cache, mask, ppf)
             if torch.is_grad_enabled() and self.gradient_checkpointing and not write_cache:
-                x = self._gradient_checkpointing_func(_block_forward, *args)
+                x = self._gradient_checkpointing_func(block, *args)
             else:
-                x = _block_forward(*args)
+                x = block(*args)
 
         # Output head, modulated per frame: [1, 1, 2, dim] + [B, F, 1, dim]
         shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.float()).chunk(2, dim=2)  # [B, F, 1, dim]
@@ -137,34 +156,42 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
 
-def _block_forward(
-    block: WanTransformerBlock,
-    x: torch.Tensor,
-    mod: torch.Tensor,
-    kv: tuple[torch.Tensor, torch.Tensor],
-    rope_q,
-    rope_k,
-    cache,
-    write_cache: bool,
-    mask: torch.Tensor | None,
-    frames: int,
-) -> torch.Tensor:
-    """One Wan block with per-frame modulation. x [B, F*T, dim], mod [B, F, 6, dim]."""
-    b, n, d = x.shape
-    # Modulation order: shift-msa, scale-msa, gate-msa, shift-ffn, scale-ffn, gate-ffn; each [B, F, 1, dim]
-    e = (block.scale_shift_table.unsqueeze(0) + mod.float()).chunk(6, dim=2)
+class CausalWanBlock(WanTransformerBlock):
+    """A Wan block with per-frame modulation, the KV cache and the teacher-forcing mask; parameters as upstream.
 
-    def modulate(norm, shift, scale):
-        y = norm(x.float()).view(b, frames, -1, d) * (1 + scale) + shift
-        return y.view(b, n, d).type_as(x)
+    Called as a module (not a function over its parameters) so that hooks on blocks, such as FSDP2's
+    all-gather in rf.lit.parallel, see every use of the block's weights.
+    """
 
-    def gated(update, gate):
-        return (x.float().view(b, frames, -1, d) + update.float().view(b, frames, -1, d) * gate).view(b, n, d)
+    def forward(
+        self,
+        x: torch.Tensor,
+        mod: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor],
+        rope_q,
+        rope_k,
+        cache,
+        write_cache: bool,
+        mask: torch.Tensor | None,
+        frames: int,
+    ) -> torch.Tensor:
+        """x [B, F*T, dim], mod [B, F, 6, dim] -> [B, F*T, dim]."""
+        b, n, d = x.shape
+        # Modulation order: shift-msa, scale-msa, gate-msa, shift-ffn, scale-ffn, gate-ffn; each [B, F, 1, dim]
+        e = (self.scale_shift_table.unsqueeze(0) + mod.float()).chunk(6, dim=2)
 
-    y = self_attention(block.attn1, modulate(block.norm1, e[0], e[1]), frames, rope_q, rope_k, cache, write_cache, mask)
-    x = gated(y, e[2]).type_as(x)
+        def modulate(norm, shift, scale):
+            y = norm(x.float()).view(b, frames, -1, d) * (1 + scale) + shift
+            return y.view(b, n, d).type_as(x)
 
-    x = x + cross_attention(block.attn2, block.norm2(x.float()).type_as(x), kv)
+        def gated(update, gate):
+            return (x.float().view(b, frames, -1, d) + update.float().view(b, frames, -1, d) * gate).view(b, n, d)
 
-    y = block.ffn(modulate(block.norm3, e[3], e[4]))
-    return gated(y, e[5]).type_as(x)
+        y = modulate(self.norm1, e[0], e[1])
+        y = self_attention(self.attn1, y, frames, rope_q, rope_k, cache, write_cache, mask)
+        x = gated(y, e[2]).type_as(x)
+
+        x = x + cross_attention(self.attn2, self.norm2(x.float()).type_as(x), kv)
+
+        y = self.ffn(modulate(self.norm3, e[3], e[4]))
+        return gated(y, e[5]).type_as(x)

@@ -1,13 +1,25 @@
-"""Weights in: original-format Wan state dicts, rf Lightning checkpoints, diffusers folders.
+"""Weights in, from local disk only: diffusers folders, original-format Wan, Self Forcing / Reward Forcing
+releases, and rf's own Lightning checkpoints, all onto diffusers parameter names.
 
-The original -> diffusers renaming table is diffusers' own (`convert_wan_transformer_to_diffusers`,
-the code behind `WanTransformer3DModel.from_single_file`); this module only feeds it plain tensors.
-Checkpoints are read with `torch.load(weights_only=True)`: tensors and plain containers, never
-arbitrary pickles. Folders load with `local_files_only=True`: nothing is downloaded.
+    diffusers folder   Wan2.1-T2V-1.3B-Diffusers/ (or its transformer/ subfolder): `from_pretrained`,
+                       local_files_only=True, dtype resolved from its config string
+    original Wan       diffusion_pytorch_model.safetensors / .pth with `blocks.0.self_attn.q.weight` names
+    Self Forcing       ode_init.pt, self_forcing_dmd.pt, Reward Forcing's rewardforcing.pt:
+                       {"generator": sd, "generator_ema": sd, ...}, names `model.blocks.0.self_attn.q.weight`,
+                       sometimes with FSDP / checkpoint-wrapper prefixes
+    rf Lightning       last.ckpt: `state_dict` under generator.* / transformer.*, the EMA in callbacks
+
+The original -> diffusers renaming table is diffusers' own (`convert_wan_transformer_to_diffusers`, the code
+behind `WanTransformer3DModel.from_single_file`); this module only feeds it plain tensors. Files are read with
+safetensors or `torch.load(weights_only=True)`: tensors and plain containers, never arbitrary pickles.
+Before any model is allocated, the checkpoint's size (width, depth, text width) is compared with the configured
+one, so a 14B checkpoint given to a 1.3B config fails in a second with both sizes named.
 """
 
 from __future__ import annotations
 
+import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -15,74 +27,224 @@ from diffusers import WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
 from rf.models.causal_wan import CausalWanTransformer3DModel
+from rf.utils.files import require_files
+from rf.utils.instantiate import resolve_dtype
 
 # Where rf's LightningModules keep the weights a streaming student can start from, in order of preference.
 STUDENT_PREFIXES = ("generator.", "transformer.")
+# Published sizes (Wan-AI/Wan2.1-T2V-{1.3B,14B}-Diffusers, transformer/config.json): (width, blocks) -> name.
+WAN_SIZES = {(1536, 30): "Wan2.1 1.3B", (5120, 40): "Wan2.1 14B"}
+# Wrappers that training frameworks put in front of parameter names (FSDP1, activation checkpointing,
+# torch.compile, DDP) and Self Forcing's WanDiffusionWrapper (`model.`).
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.", "module.")
+_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")
+
+
+# ----- sizes -------------------------------------------------------------------------------------------
+
+
+def describe_size(dim: int, layers: int, text_dim: int | None = None) -> str:
+    name = WAN_SIZES.get((dim, layers))
+    text = f", text width {text_dim}" if text_dim is not None else ""
+    return f"width {dim}, {layers} blocks{text}" + (f" ({name})" if name else "")
+
+
+def size_of_arch(arch: dict) -> tuple[int, int, int]:
+    """WanTransformer3DModel kwargs -> (width, blocks, text width)."""
+    return arch["num_attention_heads"] * arch["attention_head_dim"], arch["num_layers"], arch["text_dim"]
+
+
+def size_of_state(state: dict[str, torch.Tensor]) -> tuple[int, int, int | None]:
+    """A diffusers-named transformer state dict -> (width, blocks, text width)."""
+    if "patch_embedding.weight" not in state:
+        raise ValueError("not a Wan transformer state dict: no patch_embedding.weight")
+    dim = state["patch_embedding.weight"].shape[0]
+    layers = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    text = state.get("condition_embedder.text_embedder.linear_1.weight")
+    return dim, layers, (text.shape[1] if text is not None else None)
+
+
+def check_size(found: tuple, arch: dict, source, what: str = "model") -> None:
+    """Refuse weights of another size, naming both, before anything big is built."""
+    want = size_of_arch(arch)
+    if tuple(found[:2]) != want[:2] or (found[2] is not None and found[2] != want[2]):
+        raise ValueError(
+            f"{source} holds another model size, a Wan of {describe_size(*found)}; the configured {what} is "
+            f"{describe_size(*want)}: pick the model= config of that size (wan_1_3b, wan_14b) or other weights"
+        )
+
+
+# ----- folders -----------------------------------------------------------------------------------------
+
+
+def transformer_folder(path: str | Path) -> Path:
+    """A diffusers pipeline folder or its transformer/ subfolder -> the checked transformer folder."""
+    path = Path(path)
+    if (path / "transformer").is_dir():
+        path = path / "transformer"
+    require_files(path, ["config.json", _WEIGHT_FILES], "diffusers transformer")
+    return path
+
+
+# ----- files -------------------------------------------------------------------------------------------
+
+
+def _load_file(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} holds Python objects, not only tensors; rf loads with torch.load(weights_only=True) and "
+            f"will not unpickle it: re-save its state dict (torch.save(model.state_dict(), ...))"
+        ) from err
+
+
+def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        for p in _WRAPPER_PREFIXES:
+            k = k.replace(p, "")
+        if k.startswith("model.") and not k.startswith("model.diffusion_model."):
+            k = k[len("model.") :]  # Self Forcing's WanDiffusionWrapper keeps the Wan under .model
+        out[k] = v
+    return out
+
+
+def _to_diffusers_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = _strip(state)
+    if any(".self_attn." in k or k.startswith("head.head") or "diffusion_model." in k for k in state):
+        return convert_wan_transformer_to_diffusers(dict(state))
+    return state
+
+
+def _from_lightning(ckpt: dict, path, prefixes: tuple[str, ...], use_ema: bool) -> tuple[dict, str]:
+    state = ckpt["state_dict"]
+    if use_ema:
+        shadow = ckpt.get("callbacks", {}).get("GeneratorEMA", {}).get("shadow")
+        if shadow is None:
+            raise ValueError(f"ckpt={path} holds no generator EMA (it starts at start_iteration): use_ema=false")
+        return dict(shadow), "generator EMA"
+    for prefix in prefixes:
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if sub:
+            return sub, prefix.rstrip(".")
+    raise ValueError(f"ckpt={path} holds no transformer weights (looked for {', '.join(prefixes)}*)")
+
+
+def read_state_dict(
+    path: str | Path, prefixes: tuple[str, ...] = STUDENT_PREFIXES, use_ema: bool = False
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Any supported checkpoint file -> (diffusers-named transformer state dict, which weights were taken)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt={path}: no such checkpoint file")
+    ckpt = _load_file(path)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"ckpt={path} is not a state dict or checkpoint (found {type(ckpt).__name__})")
+    if isinstance(ckpt.get("state_dict"), dict):  # rf / Lightning
+        state, found = _from_lightning(ckpt, path, prefixes, use_ema)
+    elif "generator" in ckpt or "generator_ema" in ckpt:  # Self Forcing, Reward Forcing
+        key = "generator_ema" if use_ema else "generator"
+        if key not in ckpt:
+            other = "use_ema=false" if use_ema else "use_ema=true"
+            raise ValueError(f"ckpt={path} has no {key!r} (it holds {sorted(ckpt)}): try {other}")
+        state, found = ckpt[key], key
+    else:
+        state, found = ckpt, "state dict"
+    return _to_diffusers_names(state), found
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source) -> None:
+    """Load a diffusers-named state dict; every key must match, shapes first (a clear size message)."""
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(
+            f"{source} holds another model size: {k} is {tuple(state[k].shape)}, the configured model has "
+            f"{tuple(own[k].shape)}; pick the matching model= config"
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{source} does not fit {type(model).__name__}: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}"
+        )
+
+
+# ----- the entry points ----------------------------------------------------------------------------------
 
 
 def convert_original_wan(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Original Wan names (`blocks.0.self_attn.q.weight`) -> diffusers (`blocks.0.attn1.to_q.weight`)."""
-    return convert_wan_transformer_to_diffusers(dict(state_dict))
+    return _to_diffusers_names(state_dict)
 
 
 def load_original_wan(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """Load an original-format Wan state dict into a diffusers-named model; every key must match."""
-    converted = convert_original_wan(state_dict)
-    missing, unexpected = model.load_state_dict(converted, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"original Wan checkpoint does not fit {type(model).__name__}: "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
+    load_state(model, convert_original_wan(state_dict), "original Wan checkpoint")
+
+
+def load_weights(
+    model: torch.nn.Module, source, prefixes: tuple[str, ...] = STUDENT_PREFIXES, use_ema: bool = False
+) -> str:
+    """Load any supported checkpoint file into `model`; returns which weights were taken."""
+    state, found = read_state_dict(source, prefixes, use_ema)
+    load_state(model, state, f"ckpt={source}")
+    return found
 
 
 def load_lightning_weights(
     model: torch.nn.Module, ckpt_path, prefixes: tuple[str, ...] = STUDENT_PREFIXES, use_ema: bool = False
 ) -> str:
-    """Load a transformer from an rf Lightning checkpoint; returns the prefix it was found under.
-
-    use_ema: take the generator EMA (callbacks/generator_ema.py) instead of the raw weights.
-    """
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt={ckpt_path}: no such checkpoint file")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    state = ckpt.get("state_dict", {})
-    if use_ema:
-        shadow = ckpt.get("callbacks", {}).get("GeneratorEMA", {}).get("shadow")
-        if shadow is None:
-            raise ValueError(f"ckpt={ckpt_path} holds no generator EMA (it starts at start_iteration): use_ema=false")
-        state, prefixes = {"ema." + k: v for k, v in shadow.items()}, ("ema.",)
-    for prefix in prefixes:
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if not sub:
-            continue
-        own = model.state_dict()
-        wrong = [k for k, v in sub.items() if k in own and own[k].shape != v.shape]
-        if wrong:
-            k = wrong[0]
-            raise ValueError(
-                f"ckpt={ckpt_path} holds another model size: {prefix}{k} is {tuple(sub[k].shape)}, "
-                f"the configured model has {tuple(own[k].shape)}; pick the matching model= config"
-            )
-        missing, unexpected = model.load_state_dict(sub, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"ckpt={ckpt_path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
-            )
-        return prefix
-    raise ValueError(f"ckpt={ckpt_path} holds no transformer weights (looked for {', '.join(prefixes)}*)")
+    """Load a transformer from an rf Lightning checkpoint (or any file `read_state_dict` knows)."""
+    return load_weights(model, ckpt_path, prefixes, use_ema)
 
 
-def build_transformer(arch: dict, init: str | None = None, causal: bool = False, prefixes=STUDENT_PREFIXES):
+def build_transformer(
+    arch: dict,
+    init: str | Path | None = None,
+    causal: bool = False,
+    prefixes: tuple[str, ...] = STUDENT_PREFIXES,
+    use_ema: bool = False,
+    dtype: str | torch.dtype | None = None,
+):
     """A Wan transformer of architecture `arch` (WanTransformer3DModel kwargs), bidirectional or causal.
 
-    init: None (random), a diffusers folder (`from_pretrained`, local files only), or an rf
-    Lightning checkpoint (weights found under the first of `prefixes` it holds).
+    init: None (random), a diffusers folder (pipeline or transformer/), or a checkpoint file of any kind above.
+    The size of the weights is checked against `arch` before the model is allocated.
     """
+    return load_transformer(arch, init, causal, prefixes, use_ema, dtype)[0]
+
+
+def load_transformer(arch, init=None, causal=False, prefixes=STUDENT_PREFIXES, use_ema=False, dtype=None):
+    """build_transformer, also returning which weights were taken ("random", "generator_ema", ...)."""
     cls = CausalWanTransformer3DModel if causal else WanTransformer3DModel
+    dtype = resolve_dtype(dtype) if dtype is not None else None
     if init is not None and Path(init).is_dir():
-        return cls.from_pretrained(init, local_files_only=True)
+        folder = transformer_folder(init)
+        check_size(size_of_arch(json.loads((folder / "config.json").read_text())), arch, folder)
+        model = cls.from_pretrained(folder, local_files_only=True, torch_dtype=dtype or torch.float32)
+        return model, "diffusers folder"
+    state, found = (None, "random") if init is None else read_state_dict(init, prefixes, use_ema)
+    if state is not None:
+        check_size(size_of_state(state), arch, f"ckpt={init}")
     model = cls(**arch)
-    if init is not None:
-        load_lightning_weights(model, init, prefixes)
+    if state is not None:
+        load_state(model, state, f"ckpt={init}")
+    return (cast(model, dtype) if dtype is not None else model), found
+
+
+def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """model.to(dtype), keeping in fp32 the modules diffusers keeps in fp32 (`_keep_in_fp32_modules`: time
+    embedding, modulation tables, norms), as `from_pretrained(torch_dtype=...)` does."""
+    torch.nn.Module.to(model, dtype)  # diffusers' own .to() warns about the fp32 modules handled just below
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or [])
+    for name, param in model.named_parameters():
+        if keep & set(name.split(".")):
+            param.data = param.data.float()
     return model

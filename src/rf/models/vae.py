@@ -15,9 +15,14 @@ chunk by chunk through it would restart the temporal convolutions at each chunk 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, unpatchify
+
+from rf.utils.files import require_files
+from rf.utils.instantiate import resolve_dtype
 
 
 class WanStreamDecoder:
@@ -61,8 +66,24 @@ class WanVideoAutoencoder(torch.nn.Module):
         self.temporal_factor = vae.temporal_compression_ratio if hasattr(vae, "temporal_compression_ratio") else 4
 
     @classmethod
-    def from_pretrained(cls, path, torch_dtype: torch.dtype = torch.float32) -> WanVideoAutoencoder:
-        return cls(AutoencoderKLWan.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True))
+    def from_pretrained(
+        cls, path: str | Path | None, torch_dtype: str | torch.dtype = "float32"
+    ) -> WanVideoAutoencoder:
+        """A local diffusers VAE folder (`Wan2.1-T2V-1.3B-Diffusers/vae`, or the pipeline folder above it).
+
+        path=None builds the published Wan2.1 VAE architecture (diffusers' defaults) with random weights:
+        for benchmarks and tests, where speed and shapes do not depend on weight values.
+        """
+        dtype = resolve_dtype(torch_dtype)
+        if path is None:
+            return cls(AutoencoderKLWan().to(dtype))
+        path = Path(path)
+        if (path / "vae").is_dir():
+            path = path / "vae"
+        require_files(
+            path, ["config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")], "VAE"
+        )
+        return cls(AutoencoderKLWan.from_pretrained(path, torch_dtype=dtype, local_files_only=True))
 
     def num_frames(self, latent_frames: int) -> int:
         return 1 + self.temporal_factor * (latent_frames - 1)
