@@ -18,13 +18,14 @@ ckpt       ?=
 prompt     ?=
 seconds    ?=
 out        ?=
+model      ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo train generate lint clean
+.PHONY: help install test demo train generate bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: experiment=NAME ckpt=PATH prompt=\"...\" seconds=N out=PATH ARGS='hydra overrides'"
+	@echo "  variables: experiment=NAME model=NAME ckpt=PATH prompt=\"...\" seconds=N out=PATH ARGS='hydra overrides'"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(if $(filter 1,$(SYSTEM_SITE)),--system-site-packages,) $(VENV)
@@ -45,9 +46,12 @@ train: $(STAMP) ## train: make train experiment=toy_re_dmd [ARGS='-m method.beta
 	HF_HUB_OFFLINE=1 $(PY) -m rf.train $(if $(experiment),experiment=$(experiment),) $(ARGS)
 
 generate: $(STAMP) ## stream a video: make generate ckpt=PATH prompt="..." seconds=30
-	HF_HUB_OFFLINE=1 $(PY) -m rf.generate $(if $(experiment),experiment=$(experiment),) \
+	HF_HUB_OFFLINE=1 $(PY) -m rf.generate $(if $(experiment),experiment=$(experiment),) $(if $(model),model=$(model),) \
 		$(if $(ckpt),ckpt=$(ckpt),) $(if $(prompt),'prompt="$(prompt)"',) \
 		$(if $(seconds),seconds=$(seconds),) $(if $(out),out=$(out),) $(ARGS)
+
+bench: $(STAMP) ## FPS, first-frame latency, memory of the full-size student on this GPU (CPU: ARGS='model=toy')
+	HF_HUB_OFFLINE=1 $(PY) -m rf.bench $(if $(model),model=$(model),) $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check src tests

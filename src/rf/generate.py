@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
-from rf.diffusion.schedule import parse_schedule, switches_to_chunks
+from rf.diffusion.schedule import chunks_for_seconds, parse_schedule, switches_to_chunks
 from rf.models.cache import CacheConfig
 from rf.models.loading import cast, load_transformer
 from rf.utils.cli import entry
@@ -36,13 +36,7 @@ def latent_frames_for(cfg: DictConfig, autoencoder, chunk: int) -> int:
         return int(cfg.frames)
     if cfg.seconds is None or cfg.seconds <= 0:
         raise ValueError(f"seconds={cfg.seconds}: give a positive stream length")
-    video_frames = cfg.seconds * cfg.model.video.fps
-    latent = (
-        math.ceil((video_frames - 1) / autoencoder.temporal_factor) + 1
-        if autoencoder.temporal_factor > 1
-        else math.ceil(video_frames)
-    )
-    return math.ceil(latent / chunk) * chunk
+    return chunk * chunks_for_seconds(cfg.seconds, cfg.model.video.fps, autoencoder.temporal_factor, chunk)
 
 
 def check_video_size(height: int, width: int, spatial: int, patch: int) -> None:

@@ -22,6 +22,8 @@ data:
   batch_size: 1
 logger:
   tensorboard: false
+callbacks:
+  generator_ema: {start_iteration: 0}
 """
 
 
@@ -40,13 +42,16 @@ def test_fsdp2_two_processes_then_resume_on_one(tmp_path):
     assert not any(k.startswith("teacher.") for k in weights)
     steps = [s["step"] for s in first["optimizer_states"][1]["state"].values()]
     assert steps and all(float(s) == 3 for s in steps)  # the critic's Adam state, gathered
+    ema = first["callbacks"]["GeneratorEMA"]
+    assert ema["updates"] == 1 and ema["shadow"]["blocks.0.attn1.to_q.weight"].shape == (64, 64)
 
-    r = run_rf("train", *args, "module.max_iterations=5", runs=tmp_path, processes=1, timeout=600)
+    r = run_rf("train", *args, "module.max_iterations=6", runs=tmp_path, processes=1, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from" in r.stdout
     second = torch.load(last, map_location="cpu", weights_only=False)
-    assert second["rf_loop"]["micro_step"] == 5 and second["rf_loop"]["critic_steps"] == 5
+    assert second["rf_loop"]["micro_step"] == 6 and second["rf_loop"]["critic_steps"] == 6
     steps = [s["step"] for s in second["optimizer_states"][1]["state"].values()]
-    assert all(float(s) == 5 for s in steps)  # Adam continued from 3, not restarted
+    assert all(float(s) == 6 for s in steps)  # Adam continued from 3, not restarted
+    assert second["callbacks"]["GeneratorEMA"]["updates"] == 2  # iteration 5 stepped the generator and its EMA
     moved = (second["state_dict"]["critic.proj_out.weight"] - weights["critic.proj_out.weight"]).abs().max()
     assert moved > 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 class GeneratorEMA(L.Callback):
@@ -40,18 +41,29 @@ class GeneratorEMA(L.Callback):
             self.shadow = {k: p.float().clone() for k, p in params.items()}
         else:
             for k, p in params.items():
-                self.shadow[k].lerp_(p.float(), 1.0 - self.decay)
+                ema = self.shadow[k]
+                if isinstance(ema, DTensor) != isinstance(p, DTensor) or ema.device != p.device:
+                    ema = self.shadow[k] = _like(ema, p)  # first update after a resume: onto this rank's layout
+                ema.lerp_(p.float(), 1.0 - self.decay)
         self.updates += 1
         module.log("train/ema_updates", float(self.updates))
 
     def state_dict(self) -> dict:
-        shadow = {k: v.cpu() for k, v in self.shadow.items()} if self.shadow is not None else None
+        # Under FSDP2 the shadow holds this rank's shards (DTensors): the checkpoint gets whole tensors
+        # (every rank takes part in the gather), so it resumes on any number of GPUs.
+        shadow = None
+        if self.shadow is not None:
+            shadow = {k: (v.full_tensor() if isinstance(v, DTensor) else v).cpu() for k, v in self.shadow.items()}
         return {"decay": self.decay, "start_iteration": self.start_iteration, "updates": self.updates, "shadow": shadow}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = state["updates"]
         self.shadow = state["shadow"]
 
-    def on_fit_start(self, trainer, module) -> None:
-        if self.shadow is not None:
-            self.shadow = {k: v.to(module.device) for k, v in self.shadow.items()}
+
+def _like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A whole float32 tensor laid out like `param`: this rank's shard of it under FSDP2."""
+    full = full.float().to(param.device)
+    if isinstance(param, DTensor):
+        return distribute_tensor(full, param.device_mesh, param.placements)
+    return full

@@ -8,6 +8,8 @@ starts at or after T.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,3 +59,10 @@ def switches_to_chunks(
             raise ValueError(f"prompt switches at {out[-1][1]!r} and {sw.at} s fall in the same chunk: space them out")
         out.append((chunk, sw.prompt))
     return out
+
+
+def chunks_for_seconds(seconds: float, fps: float, temporal_factor: int, chunk_frames: int) -> int:
+    """Chunks a stream of `seconds` needs: Wan's VAE makes 1 + 4 (F - 1) video frames of F latent frames."""
+    video_frames = seconds * fps
+    latent = math.ceil((video_frames - 1) / temporal_factor) + 1 if temporal_factor > 1 else math.ceil(video_frames)
+    return math.ceil(latent / chunk_frames)

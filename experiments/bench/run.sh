@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# make bench on this GPU, every cache policy; JSON and log to $1 (default experiments/bench/results).
+#   bash experiments/bench/run.sh [OUTDIR] [extra rf.bench overrides...]
+set -euo pipefail
+out=${1:-experiments/bench/results}
+shift || true
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1
+python -m rf.bench "out=$out/bench.json" "$@" 2>&1 | grep -v "chunk/s" | tee "$out/bench.log"

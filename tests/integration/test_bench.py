@@ -1,0 +1,46 @@
+"""make bench's CPU smoke mode: the toy student through the same code, every policy, a complete JSON."""
+
+import json
+
+from tests.cli import run_rf
+
+SMALL = ["model=toy", "clip_seconds=2", "stream_seconds=6", "minutes=[0.05]", "window_seconds=1", "repeats=2",
+         "warmup_chunks=1"]  # fmt: skip
+
+
+def test_bench_writes_every_policy_and_the_method(tmp_path):
+    out = tmp_path / "bench.json"
+    r = run_rf("bench", *SMALL, f"out={out}", runs=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert {"method", "device", "versions", "settings", "policies"} <= result.keys()
+    assert result["settings"]["model"]["name"] == "toy"
+    assert list(result["policies"]) == ["full", "window", "sink", "ema_sink"]
+    for policy in result["policies"].values():
+        assert policy["clip_fps"] > 0 and policy["stream_fps"] > 0 and policy["clip_first_frames_s"] > 0
+        assert len(policy["clip_runs"]) == 2 and all(c["frames"] == 18 for c in policy["clip_runs"])  # 2 s at 8 fps: 6 chunks
+        assert policy["stream_seconds_of_video"] == 6.0 and len(policy["stream_latency_s"]) == 16
+        assert set(policy["latency"]) == {"start", "0.05min"}
+        assert policy["latency"]["start"]["p99_s"] >= policy["latency"]["start"]["p50_s"] > 0
+        assert policy["dit_tflop_per_steady_chunk"] > 0
+    spans = {p: result["policies"][p]["dit_tflop_per_steady_chunk"] for p in ("full", "window")}
+    assert spans["full"] > spans["window"]  # attention over more keys costs more
+    assert "| ema_sink |" in r.stdout
+
+
+def test_full_policy_stops_at_its_wall_clock_limit(tmp_path):
+    out = tmp_path / "bench.json"
+    r = run_rf("bench", *SMALL, "policies=[full]", "full_max_seconds=0", f"out={out}", runs=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    full = json.loads(out.read_text())["policies"]["full"]
+    assert full["stream_stopped"].startswith("wall-clock limit") and len(full["stream_latency_s"]) == 1
+
+
+def test_full_size_on_the_cpu_is_refused_with_the_smoke_command(tmp_path):
+    r = run_rf("bench", "device=cpu", f"out={tmp_path / 'b.json'}", runs=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: model=wan_1_3b on the CPU would take hours: the full-size bench needs a GPU; "
+        "`make bench ARGS='model=toy'` runs the CPU smoke mode"
+    ]
+    assert not (tmp_path / "b.json").exists()
