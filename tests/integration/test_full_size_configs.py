@@ -48,6 +48,7 @@ def test_experiment_composes_and_resolves(experiment):
     assert resolved["name"] == experiment
     assert resolved["module"]["latent_frames"] == 21
     assert resolved["model"]["video"] == {"height": 480, "width": 832, "fps": 16}
+    assert resolved["trainer"]["gradient_clip_val"] is None  # Lightning refuses it under manual optimisation
 
 
 @pytest.mark.parametrize(("experiment", "student", "teacher"), [

@@ -99,3 +99,32 @@ def test_bad_stream_arguments(tiny_wan, prompts, shape, kwargs, needle):
     sampler = StreamSampler(tiny_wan, CacheConfig(policy="ema_sink"))
     with pytest.raises(ValueError, match=needle):
         next(iter(sampler.stream(prompts, shape, GeneratorNoise(0), **kwargs)))
+
+
+@pytest.mark.parametrize("policy", ["ema_sink", "full"])
+def test_activation_checkpointing_gives_the_same_gradients(tiny_wan, policy):
+    """Recomputation runs after the cache has moved on (later chunks, EMA fusion): each block must see the
+    context it saw in the forward, or the recomputed attention differs (or its shapes do)."""
+    shape = (1, 4, 15, 4, 4)  # 5 chunks: eviction and fusion happen between forward and backward
+
+    def grads(checkpointing: bool):
+        model = tiny_wan.train()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        else:
+            model.disable_gradient_checkpointing()
+        model.zero_grad()
+        sampler = StreamSampler(model, CacheConfig(policy=policy, sink_frames=3, attention_frames=6))
+        out = sampler.rollout([(0, text(0))], shape, GeneratorNoise(0), exit_step=1)
+        out.square().mean().backward()
+        return out.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    out_plain, plain = grads(False)
+    try:
+        out_ckpt, ckpt = grads(True)
+    finally:
+        tiny_wan.disable_gradient_checkpointing()  # the fixture is shared
+    torch.testing.assert_close(out_ckpt, out_plain)
+    assert plain.keys() == ckpt.keys() and len(plain) > 10
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-4, atol=1e-6, msg=k)

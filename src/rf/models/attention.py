@@ -50,28 +50,28 @@ def self_attention(
     frames: int,
     rope_q: tuple[torch.Tensor, torch.Tensor],
     rope_k: tuple[torch.Tensor, torch.Tensor],
-    cache: BlockCache | None = None,
-    write_cache: bool = False,
+    context: tuple[torch.Tensor, torch.Tensor] | None = None,
+    write_to: BlockCache | None = None,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x [B, L, dim] (L = frames * tokens per frame) -> [B, L, dim].
 
-    The chunk attends to [cache context ; itself]. Keys enter the cache before RoPE; RoPE is
-    applied here to the whole key sequence with the positions in `rope_k`.
-    With `write_cache`, the chunk's K/V are committed (detached: no gradient crosses chunks).
+    The chunk attends to [context ; itself], context being the cache's [sink ; window] K/V taken
+    when the block was called (a snapshot: activation checkpointing recomputes this attention after
+    the cache has moved on). Keys are cached before RoPE; RoPE is applied here to the whole key
+    sequence with the positions in `rope_k`. `write_to`: commit the chunk's K/V to that cache
+    (detached: no gradient crosses chunks).
     """
     q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))  # [B, L, H, D]
     k = attn.norm_k(attn.to_k(x)).unflatten(2, (attn.heads, -1))
     v = attn.to_v(x).unflatten(2, (attn.heads, -1))
 
     k_all, v_all = k, v
-    if cache is not None:
-        ctx = cache.context()
-        if ctx is not None:
-            k_all = torch.cat([ctx[0].to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
-            v_all = torch.cat([ctx[1].to(v.dtype), v], dim=1)
-        if write_cache:
-            cache.commit(k.detach().unflatten(1, (frames, -1)), v.detach().unflatten(1, (frames, -1)))
+    if context is not None:
+        k_all = torch.cat([context[0].to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
+        v_all = torch.cat([context[1].to(v.dtype), v], dim=1)
+    if write_to is not None:
+        write_to.commit(k.detach().unflatten(1, (frames, -1)), v.detach().unflatten(1, (frames, -1)))
 
     q = apply_rope(q, *rope_q)
     k_all = apply_rope(k_all, *rope_k)

@@ -138,7 +138,9 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
 
         for i, block in enumerate(self.blocks):
             block_cache = cache.blocks[i] if cache is not None else None
-            args = (x, mod, text.kv[i], rope_q, rope_k, block_cache, write_cache, mask, ppf)
+            context = block_cache.context() if block_cache is not None else None  # [sink ; window] K/V, now
+            write_to = block_cache if write_cache else None
+            args = (x, mod, text.kv[i], rope_q, rope_k, context, write_to, mask, ppf)
             if torch.is_grad_enabled() and self.gradient_checkpointing and not write_cache:
                 x = self._gradient_checkpointing_func(block, *args)
             else:
@@ -170,8 +172,8 @@ class CausalWanBlock(WanTransformerBlock):
         kv: tuple[torch.Tensor, torch.Tensor],
         rope_q,
         rope_k,
-        cache,
-        write_cache: bool,
+        context: tuple[torch.Tensor, torch.Tensor] | None,
+        write_to,
         mask: torch.Tensor | None,
         frames: int,
     ) -> torch.Tensor:
@@ -188,7 +190,7 @@ class CausalWanBlock(WanTransformerBlock):
             return (x.float().view(b, frames, -1, d) + update.float().view(b, frames, -1, d) * gate).view(b, n, d)
 
         y = modulate(self.norm1, e[0], e[1])
-        y = self_attention(self.attn1, y, frames, rope_q, rope_k, cache, write_cache, mask)
+        y = self_attention(self.attn1, y, frames, rope_q, rope_k, context, write_to, mask)
         x = gated(y, e[2]).type_as(x)
 
         x = x + cross_attention(self.attn2, self.norm2(x.float()).type_as(x), kv)
