@@ -202,7 +202,7 @@ def main(cfg: DictConfig) -> Path:
 
 def table(results: dict) -> str:
     rows = [f"device: {results['device']}  matmul: {results['matmul_tflops'] or float('nan'):.0f} TFLOP/s",
-            "| policy | clip FPS | first frames (s) | stream FPS | video s | p50 start | p50 last | peak GiB | stopped |",
+            "| policy | clip FPS | first frames (s) | stream FPS | video s | p50 start | p50 last | peak GiB | stop |",
             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for policy, r in results["policies"].items():
         lat = list(r["latency"].values())

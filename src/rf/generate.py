@@ -8,7 +8,6 @@ without resetting the attention cache.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 

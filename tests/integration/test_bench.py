@@ -18,7 +18,8 @@ def test_bench_writes_every_policy_and_the_method(tmp_path):
     assert list(result["policies"]) == ["full", "window", "sink", "ema_sink"]
     for policy in result["policies"].values():
         assert policy["clip_fps"] > 0 and policy["stream_fps"] > 0 and policy["clip_first_frames_s"] > 0
-        assert len(policy["clip_runs"]) == 2 and all(c["frames"] == 18 for c in policy["clip_runs"])  # 2 s at 8 fps: 6 chunks
+        assert len(policy["clip_runs"]) == 2
+        assert all(c["frames"] == 18 for c in policy["clip_runs"])  # 2 s at 8 fps: 6 chunks
         assert policy["stream_seconds_of_video"] == 6.0 and len(policy["stream_latency_s"]) == 16
         assert set(policy["latency"]) == {"start", "0.05min"}
         assert policy["latency"]["start"]["p99_s"] >= policy["latency"]["start"]["p50_s"] > 0

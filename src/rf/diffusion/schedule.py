@@ -9,7 +9,6 @@ starts at or after T.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
