@@ -37,7 +37,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
         loggers.append(CSVLogger(run_dir, name="logs"))
     if cfg.logger.tensorboard:
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
-    checkpoint = LastCheckpoint(run_dir / "checkpoints", every_n_iterations=cfg.checkpoint_every)
+    # checkpoint_every=null: no checkpoints at all (throughput measurements; a full-size one is 40 GB)
+    checkpoints = []
+    if cfg.checkpoint_every is not None:
+        checkpoints.append(LastCheckpoint(run_dir / "checkpoints", every_n_iterations=cfg.checkpoint_every))
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     if isinstance(trainer.get("strategy"), dict):  # e.g. ModelParallelStrategy for FSDP2 (trainer=fsdp2)
         trainer["strategy"] = instantiate(trainer["strategy"])
@@ -45,7 +48,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
         **trainer,
         default_root_dir=run_dir,
         logger=loggers or False,
-        callbacks=[checkpoint, *callbacks],
+        callbacks=[*checkpoints, *callbacks],
         enable_checkpointing=False,
     )
 

@@ -18,6 +18,7 @@ module:
   teacher_ckpt: null
   student_ckpt: null
   latent_frames: 6
+  activation_checkpointing: true   # recomputation inside FSDP2 units, as at full size
 data:
   batch_size: 1
 logger:

@@ -22,12 +22,16 @@ def shard_wan(model: torch.nn.Module, mesh, param_dtype: torch.dtype = torch.bfl
     """Shard a (Causal)WanTransformer3DModel in place over the data-parallel mesh."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    # Only the root casts its floating inputs to bf16. Inside, the blocks keep what they are given: the RoPE
+    # tables stay fp32 (bf16 angles drift), and activation checkpointing recomputes a block with the very
+    # dtypes of its forward (a cast in the block's own hook happens in one and not the other).
+    inner = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+    root = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     for block in model.blocks:
         attn2 = block.attn2
-        fully_shard([attn2.to_k, attn2.to_v, attn2.norm_k], mesh=mesh, mp_policy=policy)
-        fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+        fully_shard([attn2.to_k, attn2.to_v, attn2.norm_k], mesh=mesh, mp_policy=inner)
+        fully_shard(block, mesh=mesh, mp_policy=inner)
+    fully_shard(model, mesh=mesh, mp_policy=root)
 
 
 def data_parallel_mesh(module):
