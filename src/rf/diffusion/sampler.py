@@ -122,8 +122,10 @@ class StreamSampler:
 
         model = self.model
         param = next(model.parameters())
+        # diffusers' .dtype skips the modules it keeps in fp32 (norms, time embedding): the compute dtype
+        dtype = getattr(model, "dtype", param.dtype)
         cache = self.last_cache = model.new_cache(self.cache_config)
-        like = torch.empty(b, c, self.chunk_frames, h, w, device=param.device, dtype=param.dtype)
+        like = torch.empty(b, c, self.chunk_frames, h, w, device=param.device, dtype=dtype)
         # clean latents of the chunks still in the window, for re-caching under a new prompt
         in_window: deque[torch.Tensor] = deque()
         prompt_index, text = -1, None
@@ -132,7 +134,7 @@ class StreamSampler:
             if prompt_index + 1 < len(prompts) and prompts[prompt_index + 1][0] == i:
                 prompt_index += 1
                 with torch.set_grad_enabled(torch.is_grad_enabled() and exit_step is not None):
-                    text = model.encode_text(prompts[prompt_index][1].to(param.device, param.dtype))
+                    text = model.encode_text(prompts[prompt_index][1].to(param.device, dtype))
                 if recache_on_switch and i > 0:
                     self._recache(cache, text, in_window)
 
