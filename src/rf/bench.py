@@ -71,13 +71,14 @@ class Stream:
     def run(self, chunks: int, wall_limit: float = math.inf, desc: str = "") -> dict:
         shape = (*self.shape[:2], chunks * self.sampler.chunk_frames, *self.shape[3:])
         self.decoder.reset()
-        latency, memory, frames, stopped = [], [], 0, None
+        latency, denoise, memory, frames, stopped = [], [], [], 0, None
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         start = last = sync(self.device)
         bar = tqdm(total=chunks, unit="chunk", desc=desc, leave=False)
         stream = self.sampler.stream([(0, self.text)], shape, GeneratorNoise(self.seed, self.device))
         for chunk in stream:
+            denoise.append(sync(self.device) - last)  # previous cache pass + this chunk's denoising passes
             frames += self.decoder.decode(chunk.latents).shape[2]
             now = sync(self.device)
             latency.append(now - last)
@@ -96,8 +97,8 @@ class Stream:
         peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
         seconds = last - start
         return {"chunks": len(latency), "frames": frames, "seconds": seconds, "fps": frames / seconds,
-                "first_frames_s": latency[0], "latency_s": latency, "memory_gib": memory, "peak_memory_gib": peak,
-                "stopped": stopped}  # fmt: skip
+                "first_frames_s": latency[0], "latency_s": latency, "dit_s": denoise, "memory_gib": memory,
+                "peak_memory_gib": peak, "stopped": stopped}  # fmt: skip
 
 
 def windows(run: dict, minutes: list[float], fps: float, frames_per_chunk: int, window_s: float = 10.0) -> dict:
@@ -184,8 +185,13 @@ def main(cfg: DictConfig) -> Path:
             "stream_stopped": long["stopped"],
             "latency": windows(long, list(cfg.minutes), fps, frames_per_chunk, cfg.window_seconds),
             "stream_peak_memory_gib": long["peak_memory_gib"],
+            # where a steady chunk's time goes: the DiT (cache pass + 4 denoising passes) and the VAE decode
+            "steady_chunk_dit_s": statistics.median(long["dit_s"][1:] or long["dit_s"]),
+            "steady_chunk_decode_s": statistics.median(
+                [t - d for t, d in zip(long["latency_s"][1:], long["dit_s"][1:], strict=True)] or [0.0]
+            ),
             "dit_tflop_per_steady_chunk": per_chunk / 1e12,
-            "clip_runs": [{k: v for k, v in c.items() if k not in ("latency_s", "memory_gib")} for c in clips],
+            "clip_runs": [{k: v for k, v in c.items() if k not in ("latency_s", "dit_s", "memory_gib")} for c in clips],
             "stream_latency_s": long["latency_s"],
             "stream_memory_gib": long["memory_gib"],
         }
@@ -202,15 +208,18 @@ def main(cfg: DictConfig) -> Path:
 
 def table(results: dict) -> str:
     rows = [f"device: {results['device']}  matmul: {results['matmul_tflops'] or float('nan'):.0f} TFLOP/s",
-            "| policy | clip FPS | first frames (s) | stream FPS | video s | p50 start | p50 last | peak GiB | stop |",
-            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            "| policy | clip FPS | first frames (s) | stream FPS | video s | p50 start | p50 last | DiT / VAE (s) | "
+            "peak GiB | stop |",
+            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for policy, r in results["policies"].items():
         lat = list(r["latency"].values())
         p50 = [f"{x['p50_s']:.3f}" for x in (lat[0], lat[-1])] if lat else ["-", "-"]
         peak = r["stream_peak_memory_gib"]
+        peak = "-" if peak is None else f"{peak:.1f}"
         rows.append(
             f"| {policy} | {r['clip_fps']:.1f} | {r['clip_first_frames_s']:.3f} | {r['stream_fps']:.1f} | "
-            f"{r['stream_seconds_of_video']:.0f} | {p50[0]} | {p50[1]} | {peak if peak is None else round(peak, 1)} | "
+            f"{r['stream_seconds_of_video']:.0f} | {p50[0]} | {p50[1]} | "
+            f"{r['steady_chunk_dit_s']:.3f} / {r['steady_chunk_decode_s']:.3f} | {peak} | "
             f"{r['stream_stopped'] or ''} |"
         )
     return "\n".join(rows)
