@@ -31,7 +31,8 @@ def test_bench_writes_every_policy_and_the_method(tmp_path):
 
 def test_full_policy_stops_at_its_wall_clock_limit(tmp_path):
     out = tmp_path / "bench.json"
-    r = run_rf("bench", *SMALL, "policies=[full]", "full_max_seconds=0", "model.dtype=bf16", f"out={out}", runs=tmp_path)
+    overrides = ["policies=[full]", "full_max_seconds=0", "model.dtype=bf16", f"out={out}"]
+    r = run_rf("bench", *SMALL, *overrides, runs=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     full = json.loads(out.read_text())["policies"]["full"]
     assert full["stream_stopped"].startswith("wall-clock limit") and len(full["stream_latency_s"]) == 1

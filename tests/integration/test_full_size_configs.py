@@ -85,3 +85,32 @@ def test_the_whole_module_instantiates_on_meta():
     assert module.latent_shape == (16, 21, 60, 104)
     assert module.generator.is_gradient_checkpointing and not module.teacher.is_gradient_checkpointing
     assert all(p.device.type == "meta" for p in module.parameters())
+
+
+def test_slurm_launcher_and_fsdp2_read_the_job_layout(monkeypatch):
+    """Sweeps go through submitit (srun starts the processes), and trainer=fsdp2 sizes its mesh from the
+    job: torchrun's WORLD_SIZE / LOCAL_WORLD_SIZE, or SLURM's task counts."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=rf_1_3b", "hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node == 8
+    torchrun = {"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}
+    slurm = {"SLURM_NTASKS": "32", "SLURM_NTASKS_PER_NODE": "8", "SLURM_NNODES": "4"}
+    for env, expected in ((torchrun, (8, 16)), (slurm, (8, 32))):
+        for k in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_NNODES"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        trainer = OmegaConf.to_container(compose_train("experiment=rf_1_3b").trainer, resolve=True)
+        assert (trainer["devices"], trainer["strategy"]["data_parallel_size"]) == expected
+
+
+def test_teacher_of_another_text_width_is_refused_before_any_transformer_is_built(tmp_path):
+    """A 14B teacher and a 1.3B student must read the same umT5 embeddings: a mismatch is one line, exit 2,
+    raised after the cheap parts (text encoder, VAE) and before three 1.3B transformers are allocated."""
+    from tests.cli import run_rf
+
+    r = run_rf("train", "experiment=full_size_random", "teacher.transformer.text_dim=2048", runs=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "module.teacher_arch.text_dim=2048" in lines[0] and "4096" in lines[0], lines

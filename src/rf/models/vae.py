@@ -76,7 +76,7 @@ class WanVideoAutoencoder(torch.nn.Module):
         """
         dtype = resolve_dtype(torch_dtype)
         if path is None:
-            return cls(AutoencoderKLWan().to(dtype))
+            return cls(torch.nn.Module.to(AutoencoderKLWan(), dtype))  # (diffusers .to() warns needlessly)
         path = Path(path)
         if (path / "vae").is_dir():
             path = path / "vae"
