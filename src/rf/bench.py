@@ -31,6 +31,7 @@ from tqdm import tqdm
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds
 from rf.models.cache import CacheConfig
+from rf.models.compile import compile_blocks
 from rf.models.loading import build_transformer
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device, resolve_dtype, to_dict
@@ -130,7 +131,7 @@ def main(cfg: DictConfig) -> Path:
     arch = to_dict(cfg.model.transformer)
     model = build_transformer(arch, None, causal=True, dtype=dtype).to(device).eval().requires_grad_(False)
     if cfg.compile:
-        model.forward = torch.compile(model.forward, dynamic=False)
+        compile_blocks(model)  # rf.models.compile: blocks are pure, 30 of them share a compiled graph per shape
     vae = to_dict(cfg.model.autoencoder)
     if "path" in vae:  # the Wan VAE: its published architecture with random weights, like the DiT
         vae["path"] = None

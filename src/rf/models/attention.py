@@ -11,8 +11,6 @@ import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttention, WanRotaryPosEmbed
 
-from rf.models.cache import BlockCache
-
 
 def rope_tables(
     rope: WanRotaryPosEmbed, frame_positions: torch.Tensor, height: int, width: int, dtype: torch.dtype
@@ -51,16 +49,15 @@ def self_attention(
     rope_q: tuple[torch.Tensor, torch.Tensor],
     rope_k: tuple[torch.Tensor, torch.Tensor],
     context: tuple[torch.Tensor, torch.Tensor] | None = None,
-    write_to: BlockCache | None = None,
     mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """x [B, L, dim] (L = frames * tokens per frame) -> [B, L, dim].
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [B, L, dim] (L = frames * tokens per frame) -> (out [B, L, dim], k, v [B, L, H, D] before RoPE).
 
     The chunk attends to [context ; itself], context being the cache's [sink ; window] K/V taken
     when the block was called (a snapshot: activation checkpointing recomputes this attention after
     the cache has moved on). Keys are cached before RoPE; RoPE is applied here to the whole key
-    sequence with the positions in `rope_k`. `write_to`: commit the chunk's K/V to that cache
-    (detached: no gradient crosses chunks).
+    sequence with the positions in `rope_k`. The chunk's own K/V are returned for the caller to
+    commit: the function has no side effects, so it can be recomputed and compiled.
     """
     q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))  # [B, L, H, D]
     k = attn.norm_k(attn.to_k(x)).unflatten(2, (attn.heads, -1))
@@ -70,14 +67,12 @@ def self_attention(
     if context is not None:
         k_all = torch.cat([context[0].to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
         v_all = torch.cat([context[1].to(v.dtype), v], dim=1)
-    if write_to is not None:
-        write_to.commit(k.detach().unflatten(1, (frames, -1)), v.detach().unflatten(1, (frames, -1)))
 
     q = apply_rope(q, *rope_q)
     k_all = apply_rope(k_all, *rope_k)
     out = dispatch_attention_fn(q, k_all, v_all, attn_mask=mask)  # [B, L, H, D]
     out = out.flatten(2, 3).type_as(x)
-    return attn.to_out[0](out)
+    return attn.to_out[0](out), k, v
 
 
 def text_kv(attn: WanAttention, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -139,12 +139,13 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         for i, block in enumerate(self.blocks):
             block_cache = cache.blocks[i] if cache is not None else None
             context = block_cache.context() if block_cache is not None else None  # [sink ; window] K/V, now
-            write_to = block_cache if write_cache else None
-            args = (x, mod, text.kv[i], rope_q, rope_k, context, write_to, mask, ppf)
+            args = (x, mod, text.kv[i], rope_q, rope_k, context, mask, ppf)
             if torch.is_grad_enabled() and self.gradient_checkpointing and not write_cache:
-                x = self._gradient_checkpointing_func(block, *args)
+                x, k, v = self._gradient_checkpointing_func(block, *args)
             else:
-                x = block(*args)
+                x, k, v = block(*args)
+            if write_cache:  # the clean pass: this chunk's K/V enter the cache (detached: no gradient across chunks)
+                block_cache.commit(k.detach().unflatten(1, (ppf, -1)), v.detach().unflatten(1, (ppf, -1)))
 
         # Output head, modulated per frame: [1, 1, 2, dim] + [B, F, 1, dim]
         shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.float()).chunk(2, dim=2)  # [B, F, 1, dim]
@@ -173,11 +174,12 @@ class CausalWanBlock(WanTransformerBlock):
         rope_q,
         rope_k,
         context: tuple[torch.Tensor, torch.Tensor] | None,
-        write_to,
         mask: torch.Tensor | None,
         frames: int,
-    ) -> torch.Tensor:
-        """x [B, F*T, dim], mod [B, F, 6, dim] -> [B, F*T, dim]."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, F*T, dim], mod [B, F, 6, dim] -> (x [B, F*T, dim], the chunk's k, v [B, F*T, H, D]).
+
+        A pure function of its inputs (the model commits k, v to the cache): recomputable and compilable."""
         b, n, d = x.shape
         # Modulation order: shift-msa, scale-msa, gate-msa, shift-ffn, scale-ffn, gate-ffn; each [B, F, 1, dim]
         e = (self.scale_shift_table.unsqueeze(0) + mod.float()).chunk(6, dim=2)
@@ -190,10 +192,10 @@ class CausalWanBlock(WanTransformerBlock):
             return (x.float().view(b, frames, -1, d) + update.float().view(b, frames, -1, d) * gate).view(b, n, d)
 
         y = modulate(self.norm1, e[0], e[1])
-        y = self_attention(self.attn1, y, frames, rope_q, rope_k, context, write_to, mask)
+        y, k, v = self_attention(self.attn1, y, frames, rope_q, rope_k, context, mask)
         x = gated(y, e[2]).type_as(x)
 
         x = x + cross_attention(self.attn2, self.norm2(x.float()).type_as(x), kv)
 
         y = self.ffn(modulate(self.norm3, e[3], e[4]))
-        return gated(y, e[5]).type_as(x)
+        return gated(y, e[5]).type_as(x), k, v

@@ -1,0 +1,20 @@
+"""The exact fast path's first switch: the causal blocks under `torch.compile`.
+
+Each `CausalWanBlock` is a pure function of its inputs (the model commits its K/V to the cache), so
+it compiles without graph breaks. Blocks share one compiled graph per input shape: parameters are
+graph inputs (Dynamo inlines built-in nn.Modules), so 30 blocks cost one compilation, not 30. A stream
+meets few shapes: the chunk's first passes before the window fills (context 0, 3, 6 ... frames) and
+then one steady shape for as long as it runs (`full` keeps growing and keeps recompiling: do not
+compile it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def compile_blocks(model: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
+    """Compile every transformer block of `model` in place; returns the model."""
+    for block in model.blocks:
+        block.compile(dynamic=False, mode=mode)
+    return model
