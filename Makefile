@@ -19,13 +19,16 @@ prompt     ?=
 seconds    ?=
 out        ?=
 model      ?=
+prompts    ?=
+videos     ?=
+runs       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo train generate bench lint clean
+.PHONY: help install test demo train generate eval bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: experiment=NAME model=NAME ckpt=PATH prompt=\"...\" seconds=N out=PATH ARGS='hydra overrides'"
+	@echo "  variables: experiment=NAME model=NAME ckpt=PATH prompt=\"...\" prompts=FILE videos=DIR runs=a,b seconds=N out=PATH ARGS='...'"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(if $(filter 1,$(SYSTEM_SITE)),--system-site-packages,) $(VENV)
@@ -49,6 +52,11 @@ generate: $(STAMP) ## stream a video: make generate ckpt=PATH prompt="..." secon
 	HF_HUB_OFFLINE=1 $(PY) -m rf.generate $(if $(experiment),experiment=$(experiment),) $(if $(model),model=$(model),) \
 		$(if $(ckpt),ckpt=$(ckpt),) $(if $(prompt),'prompt="$(prompt)"',) \
 		$(if $(seconds),seconds=$(seconds),) $(if $(out),out=$(out),) $(ARGS)
+
+eval: $(STAMP) ## evaluate: make eval ckpt=PATH [prompts=FILE seconds=N] | videos=DIR | runs=a,b,c (side by side)
+	HF_HUB_OFFLINE=1 $(PY) -m rf.evaluate $(if $(experiment),experiment=$(experiment),) $(if $(model),model=$(model),) \
+		$(if $(ckpt),ckpt=$(ckpt),) $(if $(prompts),prompts=$(prompts),) $(if $(videos),videos=$(videos),) \
+		$(if $(runs),'runs=[$(runs)]',) $(if $(seconds),seconds=$(seconds),) $(if $(out),out=$(out),) $(ARGS)
 
 bench: $(STAMP) ## FPS, first-frame latency, memory of the full-size student on this GPU (CPU: ARGS='model=toy')
 	HF_HUB_OFFLINE=1 $(PY) -m rf.bench $(if $(model),model=$(model),) $(ARGS)

@@ -20,7 +20,9 @@ BATCH=${BATCH:-16}
 FRAMES=${FRAMES:-21}
 SECONDS_=${EVAL_SECONDS:-60}
 FULL_SECONDS=${FULL_SECONDS:-10}
-PROMPTS=${EVAL_PROMPTS:-12}
+PROMPTS=${EVAL_PROMPTS:-8}
+# nine processes share the machine: more threads each only fight (optical flow slows 50x oversubscribed)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$OUT" "$RF_RUNS/logs"
 COMMON=(model=$MODEL trainer=$TRAINER logger.tensorboard=false)
 

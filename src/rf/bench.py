@@ -35,6 +35,7 @@ from rf.models.compile import compile_blocks
 from rf.models.loading import build_transformer
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device, resolve_dtype, to_dict
+from rf.utils.video import check_frame_size
 
 
 def sync(device: torch.device) -> float:
@@ -139,6 +140,7 @@ def main(cfg: DictConfig) -> Path:
     text = instantiate(cfg.text)([cfg.prompt]).to(device, dtype)  # [1, Lt, text_dim]
     h, w, fps = cfg.model.video.height, cfg.model.video.width, cfg.model.video.fps
     f = autoencoder.spatial_factor
+    check_frame_size(h, w, f, arch["patch_size"][1])
     shape = (1, autoencoder.latent_channels, 0, h // f, w // f)
     sink = to_dict(cfg.sink)
     chunk = sink["chunk_frames"]

@@ -19,7 +19,7 @@ from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device
 
 
-@entry("encode_prompts")
+@entry("encode_prompts", outputs=("cache",))
 def main(cfg: DictConfig) -> None:
     if cfg.prompts is None:
         raise ValueError("prompts=FILE is required: a text file with one prompt per line")
@@ -30,10 +30,10 @@ def main(cfg: DictConfig) -> None:
     if negative is not None and negative not in prompts:
         prompts.append(negative)
 
+    device = pick_device(cfg.device)
+    encoder = instantiate(cfg.text_encoder.encoder).to(device)  # checks its weights folder before anything is made
     if Path(cfg.paths.cache).resolve() in Path(cfg.cache).resolve().parents:
         Path(cfg.cache).parent.mkdir(parents=True, exist_ok=True)  # rf's own cache folder: made on demand
-    device = pick_device(cfg.device)
-    encoder = instantiate(cfg.text_encoder.encoder).to(device)
     cache = CachedTextEncoder(cfg.cache, encoder=encoder, dtype=cfg.dtype).cache  # creates or checks encoder.json
     cache.remove_strays()
 

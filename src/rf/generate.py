@@ -22,7 +22,7 @@ from rf.models.cache import CacheConfig
 from rf.models.loading import cast, load_transformer
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device, resolve_dtype
-from rf.utils.video import StreamingVideoWriter, contact_sheet
+from rf.utils.video import StreamingVideoWriter, check_frame_size, contact_sheet
 
 
 def latent_frames_for(cfg: DictConfig, autoencoder, chunk: int) -> int:
@@ -38,13 +38,6 @@ def latent_frames_for(cfg: DictConfig, autoencoder, chunk: int) -> int:
     return chunk * chunks_for_seconds(cfg.seconds, cfg.model.video.fps, autoencoder.temporal_factor, chunk)
 
 
-def check_video_size(height: int, width: int, spatial: int, patch: int) -> None:
-    step = spatial * patch
-    for name, v in (("height", height), ("width", width)):
-        if v <= 0 or v % step or v % 2:
-            raise ValueError(f"model.video.{name}={v} must be a positive multiple of {step} (autoencoder x patch)")
-
-
 @entry("generate")
 def main(cfg: DictConfig) -> Path:
     device, dtype = pick_device(cfg.device), resolve_dtype(cfg.dtype)
@@ -54,17 +47,15 @@ def main(cfg: DictConfig) -> Path:
     out = Path(cfg.out)
     if out.suffix != ".mp4":
         raise ValueError(f"out={out}: the output must be an .mp4 file")
-    if not out.parent.is_dir():
-        if out.parent != Path(cfg.paths.runs) / "generate":
-            raise FileNotFoundError(f"out={out}: folder {out.parent} does not exist; create it or choose another out=")
-        out.parent.mkdir(parents=True)
+    if not out.parent.is_dir() and out.parent != Path(cfg.paths.runs) / "generate":  # rf's own: made below
+        raise FileNotFoundError(f"out={out}: folder {out.parent} does not exist; create it or choose another out=")
 
     autoencoder = instantiate(cfg.model.autoencoder).to(device)
     # the encoder for new prompts where the model has one (umT5 behind the cache), else the training one
     text_encoder = instantiate(cfg.model.get("text_encoder_online") or cfg.model.text_encoder).to(device)
     transformer = OmegaConf.to_container(cfg.model.transformer, resolve=True)
     h, w, fps = cfg.model.video.height, cfg.model.video.width, cfg.model.video.fps
-    check_video_size(h, w, autoencoder.spatial_factor, transformer["patch_size"][1])
+    check_frame_size(h, w, autoencoder.spatial_factor, transformer["patch_size"][1])
 
     # rf checkpoints, Self Forcing / Reward Forcing releases, original or diffusers Wan: rf.models.loading
     model, found = load_transformer(transformer, cfg.ckpt or None, causal=True, use_ema=cfg.use_ema)
@@ -90,6 +81,7 @@ def main(cfg: DictConfig) -> Path:
     keep = set(torch.linspace(0, total - 1, min(total, 32)).round().long().tolist())  # frames for the sheet
     sheet = []
     start = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)  # only now: a bad input above leaves no folder behind
     with torch.inference_mode(), StreamingVideoWriter(out, fps, h, w) as writer:
         bar = tqdm(total=n_chunks, unit="chunk", desc=f"streaming {cache_cfg.policy}")
         for chunk in sampler.stream(

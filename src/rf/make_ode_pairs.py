@@ -16,11 +16,12 @@ from tqdm import tqdm
 
 from rf.diffusion.flow import warp_timesteps
 from rf.diffusion.ode import cfg_velocity, euler_solve, sigma_grid
-from rf.lit.ode_pairs import OdePairWriter
+from rf.lit.ode_pairs import MANIFEST, OdePairWriter
 from rf.lit.prompts import PromptDataModule
 from rf.models.loading import build_transformer
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device
+from rf.utils.video import check_frame_size
 
 
 def record_indices(grid: torch.Tensor, timesteps: list[float], ode_steps: int) -> list[int]:
@@ -50,6 +51,7 @@ def main(cfg: DictConfig) -> None:
     arch = OmegaConf.to_container(cfg.model.transformer, resolve=True)
     autoencoder = instantiate(cfg.model.autoencoder)
     f = autoencoder.spatial_factor
+    check_frame_size(cfg.model.video.height, cfg.model.video.width, f, arch["patch_size"][1])
     shape = (
         autoencoder.latent_channels,
         cfg.latent_frames,
@@ -66,6 +68,16 @@ def main(cfg: DictConfig) -> None:
         "seed": cfg.seed,
         "prompts": cfg.prompts,
     }
+    video = cfg.model.video
+    prompts = PromptDataModule(prompts=cfg.prompts, height=video.height, width=video.width, fps=video.fps,
+                               seed=cfg.seed).prompt_of  # fmt: skip
+
+    def load_teacher():
+        return build_transformer(arch, cfg.teacher_ckpt, causal=False).to(device).eval()
+
+    # Every input is checked before the store is created: a bad prompt file or teacher leaves no folder behind.
+    # A store that exists may be complete already, and then the teacher is not needed at all.
+    teacher = load_teacher() if not (Path(cfg.out) / MANIFEST).is_file() else None
     runs = Path(cfg.paths.runs).resolve()
     if runs in Path(cfg.out).resolve().parents:  # rf's own runs folder is created on demand; others must exist
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
@@ -74,11 +86,9 @@ def main(cfg: DictConfig) -> None:
         print(f"{cfg.out} already holds {writer.completed} pairs")
         return
 
-    teacher = build_transformer(arch, cfg.teacher_ckpt, causal=False).to(device).eval()
+    if teacher is None:
+        teacher = load_teacher()
     text_encoder = instantiate(cfg.model.text_encoder).to(device)
-    video = cfg.model.video
-    prompts = PromptDataModule(prompts=cfg.prompts, height=video.height, width=video.width, fps=video.fps,
-                               seed=cfg.seed).prompt_of  # fmt: skip
 
     bar = tqdm(total=cfg.num_pairs, initial=writer.completed, unit="pair", desc="teacher ODE")
     while writer.completed < cfg.num_pairs:

@@ -3,10 +3,16 @@
 Relaunching the same command continues from runs/NAME/checkpoints/last.ckpt (`ckpt_path=last`,
 the default); `ckpt_path=null` starts over. Hydra multirun (`-m key=a,b`) gives every point its
 own folder, runs/NAME/<overrides>, so each point resumes on its own too.
+
+Several processes (trainer=ddp_cpu, trainer=fsdp2) are started by torchrun or srun, never by rf.train
+itself: Lightning's own re-launch breaks Hydra multirun.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rf.callbacks.checkpoint import LastCheckpoint
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate
+from rf.utils.video import check_frame_size
 
 
 def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -29,6 +36,16 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file (use ckpt_path=last or null)")
     return ckpt_path
+
+
+def check_launch(trainer: dict) -> None:
+    """A trainer of N > 1 processes must run under torchrun/srun (one process each), not spawn them itself."""
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1
+    if isinstance(devices, int) and devices * nodes > 1 and not {"WORLD_SIZE", "SLURM_NTASKS"} & os.environ.keys():
+        raise ValueError(
+            f"trainer.devices={devices}: start the {devices * nodes} processes with "
+            f"`torchrun --nproc-per-node {devices} -m rf.train ...` (or srun); rf.train does not spawn them itself"
+        )
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
@@ -48,24 +65,51 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
         **trainer,
         default_root_dir=run_dir,
         logger=loggers or False,
-        callbacks=[*checkpoints, *callbacks],
+        callbacks=[*callbacks, *checkpoints],  # last: a checkpoint holds what the others did in its batch (EMA)
         enable_checkpointing=False,
     )
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """A run that failed before training leaves no folder behind: only Hydra's .hydra/ and job log are in it."""
+    if not run_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    with contextlib.suppress(OSError):  # several processes may be cleaning up the same folder
+        for log in run_dir.glob("*.log"):
+            log.unlink(missing_ok=True)
+        if run_dir.resolve() != Path.cwd().resolve():
+            run_dir.rmdir()
+
+
+def check_video_size(cfg: DictConfig, module: L.LightningModule) -> None:
+    """Modules that decode videos (teacher, distillation) need frames that tile into latent patches."""
+    autoencoder = getattr(module, "autoencoder", None)
+    if autoencoder is not None and "video" in cfg.model:
+        patch = cfg.model.transformer.patch_size[1]
+        check_frame_size(cfg.model.video.height, cfg.model.video.width, autoencoder.spatial_factor, patch)
 
 
 @entry("train")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.module, model=cfg.model, optim=cfg.optim, _recursive_=False)
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]  # null: removed
-    trainer = build_trainer(cfg, run_dir, callbacks)
-    ckpt = resolve_ckpt(cfg.ckpt_path, run_dir)
-    if ckpt:
+    try:
+        check_launch(OmegaConf.to_container(cfg.trainer, resolve=True))
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = instantiate(cfg.data)
+        module = instantiate(cfg.module, model=cfg.model, optim=cfg.optim, _recursive_=False)
+        check_video_size(cfg, module)
+        callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]  # null: removed
+        trainer = build_trainer(cfg, run_dir, callbacks)
+        ckpt = resolve_ckpt(cfg.ckpt_path, run_dir)
+    except Exception:
+        remove_if_unused(run_dir)
+        raise
+    if ckpt and trainer.is_global_zero:  # rank 0 speaks for all processes
         print(f"resuming from {ckpt}")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
-    print(f"run folder: {run_dir}  (last checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'})")
+    if trainer.is_global_zero:
+        print(f"run folder: {run_dir}  (last checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'})")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ Re-DMD) and writes the file in place, so a kill during the write can leave a `la
 does not load. Here the checkpoint goes to a temporary file in the same folder and is renamed
 over `last.ckpt` (os.replace is atomic), and the cadence counts iterations: the module's
 `iteration` attribute when it has one, else the trainer's global step. On SIGTERM the iteration
-that just finished is saved before Lightning stops, so a relaunch loses nothing.
+that just finished is saved before Lightning stops, so a relaunch loses nothing. A kill during the
+write leaves the previous `last.ckpt` intact and a temporary file, which the next run deletes.
+
+Put it after the other callbacks (rf.train does): it saves in `on_train_batch_end`, and what another
+callback does in that hook after it (the generator EMA's update) would be missing from the checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import os
 from pathlib import Path
 
 import lightning as L
+
+TMP_PREFIX = ".last.ckpt.tmp-"
 
 
 def iteration_of(trainer: L.Trainer, module: L.LightningModule) -> int:
@@ -31,14 +37,21 @@ class LastCheckpoint(L.Callback):
     def last_path(self) -> Path:
         return self.dirpath / "last.ckpt"
 
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero:  # half-written checkpoints of a killed run
+            for stale in self.dirpath.glob(f"{TMP_PREFIX}*"):
+                stale.unlink(missing_ok=True)
+
     def save(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         it = iteration_of(trainer, module)
         if it == self._saved_at or getattr(module, "nonfinite_streak", 0):  # keep the state from before a NaN streak
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        tmp = self.dirpath / f".last.ckpt.tmp-{os.getpid()}"
+        tmp = self.dirpath / f"{TMP_PREFIX}{os.getpid()}"
         trainer.save_checkpoint(tmp, weights_only=False)  # optimisers and callback states too
         if trainer.is_global_zero:
+            with open(tmp, "rb+") as f:  # on disk before the rename: a power cut cannot leave a name on no data
+                os.fsync(f.fileno())
             os.replace(tmp, self.last_path)
         self._saved_at = it
 

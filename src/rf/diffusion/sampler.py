@@ -47,6 +47,27 @@ class GeneratorNoise:
         return self.initial(chunk, like)
 
 
+class SampleNoise:
+    """Fresh Gaussian noise from one seeded generator per sample.
+
+    Sample b's noise depends on its own seed only, not on the batch around it: a batch of 2 in one
+    process draws what two processes with a batch of 1 each draw (data parallelism changes nothing).
+    """
+
+    def __init__(self, seeds: list[int], device: torch.device | str = "cpu"):
+        self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+
+    def initial(self, chunk: int, like: torch.Tensor) -> torch.Tensor:
+        if like.shape[0] != len(self.generators):
+            raise ValueError(f"a batch of {like.shape[0]} samples but {len(self.generators)} noise seeds")
+        return torch.stack([
+            torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in self.generators
+        ])  # fmt: skip
+
+    def renoise(self, chunk: int, step: int, like: torch.Tensor) -> torch.Tensor:
+        return self.initial(chunk, like)
+
+
 class TensorNoise:
     """Noise given up front.
 

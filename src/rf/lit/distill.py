@@ -15,8 +15,9 @@ Lightning's global step; rf counts iterations):
     critic step on the flow-matching loss at x                # every iteration
 
 Gradient accumulation: an iteration spans `accumulate` micro-batches; optimisers step on the
-last one. All randomness of a micro-batch comes from a generator seeded by (seed, micro step),
-so a resumed run repeats an uninterrupted one exactly.
+last one. Every random draw is seeded by (seed, micro step) and, for a sample's own noise and noise
+level, by the sample's global index in the prompt stream: a resumed run repeats an uninterrupted one
+exactly, and N processes with batch B train as one process with batch N B (same draws per sample).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import warnings
 import torch
 
 from rf.diffusion.flow import add_noise, sample_timesteps, x0_from_flow
-from rf.diffusion.sampler import GeneratorNoise, StreamSampler
+from rf.diffusion.sampler import SampleNoise, StreamSampler
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.lit.guard import NonFiniteGuard
@@ -36,6 +37,7 @@ from rf.losses.re_dmd import reward_weights, weighted_mean
 from rf.models.cache import CacheConfig
 from rf.models.loading import build_transformer, describe_size, size_of_arch
 from rf.utils.instantiate import instantiate, to_dict
+from rf.utils.video import check_frame_size
 
 METHODS = ("dmd", "re_dmd")
 
@@ -95,6 +97,8 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         self.text_encoder = instantiate(model["text_encoder"])
         self.autoencoder = instantiate(model["autoencoder"])
         arch = model["transformer"]
+        video = model["video"]
+        check_frame_size(video["height"], video["width"], self.autoencoder.spatial_factor, arch["patch_size"][1])
         teacher_arch = to_dict(teacher_arch) if teacher_arch is not None else arch
         check_shared_spaces(arch, teacher_arch, self.text_encoder.dim, self.autoencoder.latent_channels)
         if critic_ckpt is None and size_of_arch(teacher_arch) != size_of_arch(arch):
@@ -116,7 +120,6 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
             self.generator.enable_gradient_checkpointing()
             self.critic.enable_gradient_checkpointing()
         self.freeze_modules()
-        video = model["video"]
         f = self.autoencoder.spatial_factor
         self.latent_shape = (
             self.autoencoder.latent_channels,
@@ -152,6 +155,20 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
     def _rng(self, *keys: int) -> torch.Generator:
         return torch.Generator(self.device).manual_seed(self._seed(*keys))
 
+    def sample_index(self, batch: dict) -> list[int]:
+        """Global indices of the batch's samples in the prompt stream (rf.lit.prompts: batch["index"])."""
+        if "index" in batch:
+            return [int(i) for i in batch["index"]]
+        b = len(batch["prompt"])  # the layout PromptStream uses: batch m of rank r holds [(m W + r) B, ...)
+        first = (self.micro_step * self.trainer.world_size + self.global_rank) * b
+        return list(range(first, first + b))
+
+    def _all_ranks(self, decision: bool) -> bool:
+        """True only if every process says so: a rank skipping a backward the others run would hang them."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return decision
+        return self.trainer.strategy.reduce_boolean_decision(decision, all=True)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rf_loop"] = {
             "micro_step": self.micro_step,
@@ -176,23 +193,23 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
             return text, torch.zeros_like(text)
         return text, negative().to(text).expand_as(text)
 
-    def rollout(self, text: torch.Tensor, seed: int, exit_step: int) -> torch.Tensor:
-        """Clean latents [B, C, F, H, W] from the student, through the one StreamSampler."""
+    def rollout(self, text: torch.Tensor, seeds: list[int], exit_step: int) -> torch.Tensor:
+        """Clean latents [B, C, F, H, W] from the student, through the one StreamSampler; one seed per sample."""
         shape = (text.shape[0], *self.latent_shape)
-        return self.sampler.rollout([(0, text)], shape, GeneratorNoise(seed, self.device), exit_step=exit_step)
+        return self.sampler.rollout([(0, text)], shape, SampleNoise(seeds, self.device), exit_step=exit_step)
 
-    def _noised(self, x: torch.Tensor, g: torch.Generator):
-        t = sample_timesteps(
-            x.shape[0], self.hparams.time_shift, g, self.device, self.hparams.t_min, self.hparams.t_max
-        )
-        noise = torch.randn(x.shape, generator=g, device=self.device, dtype=x.dtype)
+    def _noised(self, x: torch.Tensor, gens: list[torch.Generator]):
+        """x [B, ...] at a random noise level per sample; sample b draws its level and noise from gens[b]."""
+        hp = self.hparams
+        t = torch.cat([sample_timesteps(1, hp.time_shift, g, self.device, hp.t_min, hp.t_max) for g in gens])  # [B]
+        noise = torch.stack([torch.randn(x.shape[1:], generator=g, device=self.device, dtype=x.dtype) for g in gens])
         sigma = (t / 1000).view(-1, 1, 1, 1, 1)
         return add_noise(x, noise, sigma), t, sigma, noise
 
-    def dmd_losses(self, x: torch.Tensor, text, uncond, g: torch.Generator) -> torch.Tensor:
+    def dmd_losses(self, x: torch.Tensor, text, uncond, gens: list[torch.Generator]) -> torch.Tensor:
         """Per-sample L_DMD [B] at a random noise level (PAPER.md §3)."""
         with torch.no_grad():
-            x_t, t, sigma, _ = self._noised(x.detach(), g)
+            x_t, t, sigma, _ = self._noised(x.detach(), gens)
             v = self.teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text, uncond])).sample
             x0_cond, x0_uncond = x0_from_flow(torch.cat([x_t, x_t]), v, torch.cat([sigma, sigma])).chunk(2)
             x0_real = cfg(x0_cond, x0_uncond, self.hparams.guidance)
@@ -205,19 +222,29 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
             raise ValueError("method=re_dmd needs a reward: keep callbacks.reward (RewardCallback) in the config")
 
     def weights(self, x: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        """Per-sample loss weights [B]: exp(r / beta) for Re-DMD, 1 for DMD; 0 where the reward is not finite."""
+        """Per-sample loss weights [B]: exp(r / beta) for Re-DMD, 1 for DMD; 0 where the reward is not finite.
+
+        With several processes the weights are computed over the global batch (rewards gathered from every
+        rank: `normalize` divides by the global mean, as one process with the whole batch would) and each
+        rank keeps its own slice.
+        """
         method = self.hparams.method
         rewards = self.reward_fn(x.detach(), prompts) if self.reward_fn is not None else None
+        b, world = x.shape[0], (self.trainer.world_size if self._trainer is not None else 1)
+        if rewards is not None and world > 1:
+            rewards = self.all_gather(rewards.float().to(self.device)).reshape(-1)  # [W B], rank-major
         if method["name"] == "re_dmd":
             w, valid = reward_weights(rewards.cpu(), method["beta"], method.get("normalize", False))
         else:  # plain DMD: a reward, if configured, is only logged, and drops the samples it cannot score
-            scored = torch.ones(x.shape[0]) if rewards is None else rewards.float().cpu()
+            scored = torch.ones(b) if rewards is None else rewards.float().cpu()
             valid = torch.isfinite(scored)
             w = valid.float()
-        dropped = int((~valid).sum())
+        dropped = int((~valid).sum())  # over the global batch: every rank keeps the same count
         if dropped:
             self.dropped_samples += dropped
             warnings.warn(f"reward was not finite for {dropped} sample(s): dropped from this step", stacklevel=2)
+        if w.shape[0] != b:  # the global batch: this rank's slice
+            w = w[self.global_rank * b : (self.global_rank + 1) * b]
         return w.to(self.device)
 
     # ----- the iteration -----------------------------------------------------------------------------
@@ -233,9 +260,10 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         it, micro = self.iteration, self.micro_step
         last_micro = micro % hp.accumulate == hp.accumulate - 1
         opt_g, opt_c = self.optimizers()
-        rank = self.global_rank  # every process draws its own noise; truncation steps are shared (FSDP2 needs
-        # the same sequence of forward passes on every rank)
-        g = self._rng(micro, rank)
+        # Each sample's noise comes from its global index, so how samples are spread over processes changes
+        # nothing; truncation steps are shared (FSDP2 needs the same forward passes on every rank).
+        index = self.sample_index(batch)
+        gens = [self._rng(micro, 5, i) for i in index]  # noise levels and noise of the DMD and critic losses
         text, uncond = self.encode(batch["prompt"])
         self.generator_stepped = False
         bad: list[str] = []
@@ -243,11 +271,11 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         if it % hp.generator_every == 0:
             # one truncation step per iteration, the same for every chunk and micro-batch
             exit_step = self._seed(it, 1) % len(self.sampler.timesteps)
-            x = self.rollout(text, seed=self._seed(micro, 2, rank), exit_step=exit_step)
-            losses = self.dmd_losses(x, text, uncond, g)  # [B]
+            x = self.rollout(text, [self._seed(micro, 2, i) for i in index], exit_step=exit_step)
+            losses = self.dmd_losses(x, text, uncond, gens)  # [B]
             w = self.weights(x, batch["prompt"])
             loss = weighted_mean(losses, w)
-            if self.finite(loss):
+            if self._all_ranks(self.finite(loss)):
                 self.manual_backward(loss / hp.accumulate)
             else:  # drop this iteration's generator gradients altogether
                 bad.append("train/dmd_loss")
@@ -263,10 +291,10 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
 
         with torch.no_grad():
             exit_step = self._seed(micro, 3) % len(self.sampler.timesteps)  # shared: same passes on every rank
-            x = self.rollout(text, seed=self._seed(micro, 4, rank), exit_step=exit_step)
-        x_t, t, _, noise = self._noised(x, g)
+            x = self.rollout(text, [self._seed(micro, 4, i) for i in index], exit_step=exit_step)
+        x_t, t, _, noise = self._noised(x, gens)
         critic_loss = flow_matching_loss(self.critic(x_t, t, text).sample, noise, x).mean()
-        critic_finite = self.finite(critic_loss)
+        critic_finite = self._all_ranks(self.finite(critic_loss))
         if critic_finite:
             self.manual_backward(critic_loss / hp.accumulate)
         else:

@@ -110,7 +110,9 @@ class UMT5TextEncoder(torch.nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(
             path / "tokenizer", local_files_only=True, trust_remote_code=False
         )
-        self.model = UMT5EncoderModel.from_pretrained(path / "text_encoder", dtype=torch_dtype, local_files_only=True)
+        self.model = UMT5EncoderModel.from_pretrained(
+            path / "text_encoder", dtype=torch_dtype, local_files_only=True, trust_remote_code=False
+        )
         self.model.requires_grad_(False).eval()
         self.dim, self.max_length = self.model.config.d_model, max_length
         self.identity = folder_identity(path, torch_dtype, max_length)

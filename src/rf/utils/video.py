@@ -10,9 +10,14 @@ Crash guarantee: once write() has returned with `frames_written == N`, a hard ki
 partial file that decodes to exactly the first N - 1 frames. The mp4 muxer closes a fragment only when the
 next packet arrives (PyAV exposes no explicit fragment flush), so the newest frame is the one at risk.
 "On disk" means handed to the OS: it survives the process dying, not a power cut.
+
+A write that fails (a full disk: ENOSPC) raises VideoWriteError naming the file; what was written before
+stays in NAME.partial.mp4 (nothing stays if no frame was written).
 """
 
+import contextlib
 import functools
+import math
 import os
 from pathlib import Path
 
@@ -35,6 +40,32 @@ def _codec_name() -> str:
 def _fps(stream: av.video.stream.VideoStream) -> float:
     # from the timestamps; guessed_rate would fall back to the time base (16384) for a video with no frames
     return float(stream.average_rate or 0)
+
+
+class VideoWriteError(OSError):
+    """The OS refused a write of the video (errno kept: ENOSPC for a full disk); str() is the whole message."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _write_error(err: OSError, path: Path) -> VideoWriteError:
+    reason = err.strerror or str(err)
+    return VideoWriteError(err.errno, f"cannot write {path}: {reason} (free space there or choose another output)")
+
+
+def check_frame_size(height: int, width: int, spatial: int, patch: int) -> None:
+    """Frames must tile into the transformer's patches in latent space (autoencoder factor x patch size: 16 for
+    Wan, 4 for the toy) and be even (yuv420p mp4)."""
+    step = math.lcm(spatial * patch, 2)
+    for name, v in (("height", height), ("width", width)):
+        if v <= 0 or v % step:
+            below, above = v // step * step, (max(v, 0) // step + 1) * step
+            hint = f"{below} or {above}" if below > 0 else str(above)
+            raise ValueError(
+                f"model.video.{name}={v} must be a positive multiple of {step} (autoencoder {spatial} x patch "
+                f"{patch}): use {hint}"
+            )
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -64,12 +95,25 @@ class StreamingVideoWriter:
         self.frames_written = 0
 
         # flush_packets: push every muxed packet out of FFmpeg's IO buffer to the OS straight away.
-        self._container = av.open(
-            str(self.partial_path),
-            "w",
-            format="mp4",
-            options={"movflags": _MOVFLAGS, "flush_packets": "1"},
-        )
+        try:
+            self._container = av.open(
+                str(self.partial_path),
+                "w",
+                format="mp4",
+                options={"movflags": _MOVFLAGS, "flush_packets": "1"},
+            )
+        except OSError as err:
+            raise _write_error(err, self.partial_path) from err
+        try:
+            self._start(fps, crf)
+        except OSError as err:  # e.g. the header hit a full disk: leave nothing behind
+            container, self._container = self._container, None
+            with contextlib.suppress(OSError):
+                container.close()
+            self.partial_path.unlink(missing_ok=True)
+            raise _write_error(err, self.partial_path) from err
+
+    def _start(self, fps: int, crf: int) -> None:
         codec = _codec_name()
         if codec == "libx264":
             # zerolatency: no lookahead and no B-frames, so encode() returns each frame's packet immediately
@@ -78,7 +122,7 @@ class StreamingVideoWriter:
             # mpeg4 has no crf; a fixed quantiser of crf / 6 gives a similar quality ladder (18 -> 3)
             options = {"flags": "+qscale", "global_quality": str(max(1, crf // 6) * 118)}
         self._stream = self._container.add_stream(codec, rate=fps, options=options)
-        self._stream.height, self._stream.width = height, width
+        self._stream.height, self._stream.width = self.height, self.width
         self._stream.pix_fmt = "yuv420p"
         # a keyframe every second bounds seeking and recovery cost in the finished file
         self._stream.codec_context.gop_size = fps
@@ -102,18 +146,26 @@ class StreamingVideoWriter:
         for image in pixels:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = self.frames_written  # in the codec time base, 1 / fps
-            self._container.mux(self._stream.encode(frame))
+            try:
+                self._container.mux(self._stream.encode(frame))
+            except OSError as err:
+                raise _write_error(err, self.partial_path) from err
             self.frames_written += 1
 
     def _finish(self) -> None:
         # drain the encoder and write the trailer, which muxes the last fragment
-        self._container.mux(self._stream.encode(None))
-        self._container.close()
-        self._container = None
+        container, self._container = self._container, None
+        try:
+            container.mux(self._stream.encode(None))
+        finally:
+            container.close()
 
     def close(self) -> Path:
         if self._container is not None:
-            self._finish()
+            try:
+                self._finish()
+            except OSError as err:
+                raise _write_error(err, self.partial_path) from err
             # fsync before the rename, so a power cut cannot leave a final name on missing data
             fd = os.open(self.partial_path, os.O_RDONLY)
             try:
@@ -125,7 +177,8 @@ class StreamingVideoWriter:
 
     def abort(self) -> Path | None:
         if self._container is not None:
-            self._finish()
+            with contextlib.suppress(OSError):  # a full disk cannot take the trailer either: keep what is there
+                self._finish()
         if self.frames_written == 0:
             self.partial_path.unlink(missing_ok=True)
             return None

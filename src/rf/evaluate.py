@@ -1,0 +1,111 @@
+"""python -m rf.evaluate (make eval): generate with fixed seeds, score, and report; or compare evaluations.
+
+    python -m rf.evaluate ckpt=runs/toy_re_dmd/checkpoints/last.ckpt use_ema=true     # toy prompts
+    python -m rf.evaluate ckpt=... model=wan_1_3b prompts=prompts/vbench_all_dimension.txt seconds=5
+    python -m rf.evaluate videos=DIR prompts=FILE      # score videos made elsewhere (VBench layout)
+    python -m rf.evaluate 'runs=[ema_sink,sink,window]'  # several evaluations side by side
+
+A generation run writes OUT/videos/ in VBench's layout (rf.eval.layout) through the same StreamSampler as
+rf.generate, resumable video by video (rf.eval.generation); then every video is scored (rf.eval.scoring,
+rf.eval.toy_truth on toy prompts) and OUT/results.csv, summary.json and report.md are written (rf.eval.report).
+OUT defaults to ${paths.runs}/eval/NAME.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from rf.eval.generation import generate_missing
+from rf.eval.inputs import check_videos, load_prompts, out_dir, run_folders, run_name, use_toy_truth
+from rf.eval.layout import VIDEO_DIR, index_folder, plan_videos
+from rf.eval.report import contact_sheets, load_run, write_report, write_run
+from rf.eval.scoring import VideoScorer, min_frames, score_videos
+from rf.utils.cli import entry
+
+
+def compare(cfg: DictConfig, out: Path) -> Path:
+    runs = [load_run(folder) for folder in run_folders(cfg)]
+    seen: set[str] = set()
+    for r in runs:  # two runs of the same name: tell them apart by folder
+        r.name = r.folder.name if r.name in seen else r.name
+        seen.add(r.name)
+    out.mkdir(parents=True, exist_ok=True)
+    report = write_report(out, runs, f"Comparison: {', '.join(r.name for r in runs)}", sheets_per_run=2)
+    print(f"report: {report}")
+    return report
+
+
+def describe(cfg: DictConfig, entries, fps: float, scorer: VideoScorer) -> dict:
+    first = entries[0]
+    if cfg.videos:
+        source = f"videos={cfg.videos}"
+    else:
+        source = f"ckpt={cfg.ckpt}" + (" (generator EMA)" if cfg.use_ema else "") if cfg.ckpt else "random weights"
+    sink = (
+        None
+        if cfg.videos
+        else f"{cfg.sink.policy}" + (f" (alpha {cfg.sink.alpha})" if cfg.sink.policy == "ema_sink" else "")
+    )
+    copy = cfg.metrics.copying
+    return {
+        "source": source,
+        "mode": "videos" if cfg.videos else "generate",
+        "videos": len(entries),
+        "prompts": len({e.prompt for e in entries}),
+        "seeds": max(e.seed_index for e in entries) + 1,
+        "seconds": first.frames / fps,
+        "fps": fps,
+        "height": first.height,
+        "width": first.width,
+        "sink": sink,
+        "switch_at": None if cfg.videos else cfg.switch_at,
+        "segment_seconds": cfg.metrics.segment_seconds,
+        "copy_segment": f"first {copy.first_segment_frames or copy.segment_frames} frames, then "
+        f"{copy.segment_frames}-frame segments",
+        "quality_scorer": type(scorer.quality).__name__,
+        "toy_truth": scorer.toy,
+    }
+
+
+@entry("eval")
+def main(cfg: DictConfig) -> Path:
+    if cfg.runs and (cfg.ckpt or cfg.videos):
+        raise ValueError("runs= compares finished evaluations: give it alone, without ckpt= or videos=")
+    if cfg.ckpt and cfg.videos:
+        raise ValueError("give ckpt= (generate, then score) or videos= (score those), not both")
+    if cfg.ckpt and not Path(cfg.ckpt).exists():
+        raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file or folder")
+    name = run_name(cfg)
+    out = out_dir(cfg, name)
+    if cfg.runs:
+        return compare(cfg, out)
+
+    if cfg.videos:
+        folder = Path(cfg.videos)
+        entries = index_folder(folder, load_prompts(cfg) if cfg.prompts is not None else None)
+        size = None
+    else:
+        entries = plan_videos(load_prompts(cfg), cfg.seeds, cfg.seed, cfg.switch_at)
+        folder, size = out / VIDEO_DIR, (cfg.model.video.height, cfg.model.video.width)
+    toy = use_toy_truth(cfg.toy_truth, entries)
+    if not cfg.videos:
+        entries, complete = generate_missing(cfg, out, entries, cfg.max_videos)
+        if not complete:
+            return out
+    fps = check_videos(folder, entries, min_frames(cfg.metrics), size)
+    out.mkdir(parents=True, exist_ok=True)
+    scorer = VideoScorer(cfg, fps, toy)
+    rows, curves = score_videos(scorer, entries, folder, out)
+    sheets = contact_sheets(out, entries, folder, cfg.sheets)
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    run = write_run(out, name, rows, curves, describe(cfg, entries, fps, scorer), scorer.skipped, sheets, settings)
+    report = write_report(out, [run], f"Evaluation: {name}")
+    print(f"results: {out / 'results.csv'} ({len(rows)} videos)")
+    print(f"report: {report}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
