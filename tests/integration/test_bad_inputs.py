@@ -30,30 +30,13 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-from tests.cli import files_under, run_rf
+from tests.cli import files_under, run_rf, write_tiny_re_dmd
 
 WORDS = "a red circle moving fast to the right on a striped background"  # 12 words of the toy vocabulary
 LONG = " ".join([WORDS] * 4)  # 48 words: the toy text encoder keeps 40
 
-# The toy Re-DMD experiment at test size, a user's file next to rf's configs (--config-dir).
-TINY = """# @package _global_
-defaults:
-  - toy_re_dmd
-model:
-  video: {height: 16, width: 16}
-  transformer: {num_layers: 1, ffn_dim: 64, num_attention_heads: 2}
-module:
-  teacher_ckpt: null
-  student_ckpt: null
-  latent_frames: 3
-  max_iterations: 1
-data:
-  batch_size: 1
-logger:
-  tensorboard: false
-callbacks:
-  video_log: null
-"""
+# The tiny toy Re-DMD (tests.cli), a user's file next to rf's configs (--config-dir): one iteration, no videos.
+TINY = dict(module={"max_iterations": 1}, callbacks={"video_log": None})
 TRAIN = ["--config-dir={tmp}/conf", "experiment=tiny"]
 ODE = ["teacher_ckpt=null", "num_pairs=1", "batch_size=1", "ode_steps=4", "latent_frames=3", "out={tmp}/pairs"]
 ENCODE = ["text_encoder=toy", "cache={tmp}/cache"]
@@ -167,8 +150,7 @@ def unwritable_folder(tmp_path: Path) -> Path:
 
 
 def make_inputs(tmp_path: Path) -> dict:
-    (tmp_path / "conf" / "experiment").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text(TINY)
+    write_tiny_re_dmd(tmp_path, **TINY)  # TRAIN's {tmp}/conf, experiment=tiny
     (tmp_path / "empty.txt").write_text("\n   \n")
     (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "long.txt").write_text(f"{LONG}\n")

@@ -13,28 +13,58 @@ def test_bench_writes_every_policy_and_the_method(tmp_path):
     r = run_rf("bench", *SMALL, f"out={out}", runs=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert {"method", "device", "versions", "settings", "policies"} <= result.keys()
+    assert {"method", "device", "versions", "settings", "variants"} <= result.keys()
     assert result["settings"]["model"]["name"] == "toy"
-    assert list(result["policies"]) == ["full", "window", "sink", "ema_sink"]
-    for policy in result["policies"].values():
-        assert policy["clip_fps"] > 0 and policy["stream_fps"] > 0 and policy["clip_first_frames_s"] > 0
+    variants = result["variants"]
+    # the GPU variants are skipped on a CPU, and say why
+    assert "graphs" in variants["exact"]["skipped"] and "overlap" in variants["approximate"]["skipped"]
+    policies = variants["plain"]["policies"]
+    assert list(policies) == ["full", "window", "sink", "ema_sink"]
+    for policy in policies.values():
+        assert policy["clip_fps"] > 0 and policy["stream_fps"] > 0
+        assert 0 < policy["clip_first_frame_s"] <= policy["clip_first_frames_s"]
         assert len(policy["clip_runs"]) == 2
         assert all(c["frames"] == 18 for c in policy["clip_runs"])  # 2 s at 8 fps: 6 chunks
         assert policy["stream_seconds_of_video"] == 6.0 and len(policy["stream_latency_s"]) == 16
         assert set(policy["latency"]) == {"start", "0.05min"}
         assert policy["latency"]["start"]["p99_s"] >= policy["latency"]["start"]["p50_s"] > 0
         assert policy["dit_tflop_per_steady_chunk"] > 0
-    spans = {p: result["policies"][p]["dit_tflop_per_steady_chunk"] for p in ("full", "window")}
+        assert policy["clip_speedup"] > 0
+    assert policies["full"]["clip_speedup"] == 1.0  # the baseline
+    spans = {p: policies[p]["dit_tflop_per_steady_chunk"] for p in ("full", "window")}
     assert spans["full"] > spans["window"]  # attention over more keys costs more
-    assert "| ema_sink |" in r.stdout
+    assert "| plain | ema_sink |" in r.stdout
+
+
+def test_cpu_variants_check_themselves_against_the_plain_path(tmp_path):
+    """The static cache is exact (the same latents and frames); reusing the last pass's K/V is not, and is reported."""
+    out = tmp_path / "bench.json"
+    r = run_rf("bench", *SMALL, "variants=cpu", "check_chunks=4", f"out={out}", runs=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    variants = json.loads(out.read_text())["variants"]
+    static, reuse = variants["static_cache"]["check"], variants["reuse_cache_pass"]["check"]
+    assert static["passed"] is True and static["max_rel_error"] < 1e-5 and len(static["latents_rel_error"]) == 4
+    assert reuse["passed"] is None and reuse["max_rel_error"] > 1e-4  # an approximation: measured, not judged
+    assert (
+        variants["reuse_cache_pass"]["policies"]["ema_sink"]["dit_tflop_per_steady_chunk"]
+        < (variants["static_cache"]["policies"]["ema_sink"]["dit_tflop_per_steady_chunk"])
+    )  # one pass fewer per chunk
 
 
 def test_full_policy_stops_at_its_wall_clock_limit(tmp_path):
     out = tmp_path / "bench.json"
-    overrides = ["policies=[full]", "full_max_seconds=0", "model.dtype=bf16", f"out={out}"]
+    overrides = [
+        "variants=cpu",
+        "variants.plain.policies=[full]",
+        "~variants.static_cache",
+        "~variants.reuse_cache_pass",
+        "full_max_seconds=0",
+        "model.dtype=bf16",
+        f"out={out}",
+    ]
     r = run_rf("bench", *SMALL, *overrides, runs=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    full = json.loads(out.read_text())["policies"]["full"]
+    full = json.loads(out.read_text())["variants"]["plain"]["policies"]["full"]
     assert full["stream_stopped"].startswith("wall-clock limit") and len(full["stream_latency_s"]) == 1
 
 

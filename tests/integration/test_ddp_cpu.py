@@ -11,35 +11,24 @@ holds at the end of training and records which ranks opened a video writer or wr
 import torch
 
 from rf.diffusion.sampler import SampleNoise
-from tests.cli import run_rf
+from tests.cli import run_rf, write_tiny_re_dmd
 
-TINY = """# @package _global_
-defaults:
-  - toy_re_dmd
-model:
-  video: {height: 16, width: 16}
-  transformer: {num_layers: 1, ffn_dim: 64, num_attention_heads: 2}
-module:
-  teacher_ckpt: null
-  student_ckpt: null
-  latent_frames: 3
-  max_iterations: 4
-  generator_every: 2       # 2 generator steps and 4 critic steps
-method:
-  normalize: true          # weights / their global-batch mean: needs the rewards of every rank
-optim: {lr_generator: 1.0e-3, lr_critic: 1.0e-3}   # steps large enough to see
-logger:
-  tensorboard: false
-trainer:
-  log_every_n_steps: 1
-checkpoint_every: 100
-callbacks:
-  generator_ema: {start_iteration: 0}
-  video_log:
-    every_n_iterations: 2
-    latent_frames: 3
-    prompts: [a red circle moving fast to the right on a striped background]
-"""
+# The tiny toy Re-DMD (tests.cli); data.batch_size comes with each command (1 per process, or 2 in one).
+TINY = dict(
+    module={"max_iterations": 4, "generator_every": 2},  # 2 generator steps and 4 critic steps
+    method={"normalize": True},  # weights / their global-batch mean: needs the rewards of every rank
+    optim={"lr_generator": 1.0e-3, "lr_critic": 1.0e-3},  # steps large enough to see
+    trainer={"log_every_n_steps": 1},
+    checkpoint_every=100,
+    callbacks={
+        "generator_ema": {"start_iteration": 0},
+        "video_log": {
+            "every_n_iterations": 2,
+            "latent_frames": 3,
+            "prompts": ["a red circle moving fast to the right on a striped background"],
+        },
+    },
+)
 
 # What each rank holds when training ends, and which rank wrote videos and metrics.
 RANK_DUMP = """
@@ -101,19 +90,16 @@ def dump_callback(out) -> str:
 
 
 def test_two_processes_with_batch_one_train_as_one_process_with_batch_two(tmp_path):
-    (tmp_path / "conf" / "experiment").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text(TINY)
+    tiny = write_tiny_re_dmd(tmp_path, **TINY)
     (tmp_path / "rank_dump.py").write_text(RANK_DUMP)  # the runs' cwd, so Hydra imports it
     (tmp_path / "ddp").mkdir()
     (tmp_path / "single").mkdir()
-    conf = f"--config-dir={tmp_path / 'conf'}"
 
-    r = run_rf("train", conf, "experiment=tiny", "trainer=ddp_cpu", "data.batch_size=1", "name=ddp",
+    r = run_rf("train", *tiny, "trainer=ddp_cpu", "data.batch_size=1", "name=ddp",
                dump_callback(tmp_path / "ddp"), runs=tmp_path, processes=2)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("run folder:") == 1  # rank 0 speaks for both
-    r = run_rf("train", conf, "experiment=tiny", "data.batch_size=2", "name=single", dump_callback(tmp_path / "single"),
-               runs=tmp_path)  # fmt: skip
+    r = run_rf("train", *tiny, "data.batch_size=2", "name=single", dump_callback(tmp_path / "single"), runs=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
 
     rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{i}.pt", weights_only=False) for i in (0, 1))

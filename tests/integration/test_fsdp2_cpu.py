@@ -6,33 +6,18 @@ relaunch on one process continues it with the same iteration counter and optimis
 
 import torch
 
-from tests.cli import run_rf
+from tests.cli import run_rf, write_tiny_re_dmd
 
-TINY = """# @package _global_
-defaults:
-  - toy_re_dmd
-model:
-  video: {height: 16, width: 16}
-  transformer: {num_layers: 2, ffn_dim: 64, num_attention_heads: 2}
-module:
-  teacher_ckpt: null
-  student_ckpt: null
-  latent_frames: 6
-  activation_checkpointing: true   # recomputation inside FSDP2 units, as at full size
-data:
-  batch_size: 1
-logger:
-  tensorboard: false
-callbacks:
-  generator_ema: {start_iteration: 0}
-"""
+# The tiny toy Re-DMD (tests.cli) with 2 blocks and 2 chunks; module.max_iterations comes with each command.
+TINY = dict(
+    model={"transformer": {"num_layers": 2}},
+    module={"latent_frames": 6, "activation_checkpointing": True},  # recomputation inside FSDP2 units, as at full size
+    callbacks={"generator_ema": {"start_iteration": 0}},
+)
 
 
 def test_fsdp2_two_processes_then_resume_on_one(tmp_path):
-    (tmp_path / "conf" / "experiment").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text(TINY)
-    args = [f"--config-dir={tmp_path / 'conf'}", "experiment=tiny", "trainer=fsdp2", "trainer.accelerator=cpu",
-            "~callbacks.video_log"]  # fmt: skip
+    args = [*write_tiny_re_dmd(tmp_path, **TINY), "trainer=fsdp2", "trainer.accelerator=cpu", "~callbacks.video_log"]
     r = run_rf("train", *args, "module.max_iterations=3", runs=tmp_path, processes=2, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     last = tmp_path / "toy_re_dmd" / "checkpoints" / "last.ckpt"

@@ -20,32 +20,16 @@ import time
 import pytest
 import torch
 
-from tests.cli import run_rf
+from tests.cli import run_rf, write_tiny_re_dmd
 
-TINY = """# @package _global_
-defaults:
-  - toy_re_dmd
-model:
-  video: {height: 16, width: 16}
-  transformer: {num_layers: 1, ffn_dim: 64, num_attention_heads: 2}
-module:
-  teacher_ckpt: null
-  student_ckpt: null
-  latent_frames: 3
-  max_iterations: 7
-  generator_every: 2
-data:
-  batch_size: 1
-optim: {lr_generator: 1.0e-3, lr_critic: 1.0e-3}
-logger:
-  tensorboard: false
-trainer:
-  enable_progress_bar: false
-checkpoint_every: 2
-callbacks:
-  generator_ema: {start_iteration: 0}
-  video_log: null
-"""
+# The tiny toy Re-DMD (tests.cli): 7 iterations, 4 of them generator steps, a checkpoint every 2.
+TINY = dict(
+    module={"max_iterations": 7, "generator_every": 2},
+    optim={"lr_generator": 1.0e-3, "lr_critic": 1.0e-3},
+    trainer={"enable_progress_bar": False},
+    checkpoint_every=2,
+    callbacks={"generator_ema": {"start_iteration": 0}, "video_log": None},
+)
 
 INTERRUPT = """
 import io, os, runpy, sys, time
@@ -96,9 +80,7 @@ runpy.run_module("rf.train", run_name="__main__", alter_sys=True)
 
 
 def setup_run(path):
-    (path / "conf" / "experiment").mkdir(parents=True)
-    (path / "conf" / "experiment" / "tiny.yaml").write_text(TINY)
-    return [f"--config-dir={path / 'conf'}", "experiment=tiny"]
+    return write_tiny_re_dmd(path, **TINY)
 
 
 def final_state(run):

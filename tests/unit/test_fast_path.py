@@ -27,3 +27,79 @@ def test_compiled_blocks_stream_the_same_video(policy):
         out = StreamSampler(model, cache).rollout([(0, text)], shape, GeneratorNoise(0))
     assert all(hasattr(block, "_compiled_call_impl") and block._compiled_call_impl for block in model.blocks)
     assert relative_error(out, ref) < 1e-5
+
+
+def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, switch_at=None, **sampler):
+    """The same stream through the growing cache and through the static one: (plain, static, both samplers)."""
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    texts = [(0, torch.randn(1, 6, model.config.text_dim))]
+    if switch_at is not None:  # a second prompt; the window is re-cached under it (LongLive)
+        texts.append((switch_at, torch.randn(1, 6, model.config.text_dim)))
+        sampler["recache_on_switch"] = True
+    shape = (1, model.config.in_channels, frames, 4, 4)
+    cache = CacheConfig(policy=policy, sink_frames=sink_frames, attention_frames=attention_frames,
+                        chunk_frames=chunk_frames, alpha=0.9)  # fmt: skip
+    samplers = [StreamSampler(model, cache, static_cache=static) for static in (False, True)]
+    with torch.no_grad():
+        outs = [torch.cat([c.latents for c in s.stream(texts, shape, GeneratorNoise(0), **sampler)], 2)
+                for s in samplers]  # fmt: skip
+    return outs[0], outs[1], samplers
+
+
+@pytest.mark.parametrize(
+    "policy, sink_frames, attention_frames, chunk_frames",
+    [
+        ("ema_sink", 3, 9, 3),  # the paper's setting: one steady stage
+        ("sink", 3, 9, 3),
+        ("window", 3, 9, 3),
+        ("ema_sink", 3, 15, 3),  # a 9-frame ring: three ring positions
+        ("ema_sink", 2, 9, 3),  # chunks not sink-sized: the EMA slot pointer rolls
+        ("ema_sink", 3, 6, 3),  # no window at all: evicted at once
+        ("sink", 1, 12, 4),
+        ("ema_sink", 4, 12, 2),
+    ],
+)
+def test_static_cache_streams_the_same_video(policy, sink_frames, attention_frames, chunk_frames):
+    plain, static, samplers = stream_pair(policy, sink_frames, attention_frames, chunk_frames)
+    assert relative_error(static, plain) < 1e-5
+    assert samplers[1].last_cache.evicted_frames == samplers[0].last_cache.evicted_frames > 0
+    assert samplers[1].last_cache.sink_drift() == pytest.approx(samplers[0].last_cache.sink_drift(), rel=1e-5)
+
+
+def test_static_cache_recaches_on_a_prompt_switch_like_the_plain_cache():
+    plain, static, _ = stream_pair("ema_sink", 3, 15, 3, switch_at=4)
+    assert relative_error(static, plain) < 1e-5
+
+
+def test_static_cache_memory_is_fixed_and_full_has_no_static_form():
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    cache = model.new_cache(CacheConfig(policy="ema_sink"), static=True)
+    shape = (1, model.config.in_channels, 3, 4, 4)
+    text = model.encode_text(torch.randn(1, 6, model.config.text_dim))
+    sizes = []
+    with torch.no_grad():
+        for _ in range(5):
+            model(torch.randn(shape), torch.zeros(1), text=text, cache=cache, write_cache=True)
+            sizes.append(cache.nbytes())
+    assert len(set(sizes)) == 1 and cache.context_frames == 6
+    with pytest.raises(ValueError, match="sink=full grows with the stream and has no static cache"):
+        model.new_cache(CacheConfig(policy="full"), static=True)
+
+
+def test_reusing_the_last_pass_kv_is_an_approximation_with_one_pass_fewer():
+    """cache_pass=reuse (an opt-in approximation): the first chunk is identical, later ones differ a little."""
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    text = torch.randn(1, 6, model.config.text_dim)
+    shape = (1, model.config.in_channels, 12, 4, 4)
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        exact = StreamSampler(model, CacheConfig()).rollout([(0, text)], shape, GeneratorNoise(0))
+        n_exact = len(calls)
+        reuse = StreamSampler(model, CacheConfig(), cache_pass="reuse").rollout([(0, text)], shape, GeneratorNoise(0))
+    assert n_exact == 4 * 5 - 1 + 1  # 4 chunks x 4 passes + 3 cache passes, + encode_text
+    assert len(calls) - n_exact == 4 * 4 + 1
+    torch.testing.assert_close(reuse[:, :, :3], exact[:, :, :3], rtol=0, atol=0)
+    assert 1e-4 < relative_error(reuse[:, :, 3:], exact[:, :, 3:]) < 0.5

@@ -13,28 +13,14 @@ from safetensors.torch import save_file
 
 from rf.models.causal_wan import CausalWanTransformer3DModel
 from rf.models.loading import build_transformer, convert_original_wan, read_state_dict
-
-GOLDEN = Path(__file__).parents[1] / "data" / "self_forcing_tiny.pt"
+from tests.unit.test_golden_parity import GOLDEN, tiny_wan_from_golden
 
 
 @pytest.fixture(scope="module")
 def original():
     golden = torch.load(GOLDEN, weights_only=True)
-    k = golden["config"]["causal_wan_model_kwargs"]
-    arch = dict(
-        patch_size=list(k["patch_size"]),
-        num_attention_heads=k["num_heads"],
-        attention_head_dim=k["dim"] // k["num_heads"],
-        in_channels=k["in_dim"],
-        out_channels=k["out_dim"],
-        text_dim=k["text_dim"],
-        freq_dim=k["freq_dim"],
-        ffn_dim=k["ffn_dim"],
-        num_layers=k["num_layers"],
-        cross_attn_norm=k["cross_attn_norm"],
-        eps=k["eps"],
-        qk_norm="rms_norm_across_heads",
-    )
+    config = tiny_wan_from_golden(golden).config  # the golden tiny Wan, built as for the parity tests
+    arch = {k: v for k, v in config.items() if not k.startswith("_")}  # its WanTransformer3DModel kwargs
     return arch, dict(golden["state_dict"])
 
 

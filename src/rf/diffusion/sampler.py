@@ -100,13 +100,21 @@ class StreamSampler:
         denoising_steps: tuple[float, ...] = (1000, 750, 500, 250),
         shift: float = 5.0,
         context_timestep: float = 0.0,
+        static_cache: bool = False,
+        cache_pass: str = "clean",
     ):
+        if cache_pass not in ("clean", "reuse"):
+            raise ValueError(f"cache_pass={cache_pass!r}: choose clean (exact) or reuse (approximation)")
         self.model = model
         self.cache_config = cache
         self.chunk_frames = cache.chunk_frames
         self.timesteps = warp_timesteps(denoising_steps, shift)  # e.g. [1000, 937.5, 833.3, 625]
         self.sigmas = [t / 1000 for t in self.timesteps]
         self.context_timestep = context_timestep
+        self.static_cache = static_cache  # preallocated buffers (rf.models.static_cache): the fast path's cache
+        # clean: a t=0 pass over the chunk's x0 writes its K/V (exact). reuse: the last denoising pass writes
+        # the K/V it computed from its noisy input instead: one pass fewer per chunk, an approximation
+        self.cache_pass = cache_pass
         self.last_cache = None  # the cache of the latest stream, for statistics (callbacks/ema_sink.py)
 
     def num_chunks(self, latent_frames: int) -> int:
@@ -140,12 +148,17 @@ class StreamSampler:
             raise ValueError(f"prompt schedule starts at chunks {starts}: need strictly increasing, first at 0")
         if exit_step is not None and not 0 <= exit_step < len(self.timesteps):
             raise ValueError(f"exit_step={exit_step}: must be in [0, {len(self.timesteps) - 1}]")
+        if exit_step is not None and self.cache_pass == "reuse":
+            raise ValueError("cache_pass=reuse is an inference approximation: training rollouts use the clean pass")
 
         model = self.model
         param = next(model.parameters())
         # diffusers' .dtype skips the modules it keeps in fp32 (norms, time embedding): the compute dtype
         dtype = getattr(model, "dtype", param.dtype)
-        cache = self.last_cache = model.new_cache(self.cache_config)
+        cache = (
+            model.new_cache(self.cache_config, static=True) if self.static_cache else model.new_cache(self.cache_config)
+        )
+        self.last_cache = cache
         like = torch.empty(b, c, self.chunk_frames, h, w, device=param.device, dtype=dtype)
         # clean latents of the chunks still in the window, for re-caching under a new prompt
         in_window: deque[torch.Tensor] = deque()
@@ -159,11 +172,13 @@ class StreamSampler:
                 if recache_on_switch and i > 0:
                     self._recache(cache, text, in_window)
 
-            x0 = self._denoise(i, noise.initial(i, like), text, cache, noise, exit_step)
+            more = i + 1 < n_chunks  # the last chunk's K/V would never be read
+            x0 = self._denoise(i, noise.initial(i, like), text, cache, noise, exit_step, more)
             yield StreamChunk(index=i, latents=x0, prompt_index=prompt_index)
 
-            if i + 1 < n_chunks:  # the last chunk's K/V would never be read
-                self._write_cache(x0.detach(), text, cache)
+            if more:
+                if self.cache_pass == "clean":
+                    self._write_cache(x0.detach(), text, cache)
                 in_window.append(x0.detach())
                 while len(in_window) * self.chunk_frames > cache.window_frames:
                     in_window.popleft()
@@ -173,14 +188,15 @@ class StreamSampler:
         chunks = self.stream(prompts, latent_shape, noise, exit_step=exit_step)
         return torch.cat([ch.latents for ch in chunks], dim=2)
 
-    def _denoise(self, i, x, text, cache, noise, exit_step) -> torch.Tensor:
+    def _denoise(self, i, x, text, cache, noise, exit_step, more=True) -> torch.Tensor:
         grad_allowed = torch.is_grad_enabled()
         last = len(self.timesteps) - 1 if exit_step is None else exit_step
         for s in range(last + 1):
             with_grad = grad_allowed and (exit_step is None or s == exit_step)
             t = torch.full((x.shape[0],), self.timesteps[s], device=x.device)
+            write = self.cache_pass == "reuse" and s == last and more
             with torch.set_grad_enabled(with_grad):
-                flow = self.model(x, t, text=text, cache=cache).sample
+                flow = self.model(x, t, text=text, cache=cache, write_cache=write).sample
                 x0 = x0_from_flow(x, flow, self.sigmas[s])
             if s < last:
                 x = add_noise(x0.detach(), noise.renoise(i, s, x0), self.sigmas[s + 1])

@@ -35,6 +35,7 @@ from rf.lit.parallel import data_parallel_mesh, shard_wan
 from rf.losses.dmd import cfg, dmd_gradient, dmd_loss, flow_matching_loss
 from rf.losses.re_dmd import reward_weights, weighted_mean
 from rf.models.cache import CacheConfig
+from rf.models.compile import compile_blocks
 from rf.models.loading import build_transformer, describe_size, size_of_arch
 from rf.utils.instantiate import instantiate, to_dict
 from rf.utils.video import check_frame_size
@@ -73,6 +74,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         teacher_arch: dict | None = None,
         teacher_dtype: str | None = None,
         activation_checkpointing: bool = False,
+        compile: bool = False,
         latent_frames: int = 9,
         guidance: float = 4.0,
         generator_every: int = 5,
@@ -119,6 +121,9 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         if activation_checkpointing:  # diffusers' switch; CausalWanTransformer3DModel honours it per block
             self.generator.enable_gradient_checkpointing()
             self.critic.enable_gradient_checkpointing()
+        if compile:  # every block of the three transformers under torch.compile (rf.models.compile)
+            for net in (self.generator, self.critic, self.teacher):
+                compile_blocks(net)
         self.freeze_modules()
         f = self.autoencoder.spatial_factor
         self.latent_shape = (

@@ -56,20 +56,25 @@ def self_attention(
     The chunk attends to [context ; itself], context being the cache's [sink ; window] K/V taken
     when the block was called (a snapshot: activation checkpointing recomputes this attention after
     the cache has moved on). Keys are cached before RoPE; RoPE is applied here to the whole key
-    sequence with the positions in `rope_k`. The chunk's own K/V are returned for the caller to
-    commit: the function has no side effects, so it can be recomputed and compiled.
+    sequence with the positions in `rope_k`. A static cache (rf.models.static_cache) hands over its
+    context already rotated; then only the chunk's keys are rotated, at the queries' positions.
+    The chunk's own K/V are returned for the caller to commit: the function has no side effects,
+    so it can be recomputed and compiled.
     """
     q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))  # [B, L, H, D]
     k = attn.norm_k(attn.to_k(x)).unflatten(2, (attn.heads, -1))
     v = attn.to_v(x).unflatten(2, (attn.heads, -1))
 
-    k_all, v_all = k, v
-    if context is not None:
-        k_all = torch.cat([context[0].to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
-        v_all = torch.cat([context[1].to(v.dtype), v], dim=1)
-
+    if getattr(context, "rotated", False):  # a static cache's context: its keys already carry RoPE
+        k_all = torch.cat([context.k, apply_rope(k, *rope_q)], dim=1)  # [B, Lctx + L, H, D]
+        v_all = torch.cat([context.v, v], dim=1)
+    else:
+        k_all, v_all = k, v
+        if context is not None:
+            k_all = torch.cat([context[0].to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
+            v_all = torch.cat([context[1].to(v.dtype), v], dim=1)
+        k_all = apply_rope(k_all, *rope_k)
     q = apply_rope(q, *rope_q)
-    k_all = apply_rope(k_all, *rope_k)
     out = dispatch_attention_fn(q, k_all, v_all, attn_mask=mask)  # [B, L, H, D]
     out = out.flatten(2, 3).type_as(x)
     return attn.to_out[0](out), k, v

@@ -158,6 +158,17 @@ class KVCache:
         self.blocks = [BlockCache(config) for _ in range(num_blocks)]
         self.blocks[0].track_drift = True
 
+    rotates_context = False  # the context is returned before RoPE: attention rotates it (rf.models.attention)
+
+    def context(self, block: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.blocks[block].context()
+
+    def commit(self, block: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.blocks[block].commit(k, v)
+
+    def end_write(self, frames: int) -> None:
+        """Every block has committed the chunk (the static cache moves its host-side state here)."""
+
     @property
     def context_frames(self) -> int:
         """Frames a new chunk sees before itself: its RoPE frame offset."""

@@ -24,6 +24,7 @@ from diffusers.models.transformers.transformer_wan import WanTransformer3DModel,
 
 from rf.models.attention import cross_attention, rope_tables, self_attention, text_kv
 from rf.models.cache import KVCache
+from rf.models.static_cache import StaticKVCache
 
 
 @dataclass
@@ -64,8 +65,9 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         text = self.condition_embedder.text_embedder(encoder_hidden_states)  # [B, Lt, dim]
         return TextContext([text_kv(block.attn2, text) for block in self.blocks])
 
-    def new_cache(self, config) -> KVCache:
-        return KVCache(config, num_blocks=len(self.blocks))
+    def new_cache(self, config, static: bool = False) -> KVCache | StaticKVCache:
+        """The stream's KV cache; static=True preallocates it (rf.models.static_cache: the exact fast path)."""
+        return (StaticKVCache if static else KVCache)(config, num_blocks=len(self.blocks))
 
     def _embed_time(self, timestep: torch.Tensor, batch: int, frames: int, dtype: torch.dtype):
         """timestep [B] or [B, F] -> temb [B, F, 1, dim], modulation [B, F, 6, dim] (float32)."""
@@ -126,6 +128,10 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         pos_k = torch.arange(offset + ppf, device=device)
         rope_k = rope_tables(self.rope, pos_k, pph, ppw, torch.float32)
         rope_q = tuple(t[:, offset * tokens_per_frame :] for t in rope_k)
+        if cache is not None and cache.rotates_context:  # static cache: keys stored rotated, only the chunk's to do
+            heads = self.config.num_attention_heads
+            cache.prepare(b, tokens_per_frame, heads, self.config.attention_head_dim, hidden_states.dtype, device,
+                          rope=lambda pos: rope_tables(self.rope, pos, pph, ppw, torch.float32))  # fmt: skip
 
         mask = None
         if causal_chunk is not None:
@@ -137,15 +143,16 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         temb, mod = self._embed_time(timestep, b, ppf, x.dtype)
 
         for i, block in enumerate(self.blocks):
-            block_cache = cache.blocks[i] if cache is not None else None
-            context = block_cache.context() if block_cache is not None else None  # [sink ; window] K/V, now
+            context = cache.context(i) if cache is not None else None  # [sink ; window] K/V, now
             args = (x, mod, text.kv[i], rope_q, rope_k, context, mask, ppf)
             if torch.is_grad_enabled() and self.gradient_checkpointing and not write_cache:
                 x, k, v = self._gradient_checkpointing_func(block, *args)
             else:
                 x, k, v = block(*args)
             if write_cache:  # the clean pass: this chunk's K/V enter the cache (detached: no gradient across chunks)
-                block_cache.commit(k.detach().unflatten(1, (ppf, -1)), v.detach().unflatten(1, (ppf, -1)))
+                cache.commit(i, k.detach().unflatten(1, (ppf, -1)), v.detach().unflatten(1, (ppf, -1)))
+        if write_cache:
+            cache.end_write(ppf)
 
         # Output head, modulated per frame: [1, 1, 2, dim] + [B, F, 1, dim]
         shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.float()).chunk(2, dim=2)  # [B, F, 1, dim]

@@ -26,8 +26,9 @@ from rf.utils.instantiate import resolve_dtype
 
 
 class WanStreamDecoder:
-    def __init__(self, vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Tensor):
+    def __init__(self, vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False):
         self.vae, self.mean, self.std = vae, mean, std
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.num_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
         self.reset()
 
@@ -40,7 +41,7 @@ class WanStreamDecoder:
         """latents [B, C, f, h, w] (normalised) -> frames [B, 3, T, H, W] in [-1, 1]."""
         vae = self.vae
         z = latents.to(vae.dtype) * self.std.to(latents.device, vae.dtype) + self.mean.to(latents.device, vae.dtype)
-        z = vae.post_quant_conv(z)
+        z = vae.post_quant_conv(z.contiguous(memory_format=self.memory_format))
         out = []
         for i in range(z.shape[2]):
             frame = vae.decoder(z[:, :, i : i + 1], feat_cache=self.feat_map, feat_idx=[0], first_chunk=self.first)
@@ -64,6 +65,7 @@ class WanVideoAutoencoder(torch.nn.Module):
         self.latent_channels = z
         self.spatial_factor = vae.spatial_compression_ratio
         self.temporal_factor = vae.temporal_compression_ratio if hasattr(vae, "temporal_compression_ratio") else 4
+        self.channels_last = False  # speed_up(channels_last=True) sets it
 
     @classmethod
     def from_pretrained(
@@ -93,8 +95,21 @@ class WanVideoAutoencoder(torch.nn.Module):
         z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
         return (z - self.mean.to(z)) / self.std.to(z)
 
+    def speed_up(self, channels_last: bool = False, compile: bool = False) -> None:
+        """Decoder speed switches of the fast path (rf.models.fast_path); the function decoded stays the same.
+
+        channels_last: 3-D convolutions in channels-last-3d layout (cuDNN's fast kernels on tensor cores).
+        compile: torch.compile the decoder (the causal-conv cache is a list it mutates: Dynamo replays that)."""
+        if channels_last:
+            for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
+                if isinstance(module, torch.nn.Conv3d):
+                    module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+            self.channels_last = True
+        if compile:
+            self.vae.decoder.compile(dynamic=False)
+
     def stream_decoder(self) -> WanStreamDecoder:
-        return WanStreamDecoder(self.vae, self.mean, self.std)
+        return WanStreamDecoder(self.vae, self.mean, self.std, self.channels_last)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,222 @@
+"""StaticKVCache: the bounded cache policies in preallocated buffers, for the exact fast path.
+
+rf.models.cache keeps [sink ; window] as tensors that grow by concatenation and shrink by slicing:
+simple, and what training uses. Streaming inference wants fixed addresses instead, so that a chunk
+step can be captured once as a CUDA graph and replayed for as long as the stream runs (rf.models.graphs).
+This cache computes the same function with, per transformer block,
+
+    k_raw [B, S + Wc, T, H, D]   keys before RoPE   (what EMA-Sink fuses)
+    k_rot [B, S + Wc, T, H, D]   the same keys rotated to their current positions
+    v     [B, S + Wc, T, H, D]
+
+slots 0..S-1 holding the sink and slots S..S+Wc-1 a ring buffer for the window (Wc = the policy's
+window capacity). A commit writes the chunk's frames one by one, in the plain cache's order:
+
+    sink not full   -> next sink slot
+    window not full -> next ring slot
+    window full     -> the oldest frame (at the ring pointer) leaves: fused into the sink slot by slot
+                       (ema_sink, S <- alpha S + (1 - alpha) E) or dropped (window, sink); the new
+                       frame takes its ring slot
+
+then re-rotates the context once: ring slot r holds the frame of age (r - oldest) mod Wc, at position
+S + that age, so the positions seen by attention are the plain cache's [sink ; window oldest first].
+Attention reads the rotated context as it is (no RoPE over cached keys in each pass) and appends the
+chunk's own keys.
+
+Every index is a Python int decided on the host from the fill state ("stage"), never read back from
+the GPU: a stage is a fixed-shape, sync-free function, and a stream meets only a few of them (the
+fill stages, then a short cycle of ring pointers; one stage for the default S = 3, W = 9, chunk 3).
+`full` grows without bound and has no static form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+
+from rf.models.attention import apply_rope
+from rf.models.cache import CacheConfig
+
+Rope = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # frame positions [F] -> cos, sin [1, F*T, 1, D]
+
+
+class RotatedContext(NamedTuple):
+    """The context of one block with RoPE already applied to its keys: k, v [B, L, H, D]."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    rotated = True  # what rf.models.attention.self_attention checks
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Host-side fill state of the cache: everything a commit's indices depend on."""
+
+    sink_len: int = 0
+    window_len: int = 0
+    pointer: int = 0  # next ring slot to write; the oldest window frame once the ring is full
+    sink_slot: int = 0  # next sink slot an evicted frame fuses into
+
+
+@dataclass(frozen=True)
+class Write:
+    """Where frame `frame` of a committed chunk goes, and what it pushes out."""
+
+    frame: int
+    slot: int  # buffer slot the frame is written to (-1: it is evicted at once, the window having no room)
+    evict_from: int | None = None  # slot whose frame leaves first
+    fuse_into: int | None = None  # sink slot the leaving frame fuses into (ema_sink)
+
+
+class StaticKVCache:
+    """One set of static buffers per block; the same policies as rf.models.cache.KVCache."""
+
+    rotates_context = True  # the model passes RotatedContext to attention (rf.models.causal_wan)
+
+    def __init__(self, config: CacheConfig, num_blocks: int):
+        if config.policy == "full":
+            raise ValueError("sink=full grows with the stream and has no static cache: use window, sink or ema_sink")
+        self.config = config
+        self.sink_frames = config.sink_frames if config.has_sink else 0  # S
+        self.capacity = config.window_capacity  # Wc
+        self.num_blocks = num_blocks
+        self.stage = Stage()
+        self.evicted_frames = 0
+        self.buffers: list[dict[str, torch.Tensor]] = []  # per block, allocated by prepare()
+        self.first_sink_k: torch.Tensor | None = None  # block 0's sink when it first filled (drift statistics)
+        self.rope: Rope | None = None
+        self._frozen = False
+
+    # ---- set-up ---------------------------------------------------------------------------------------------
+
+    def prepare(self, batch: int, tokens: int, heads: int, head_dim: int, dtype, device, rope: Rope) -> None:
+        """Allocate the buffers on first use (the model knows the shapes); later calls check they still match."""
+        self.rope = rope
+        shape = (batch, self.sink_frames + self.capacity, tokens, heads, head_dim)
+        if self.buffers:
+            have = self.buffers[0]["v"]
+            if tuple(have.shape) != shape or have.dtype != dtype:
+                raise ValueError(
+                    f"this static cache holds {tuple(have.shape)} {have.dtype}, the model now asks for "
+                    f"{shape} {dtype}: "
+                    "start a new stream (model.new_cache) for a new batch or frame size"
+                )
+            return
+        self.buffers = [
+            {name: torch.zeros(shape, dtype=dtype, device=device) for name in ("k_raw", "k_rot", "v")}
+            for _ in range(self.num_blocks)
+        ]
+        self.first_sink_k = torch.zeros_like(self.buffers[0]["k_raw"][:, : self.sink_frames])
+
+    def reset(self) -> None:
+        """Start a new stream on the same buffers (what is left in them is never read: the stage says what is)."""
+        self.stage, self.evicted_frames = Stage(), 0
+
+    @contextmanager
+    def frozen(self):
+        """Run the device work of a pass without moving the host-side stage (CUDA graph capture)."""
+        self._frozen = True
+        try:
+            yield
+        finally:
+            self._frozen = False
+
+    # ---- what the model and the sampler read ------------------------------------------------------------------
+
+    @property
+    def context_frames(self) -> int:
+        return self.stage.sink_len + self.stage.window_len
+
+    @property
+    def window_frames(self) -> int:
+        return self.stage.window_len
+
+    def context(self, block: int) -> RotatedContext | None:
+        """[sink ; window] of a block, rotated, as [B, L, H, D] views of the static buffers (None while empty)."""
+        n = self.context_frames
+        if n == 0:
+            return None
+        buf = self.buffers[block]
+        return RotatedContext(buf["k_rot"][:, :n].flatten(1, 2), buf["v"][:, :n].flatten(1, 2))
+
+    def sink_drift(self) -> float:
+        """||S_K - S0_K|| / ||S0_K|| in the first block (as KVCache.sink_drift)."""
+        if self.stage.sink_len < self.sink_frames or self.sink_frames == 0:
+            return 0.0
+        sink = self.buffers[0]["k_raw"][:, : self.sink_frames].float()
+        first = self.first_sink_k.float()
+        return float((sink - first).norm() / first.norm().clamp_min(1e-12))
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for buf in self.buffers for t in buf.values())
+
+    # ---- the commit -------------------------------------------------------------------------------------------
+
+    def plan(self, frames: int) -> tuple[list[Write], Stage, int]:
+        """Where each of `frames` committed frames goes, the stage after them, and how many frames leave."""
+        cfg, s, wc = self.config, self.stage, self.capacity
+        writes, evicted = [], 0
+        for j in range(frames):
+            if s.sink_len < self.sink_frames:
+                writes.append(Write(j, s.sink_len))
+                s = replace(s, sink_len=s.sink_len + 1)
+                continue
+            fuse = s.sink_slot if cfg.policy == "ema_sink" else None
+            next_slot = (s.sink_slot + 1) % self.sink_frames if fuse is not None else s.sink_slot
+            if wc == 0:  # no window: the frame passes straight into the sink (or is dropped)
+                writes.append(Write(j, -1, fuse_into=fuse))
+                s, evicted = replace(s, sink_slot=next_slot), evicted + 1
+            elif s.window_len == wc:
+                slot = self.sink_frames + s.pointer
+                writes.append(Write(j, slot, evict_from=slot, fuse_into=fuse))
+                s, evicted = replace(s, pointer=(s.pointer + 1) % wc, sink_slot=next_slot), evicted + 1
+            else:
+                writes.append(Write(j, self.sink_frames + s.pointer))
+                s = replace(s, window_len=s.window_len + 1, pointer=(s.pointer + 1) % wc)
+        return writes, s, evicted
+
+    def positions(self, stage: Stage) -> torch.Tensor:
+        """Frame position of every slot at `stage`: sink slot j at j, ring slot r at S + its age (long [S + Wc])."""
+        device = self.buffers[0]["v"].device
+        sink = torch.arange(self.sink_frames, device=device)
+        oldest = stage.pointer if stage.window_len == self.capacity else 0
+        ring = (torch.arange(self.capacity, device=device) - oldest) % max(self.capacity, 1) + stage.sink_len
+        return torch.cat([sink, ring])
+
+    def commit(self, block: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write one block's chunk K/V ([B, f, T, H, D], before RoPE) into its slots, then re-rotate its context."""
+        writes, after, _ = self.plan(k.shape[1])
+        buf, alpha = self.buffers[block], self.config.alpha
+        k, v = k.to(buf["v"].dtype), v.to(buf["v"].dtype)
+        for w in writes:
+            leaving = (k[:, w.frame], v[:, w.frame])  # a frame the full window cannot keep leaves at once
+            if w.evict_from is not None:
+                leaving = (buf["k_raw"][:, w.evict_from].clone(), buf["v"][:, w.evict_from].clone())
+            if w.fuse_into is not None:
+                s = w.fuse_into
+                buf["k_raw"][:, s] = alpha * buf["k_raw"][:, s] + (1 - alpha) * leaving[0]
+                buf["v"][:, s] = alpha * buf["v"][:, s] + (1 - alpha) * leaving[1]
+            if w.slot >= 0:
+                buf["k_raw"][:, w.slot] = k[:, w.frame]
+                buf["v"][:, w.slot] = v[:, w.frame]
+        if block == 0 and self.stage.sink_len < self.sink_frames <= after.sink_len:
+            self.first_sink_k.copy_(buf["k_raw"][:, : self.sink_frames])
+        n = after.sink_len + after.window_len
+        cos, sin = self.rope(self.positions(after)[:n])  # [1, n*T, 1, D]
+        k_raw = buf["k_raw"][:, :n]
+        buf["k_rot"][:, :n] = apply_rope(k_raw.flatten(1, 2), cos, sin).view_as(k_raw)
+
+    def end_write(self, frames: int) -> None:
+        """Move the host-side stage past a commit of `frames` frames (every block has been written)."""
+        if self._frozen:
+            return
+        _, self.stage, evicted = self.plan(frames)
+        self.evicted_frames += evicted
+
+    def drop_window(self) -> None:
+        """Forget the window, keep the sink (re-caching under a new prompt)."""
+        self.stage = replace(self.stage, window_len=0, pointer=0)

@@ -1,0 +1,106 @@
+"""Fp8Linear and fp8_linears on CPU: the reference path, its error against the exact Linear, the swap."""
+
+import pytest
+import torch
+from torch import nn
+
+from rf.models.causal_wan import CausalWanTransformer3DModel
+from rf.models.fp8 import Fp8Linear, fp8_linears, fp8_mm, fp8_mm_reference, quantize_rowwise
+from tests.conftest import tiny_wan_config
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
+def linear(in_features=64, out_features=48, bias=True, dtype=torch.float32) -> nn.Linear:
+    torch.manual_seed(0)
+    layer = nn.Linear(in_features, out_features, bias=bias).to(dtype)
+    if bias:
+        with torch.no_grad():
+            layer.bias.normal_(0, 0.1)
+    return layer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fp8_linear_is_close_to_the_linear_but_quantised(dtype, bias):
+    ref_layer = linear(bias=bias, dtype=dtype)
+    layer = Fp8Linear.from_linear(ref_layer)
+    x = torch.randn(2, 7, 64, dtype=dtype)  # leading dims [B, L]
+    with torch.no_grad():
+        out, ref = layer(x), ref_layer(x)
+    assert out.shape == (2, 7, 48) and out.dtype == dtype
+    assert 1e-4 < relative_error(out, ref) < 0.06  # e4m3 rowwise: about 3.5e-2 here
+    assert layer.weight.dtype == torch.float8_e4m3fn and layer.weight_scale.shape == (48, 1)
+    assert (layer.in_features, layer.out_features) == (64, 48)
+    assert (layer.bias is None) == (not bias) and (not bias or layer.bias.dtype == dtype)
+
+
+def test_reference_path_is_the_manual_quantise_dequantise():
+    ref_layer = linear()
+    x = torch.randn(5, 3, 64)
+    # Per-row amax scaling of the weight [48, 64] and of each token of x [15, 64], then a float matmul
+    w, x2 = ref_layer.weight.detach(), x.reshape(-1, 64)
+    w_scale = w.abs().amax(dim=1, keepdim=True) / 448
+    x_scale = x2.abs().amax(dim=1, keepdim=True) / 448
+    w_dq = (w / w_scale).to(torch.float8_e4m3fn).float() * w_scale
+    x_dq = (x2 / x_scale).to(torch.float8_e4m3fn).float() * x_scale
+    manual = (x_dq @ w_dq.t() + ref_layer.bias.detach()).reshape(5, 3, 48)
+    with torch.no_grad():
+        out = Fp8Linear.from_linear(ref_layer)(x)
+    torch.testing.assert_close(out, manual, rtol=1e-6, atol=1e-6)
+
+
+def test_quantize_rowwise_maps_each_row_amax_to_448_and_survives_zero_rows():
+    x = torch.randn(4, 32)
+    x[2] = 0
+    x_fp8, scale = quantize_rowwise(x)
+    assert x_fp8.dtype == torch.float8_e4m3fn and scale.shape == (4, 1) and scale.dtype == torch.float32
+    assert torch.equal(x_fp8.float().abs().amax(dim=1), torch.tensor([448.0, 448.0, 0.0, 448.0]))
+    assert torch.isfinite(x_fp8.float()).all()
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_scaled_mm_call_computes_the_reference_function(out_dtype):
+    """torch._scaled_mm runs on CPU in this torch: it checks fp8_mm's operand layout and scales."""
+    layer = Fp8Linear.from_linear(linear())
+    x_fp8, x_scale = quantize_rowwise(torch.randn(10, 64))
+    args = (x_fp8, x_scale, layer.weight, layer.weight_scale, layer.bias, out_dtype)
+    tol = 0 if out_dtype == torch.float32 else 1e-2  # bf16: the output's rounding
+    torch.testing.assert_close(fp8_mm(*args), fp8_mm_reference(*args), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp8_linears_swaps_the_block_linears_and_stays_close(tiny_wan, dtype):
+    model = tiny_wan.to(dtype)
+    hidden = torch.randn(1, 4, 3, 4, 4, dtype=dtype)
+    text = torch.randn(1, 6, model.config.text_dim, dtype=dtype)
+    t = torch.full((1,), 500.0)
+    with torch.no_grad():
+        ref = model(hidden, t, text).sample
+        swapped = fp8_linears(model)
+        out = model(hidden, t, text).sample
+
+    assert swapped == 10 * len(model.blocks)  # attn1, attn2: to_q, to_k, to_v, to_out.0; ffn: net.0.proj, net.2
+    fp8 = [name for name, m in model.named_modules() if isinstance(m, Fp8Linear)]
+    assert len(fp8) == swapped and all(name.startswith("blocks.") for name in fp8)
+    assert not any(isinstance(m, nn.Linear) for m in model.blocks.modules())
+    assert isinstance(model.proj_out, nn.Linear) and model.proj_out.weight.dtype == dtype
+    assert 0 < relative_error(out, ref) < 0.1
+
+
+def test_fp8_linears_include_selects_block_parts(tiny_wan):
+    assert fp8_linears(tiny_wan, include=("ffn",)) == 2 * len(tiny_wan.blocks)
+    assert isinstance(tiny_wan.blocks[0].attn1.to_q, nn.Linear)
+    with pytest.raises(ValueError, match="unknown block parts"):
+        fp8_linears(tiny_wan, include=("attn3",))
+
+
+def test_fp8_linears_refuses_sizes_that_are_not_multiples_of_16():
+    model = CausalWanTransformer3DModel(**tiny_wan_config(ffn_dim=40))
+    with pytest.raises(ValueError, match="multiples of 16") as error:
+        fp8_linears(model)
+    message = str(error.value)
+    assert "blocks.0.ffn.net.0.proj (32 -> 40)" in message and "blocks.1.ffn.net.2 (40 -> 32)" in message
+    assert not any(isinstance(m, Fp8Linear) for m in model.modules())  # all or nothing
