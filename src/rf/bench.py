@@ -17,6 +17,7 @@ A roofline counts the DiT's FLOPs per chunk against the card's measured bf16 mat
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import platform
@@ -208,19 +209,33 @@ def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def check(kept: list, reference: list, decoder, device, exact: bool, tolerance: float) -> dict:
+def reference_of(kept: list, wan_vae, device) -> dict:
+    """The plain path's first chunks, with their frames decoded in fp32 (the Wan VAE's weights upcast): the truth
+    that bf16 decodes are measured against."""
+    truth = copy.deepcopy(wan_vae).float().stream_decoder()
+    return {"chunks": kept, "fp32_frames": [truth.decode(lat.to(device)).float().cpu() for lat, _ in kept]}
+
+
+@torch.inference_mode()
+def check(kept: list, reference: dict, decoder, device, exact: bool, tolerance: float) -> dict:
     """A variant against the plain path, piece by piece (relative errors per chunk):
 
-    latents: the variant's first chunks against the plain path's (the DiT switches);
-    frames:  the plain path's latents through the variant's decoder, against the plain frames (the decode switches).
+    latents: the variant's first chunks against the plain path's, bf16 both: the DiT switches, under `tolerance`;
+    frames:  the plain path's latents through the variant's decoder, against their fp32 decode: the decode
+             switches, which pass when they stay as close to fp32 as the plain bf16 decode does (+10%). bf16
+             rounding alone moves a random-weight Wan VAE's frames by ~1.7e-2, so no bf16 decode meets 1e-2 there.
     """
-    latents = [relative_error(a[0], b[0]) for a, b in zip(kept, reference, strict=True)]
+    plain = reference["chunks"]
+    latents = [relative_error(a[0], b[0]) for a, b in zip(kept, plain, strict=True)]
     decoder.reset()
-    decoded = [decoder.decode(lat.to(device)).float().cpu() for lat, _ in reference]
-    frames = [relative_error(a, b[1]) for a, b in zip(decoded, reference, strict=True)]
-    worst = max(latents + frames)
-    return {"latents_rel_error": latents, "frames_rel_error": frames, "max_rel_error": worst,
-            "tolerance": tolerance if exact else None, "passed": (worst < tolerance) if exact else None}  # fmt: skip
+    decoded = [decoder.decode(lat.to(device)).float().cpu() for lat, _ in plain]
+    frames = [relative_error(a, b) for a, b in zip(decoded, reference["fp32_frames"], strict=True)]
+    plain_frames = [relative_error(b[1], t) for b, t in zip(plain, reference["fp32_frames"], strict=True)]
+    passed = max(latents) < tolerance and all(f <= 1.1 * p + 1e-6 for f, p in zip(frames, plain_frames, strict=True))
+    return {"latents_rel_error": latents, "frames_rel_error_vs_fp32": frames,
+            "plain_bf16_frames_rel_error_vs_fp32": plain_frames, "max_latents_rel_error": max(latents),
+            "max_frames_rel_error_vs_fp32": max(frames), "tolerance": tolerance if exact else None,
+            "passed": passed if exact else None}  # fmt: skip
 
 
 @entry("bench")
@@ -313,14 +328,14 @@ def run_variant(cfg, name, fast, policies, model, wan_vae, text, shape, device, 
                                 **fast.sampler_kwargs())  # fmt: skip
         limit = cfg.memory_limit if policy == "full" else None
         timed = Stream(sampler, decoder, text, shape, device, cfg.seed, limit)
-        with torch.inference_mode(), fast.attention_backend():
+        with torch.inference_mode():
             first = timed.run(max(cfg.warmup_chunks, cfg.check_chunks), desc=f"{name} {policy} warm-up",
                               keep=cfg.check_chunks if policy == cfg.check_policy else 0)  # fmt: skip
             clips = [timed.run(clip_chunks, desc=f"{name} {policy} clip") for _ in range(cfg.repeats)]
             wall = cfg.full_max_seconds if policy == "full" else math.inf
             long = timed.run(stream_chunks, wall_limit=wall, desc=f"{name} {policy} stream")
         if first["kept"]:
-            reference = reference or first["kept"]
+            reference = reference or reference_of(first["kept"], wan_vae, device)
             out["check"] = check(first["kept"], reference, decoder, device, not fast.approximate, cfg.tolerance)
         out["policies"][policy] = summarize(policy, clips, long, sink, arch, sampler, tokens, clip_chunks,
                                             frames_per_chunk, fps, cfg)  # fmt: skip
@@ -361,12 +376,17 @@ def table(results: dict) -> str:
     rows = [f"device: {results['device']}  matmul: {results['matmul_tflops'] or float('nan'):.0f} TFLOP/s",
             "| variant | policy | clip FPS | x plain | first frame / chunk (s) | stream FPS | video s | p50 start | "
             "p50 last | "
-            "DiT / VAE (s) | peak GiB | check (max rel err) | stop |",
+            "DiT / VAE (s) | peak GiB | check: latents / frames vs fp32 | stop |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, v in results["variants"].items():
         c = v.get("check")
         verdict = (
-            "-" if c is None else f"{c['max_rel_error']:.1e}" + {True: " ok", False: " FAIL", None: ""}[c["passed"]]
+            "-"
+            if c is None
+            else (
+                f"{c['max_latents_rel_error']:.1e} / {c['max_frames_rel_error_vs_fp32']:.1e}"
+                + {True: " ok", False: " FAIL", None: ""}[c["passed"]]
+            )
         )
         if "error" in v:
             rows.append(f"| {name} | - | failed: {v['error'][:80]} |")

@@ -1,12 +1,17 @@
 """Every switch of the exact fast path computes the plain path's function (fp32, CPU, tiny model)."""
 
+import copy
+
 import pytest
 import torch
+from diffusers import AutoencoderKLWan
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
 from rf.models.compile import compile_blocks
+from rf.models.fast_path import FastPath
+from rf.models.vae import WanVideoAutoencoder
 from tests.conftest import tiny_wan_config
 
 
@@ -103,3 +108,46 @@ def test_reusing_the_last_pass_kv_is_an_approximation_with_one_pass_fewer():
     assert len(calls) - n_exact == 4 * 4 + 1
     torch.testing.assert_close(reuse[:, :, :3], exact[:, :, :3], rtol=0, atol=0)
     assert 1e-4 < relative_error(reuse[:, :, 3:], exact[:, :, 3:]) < 0.5
+
+
+@pytest.mark.parametrize(
+    "switches", [{"conv2d": True}, {"channels_last": True}, {"conv2d": True, "channels_last": True}]
+)
+def test_wan_vae_decode_switches_decode_the_same_frames(switches):
+    """vae_conv2d / vae_channels_last: chunked streaming decode equal to the plain decoder's (fp32)."""
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])  # fmt: skip
+    plain = WanVideoAutoencoder(vae)
+    fast = copy.deepcopy(plain)
+    fast.speed_up(**switches)
+    z = torch.randn(1, 16, 7, 4, 6)
+    ref = plain.stream_decoder().decode(z)
+    decoder = fast.stream_decoder()
+    out = torch.cat([decoder.decode(z[:, :, :1]), decoder.decode(z[:, :, 1:4]), decoder.decode(z[:, :, 4:])], dim=2)
+    assert out.shape == ref.shape == (1, 3, 25, 32, 48)
+    assert relative_error(out, ref) < 1e-5
+
+
+def test_attention_backend_switch_keeps_the_function():
+    """fast.attention goes through diffusers' set_attention_backend; the math kernel runs on a CPU."""
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    text = torch.randn(1, 6, model.config.text_dim)
+    shape = (1, model.config.in_channels, 9, 4, 4)
+    with torch.no_grad():
+        ref = StreamSampler(model, CacheConfig()).rollout([(0, text)], shape, GeneratorNoise(0))
+        runner = FastPath(attention="math", static_cache=True).prepare_model(model)
+        assert all(b.attn1.processor._attention_backend.value == "_native_math" for b in model.blocks)
+        sampler = StreamSampler(runner, CacheConfig(), **FastPath(static_cache=True).sampler_kwargs())
+        out = sampler.rollout([(0, text)], shape, GeneratorNoise(0))
+    assert relative_error(out, ref) < 1e-5
+
+
+def test_fast_path_refuses_unknown_switch_values():
+    with pytest.raises(ValueError, match="fast.attention='fa9'"):
+        FastPath(attention="fa9")
+    with pytest.raises(ValueError, match="fast.decoder='tiny'"):
+        FastPath(decoder="tiny")
+    assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]
+    assert FastPath().describe() == "plain" and FastPath(fp8=True).approximate

@@ -12,6 +12,11 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttention, WanRotaryPosEmbed
 
 
+def backend(attn: WanAttention):
+    """The attention kernel diffusers' `model.set_attention_backend(...)` chose for this module (None: its default)."""
+    return getattr(attn.processor, "_attention_backend", None)
+
+
 def rope_tables(
     rope: WanRotaryPosEmbed, frame_positions: torch.Tensor, height: int, width: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +80,7 @@ def self_attention(
             v_all = torch.cat([context[1].to(v.dtype), v], dim=1)
         k_all = apply_rope(k_all, *rope_k)
     q = apply_rope(q, *rope_q)
-    out = dispatch_attention_fn(q, k_all, v_all, attn_mask=mask)  # [B, L, H, D]
+    out = dispatch_attention_fn(q, k_all, v_all, attn_mask=mask, backend=backend(attn))  # [B, L, H, D]
     out = out.flatten(2, 3).type_as(x)
     return attn.to_out[0](out), k, v
 
@@ -90,5 +95,5 @@ def text_kv(attn: WanAttention, text: torch.Tensor) -> tuple[torch.Tensor, torch
 def cross_attention(attn: WanAttention, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """x [B, L, dim] attends to precomputed text K/V -> [B, L, dim]."""
     q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))
-    out = dispatch_attention_fn(q, kv[0].to(q.dtype), kv[1].to(q.dtype))
+    out = dispatch_attention_fn(q, kv[0].to(q.dtype), kv[1].to(q.dtype), backend=backend(attn))
     return attn.to_out[0](out.flatten(2, 3).type_as(x))

@@ -49,8 +49,9 @@ class CudaGraphModel:
 
     def new_cache(self, config: CacheConfig, static: bool = True) -> StaticKVCache:
         """The static cache the graphs write, reset for a new stream (always static: graphs need fixed buffers)."""
-        if self.cache is None or self.cache.config != config:
-            self.cache, self.graphs, self.seen = self.model.new_cache(config, static=True), {}, set()
+        if self.cache is None or self.cache.config != config:  # new buffers: new graphs, in a new memory pool
+            self.graphs, self.seen, self.pool = {}, set(), None  # (the old pool dies with the old graphs)
+            self.cache = self.model.new_cache(config, static=True)
         self.cache.reset()
         return self.cache
 

@@ -15,6 +15,7 @@ chunk by chunk through it would restart the temporal convolutions at each chunk 
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import torch
@@ -23,6 +24,31 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, un
 
 from rf.utils.files import require_files
 from rf.utils.instantiate import resolve_dtype
+
+
+def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+    """WanCausalConv3d.forward as a 2-D convolution (the same sums; cuDNN's 2-D kernels are the faster ones).
+
+    Output frame j of a (kt, kh, kw) convolution sums kt 2-D convolutions over input frames j .. j+kt-1, which is
+    one 2-D convolution over those frames stacked along channels: [B*T_out, kt*C, H, W] * [O, kt*C, kh, kw].
+    x [B, C, T, H, W] (cache_x: the previous frames the causal padding takes from) -> [B, O, T_out, H, W]."""
+    pad_w, _, pad_h, _, pad_t, _ = conv._padding
+    if cache_x is not None and pad_t > 0:
+        x = torch.cat([cache_x.to(x.device), x], dim=2)
+        pad_t -= cache_x.shape[2]
+    if pad_t > 0:
+        x = torch.nn.functional.pad(x, (0, 0, 0, 0, pad_t, 0))
+    (kt, kh, kw), out_channels = conv.kernel_size, conv.out_channels
+    b, c, t, h, w = x.shape
+    t_out = t - kt + 1
+    frames = x.transpose(1, 2)  # [B, T, C, H, W]
+    stacked = torch.cat([frames[:, i : i + t_out] for i in range(kt)], dim=2) if kt > 1 else frames
+    stacked = stacked.reshape(b * t_out, kt * c, h, w)
+    if conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
+        stacked = stacked.contiguous(memory_format=torch.channels_last)
+    weight = conv.weight.transpose(1, 2).reshape(out_channels, kt * c, kh, kw)  # frame-major, like `stacked`
+    y = torch.nn.functional.conv2d(stacked, weight, conv.bias, stride=conv.stride[1:], padding=(pad_h, pad_w))
+    return y.view(b, t_out, out_channels, *y.shape[-2:]).transpose(1, 2)
 
 
 class WanStreamDecoder:
@@ -95,17 +121,24 @@ class WanVideoAutoencoder(torch.nn.Module):
         z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
         return (z - self.mean.to(z)) / self.std.to(z)
 
-    def speed_up(self, channels_last: bool = False, compile: bool = False) -> None:
+    def speed_up(self, channels_last: bool = False, compile: bool = False, conv2d: bool = False) -> None:
         """Decoder speed switches of the fast path (rf.models.fast_path); the function decoded stays the same.
 
         channels_last: 3-D convolutions in channels-last-3d layout (cuDNN's fast kernels on tensor cores).
-        compile: torch.compile the decoder (the causal-conv cache is a list it mutates: Dynamo replays that)."""
+        compile: torch.compile the decoder (the causal-conv cache is a list it mutates: Dynamo replays that).
+        conv2d: every causal 3-D convolution computed as one 2-D convolution over stacked frames."""
+        if conv2d:
+            for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
+                if isinstance(module, WanCausalConv3d):
+                    module.forward = types.MethodType(causal_conv_as_2d, module)
         if channels_last:
             for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
                 if isinstance(module, torch.nn.Conv3d):
                     module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
             self.channels_last = True
         if compile:
+            # every block class meets several channel counts and cache states: one graph each, more than the default 8
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self.vae.decoder.compile(dynamic=False)
 
     def stream_decoder(self) -> WanStreamDecoder:
