@@ -111,10 +111,11 @@ def test_reusing_the_last_pass_kv_is_an_approximation_with_one_pass_fewer():
 
 
 @pytest.mark.parametrize(
-    "switches", [{"conv2d": True}, {"channels_last": True}, {"conv2d": True, "channels_last": True}]
+    "switches",
+    [{"conv2d": True}, {"channels_last": True}, {"conv2d": True, "channels_last": True}, {"compile": True}],
 )
 def test_wan_vae_decode_switches_decode_the_same_frames(switches):
-    """vae_conv2d / vae_channels_last: chunked streaming decode equal to the plain decoder's (fp32)."""
+    """vae_conv2d / vae_channels_last / vae_compile: chunked streaming decode equal to the plain decoder's (fp32)."""
     torch.manual_seed(0)
     vae = AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
                            temperal_downsample=[False, True, True])  # fmt: skip
