@@ -23,6 +23,7 @@ import math
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -238,6 +239,97 @@ def check(kept: list, reference: dict, decoder, device, exact: bool, tolerance: 
             "passed": passed if exact else None}  # fmt: skip
 
 
+@dataclass
+class Setup:
+    """What every variant of one bench call shares: the model, its VAE and text, and the stream's sizes."""
+
+    cfg: DictConfig
+    device: torch.device
+    arch: dict
+    model: torch.nn.Module
+    wan_vae: torch.nn.Module
+    text: torch.Tensor
+    shape: tuple  # (B, C, 0, h, w): latent frames are set per run
+    tokens: int  # tokens per latent frame
+    fps: int
+    frames_per_chunk: int  # video frames of a steady chunk
+    clip_chunks: int
+    stream_chunks: int
+    reference: dict | None = None  # the plain path's first chunks (reference_of), for every variant's check
+
+    @classmethod
+    def build(cls, cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> Setup:
+        arch, model, wan_vae, text = build(cfg, device, dtype)
+        h, w, fps = cfg.model.video.height, cfg.model.video.width, cfg.model.video.fps
+        f, chunk = wan_vae.spatial_factor, cfg.sink.chunk_frames
+        check_frame_size(h, w, f, arch["patch_size"][1])
+        return cls(
+            cfg, device, arch, model, wan_vae, text,
+            shape=(1, wan_vae.latent_channels, 0, h // f, w // f),
+            tokens=(h // f // arch["patch_size"][1]) * (w // f // arch["patch_size"][2]),
+            fps=fps,
+            frames_per_chunk=wan_vae.num_frames(chunk + 1) - wan_vae.num_frames(1),
+            clip_chunks=chunks_for_seconds(cfg.clip_seconds, fps, wan_vae.temporal_factor, chunk),  # 5 s: 7 chunks
+            stream_chunks=chunks_for_seconds(cfg.stream_seconds, fps, wan_vae.temporal_factor, chunk),
+        )  # fmt: skip
+
+    def run_variant(self, fast: FastPath, policies: list[str], name: str) -> dict:
+        """Every policy of one variant: warm-up (+ the check's chunks), clips, the long stream."""
+        cfg, device, sink = self.cfg, self.device, to_dict(self.cfg.sink)
+        runner = fast.prepare_model(self.model)  # in place and cumulative: list variants plain first
+        autoencoder = self.wan_vae
+        if fast.decoder == "taehv":  # random weights, like everything here
+            autoencoder = instantiate({**to_dict(cfg.taehv), "path": None}).to(device)
+        decoder = fast.prepare_decoder(autoencoder, device)
+        out = {"fast": fast.describe(), "approximate": fast.approximate, "policies": {}}
+        for policy in policies:
+            sampler = StreamSampler(runner, CacheConfig(**{**sink, "policy": policy}), **to_dict(cfg.sampler),
+                                    **fast.sampler_kwargs())  # fmt: skip
+            limit = cfg.memory_limit if policy == "full" else None
+            timed = Stream(sampler, decoder, self.text, self.shape, device, cfg.seed, limit)
+            keep = cfg.check_chunks if policy == cfg.check_policy else 0
+            with torch.inference_mode():
+                first = timed.run(max(cfg.warmup_chunks, cfg.check_chunks), desc=f"{name} {policy} warm-up", keep=keep)
+                clips = [timed.run(self.clip_chunks, desc=f"{name} {policy} clip") for _ in range(cfg.repeats)]
+                wall = cfg.full_max_seconds if policy == "full" else math.inf
+                long = timed.run(self.stream_chunks, wall_limit=wall, desc=f"{name} {policy} stream")
+            if first["kept"]:
+                self.reference = self.reference or reference_of(first["kept"], self.wan_vae, device)
+                out["check"] = check(first["kept"], self.reference, decoder, device, not fast.approximate,
+                                     cfg.tolerance)  # fmt: skip
+            out["policies"][policy] = self.summarize(policy, clips, long, sampler)
+        return out
+
+    def summarize(self, policy: str, clips: list[dict], long: dict, sampler: StreamSampler) -> dict:
+        cfg, chunk = self.cfg, self.cfg.sink.chunk_frames
+        span = cfg.sink.attention_frames if policy != "full" else self.clip_chunks * chunk
+        passes = len(sampler.timesteps) + (sampler.cache_pass == "clean")
+        per_chunk = passes * dit_flops(self.arch, chunk * self.tokens, span * self.tokens, 512)
+        steady = slice(1, None) if len(long["dit_s"]) > 1 else slice(None)  # chunk 0 has no cache pass before it
+        return {
+            "clip_fps": statistics.median(c["fps"] for c in clips),
+            "clip_first_frame_s": statistics.median(c["first_frame_s"] for c in clips),  # call -> frame 0 decoded
+            "clip_first_frames_s": statistics.median(c["first_frames_s"] for c in clips),  # call -> chunk 0 decoded
+            "clip_peak_memory_gib": clips[0]["peak_memory_gib"],
+            "stream_fps": long["fps"],
+            "stream_seconds_of_video": long["frames"] / self.fps,
+            "stream_stopped": long["stopped"],
+            "latency": windows(long, list(cfg.minutes), self.fps, self.frames_per_chunk, cfg.window_seconds),
+            "stream_peak_memory_gib": long["peak_memory_gib"],
+            # where a steady chunk's time goes: the DiT (cache pass + denoising passes) and the decode after it
+            "steady_chunk_dit_s": statistics.median(long["dit_s"][steady]),
+            "steady_chunk_decode_s": statistics.median(
+                t - d for t, d in zip(long["latency_s"][steady], long["dit_s"][steady], strict=True)
+            ),
+            "dit_tflop_per_steady_chunk": per_chunk / 1e12,
+            "clip_runs": [
+                {k: v for k, v in c.items() if k not in ("latency_s", "dit_s", "memory_gib", "kept")} for c in clips
+            ],  # fmt: skip
+            "stream_latency_s": long["latency_s"],
+            "stream_memory_gib": long["memory_gib"],
+        }
+
+
 @entry("bench")
 def main(cfg: DictConfig) -> Path:
     device, dtype = pick_device(cfg.device), resolve_dtype(cfg.model.dtype)
@@ -247,19 +339,7 @@ def main(cfg: DictConfig) -> Path:
             "`make bench ARGS='model=toy'` runs the CPU smoke mode"
         )
     variants = {name: (FastPath(**to_dict(v.fast)), list(v.policies)) for name, v in cfg.variants.items()}
-    arch, model, wan_vae, text = build(cfg, device, dtype)
-    h, w, fps = cfg.model.video.height, cfg.model.video.width, cfg.model.video.fps
-    f = wan_vae.spatial_factor
-    check_frame_size(h, w, f, arch["patch_size"][1])
-    shape = (1, wan_vae.latent_channels, 0, h // f, w // f)
-    sink = to_dict(cfg.sink)
-    chunk = sink["chunk_frames"]
-    frames_per_chunk = wan_vae.num_frames(chunk + 1) - wan_vae.num_frames(1)  # steady-state chunk
-    clip_chunks = chunks_for_seconds(cfg.clip_seconds, fps, wan_vae.temporal_factor, chunk)  # 5 s: 7 chunks
-    stream_chunks = chunks_for_seconds(cfg.stream_seconds, fps, wan_vae.temporal_factor, chunk)
-    tokens = (h // f // arch["patch_size"][1]) * (w // f // arch["patch_size"][2])
-    rate = matmul_tflops(device, dtype) if device.type == "cuda" else None
-
+    setup = Setup.build(cfg, device, dtype)
     results = {
         "method": {
             "what": "full-size causal Wan student, random weights, StreamSampler + streaming VAE decode",
@@ -268,17 +348,16 @@ def main(cfg: DictConfig) -> Path:
             "timing": "CUDA events: call -> each chunk's frames decoded; the host waits for every chunk's frames "
             "(with overlap: for chunk i's after chunk i+1's passes are queued)",
             "latency": f"per chunk, with the previous chunk's cache pass; p50/p99 over {cfg.window_seconds}-s windows",
-            "check": f"first {cfg.check_chunks} chunks of each variant vs the plain path, same seed: relative error "
-            f"of latents and frames; exact variants must stay under {cfg.tolerance}",
+            "check": f"first {cfg.check_chunks} chunks of each variant vs the plain path, same seed: latents "
+            f"(under {cfg.tolerance}) and the plain latents' frames against their fp32 decode (as close as plain bf16)",
         },
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "settings": OmegaConf.to_container(cfg, resolve=True),
-        "matmul_tflops": rate,
+        "matmul_tflops": matmul_tflops(device, dtype) if device.type == "cuda" else None,
         "variants": {},
     }
     out_path = Path(cfg.out)
-    reference = None  # the plain path's first chunks, for every variant's check
     failed = []
     for name, (fast, policies) in variants.items():
         if device.type != "cuda" and fast.gpu_only():
@@ -286,11 +365,9 @@ def main(cfg: DictConfig) -> Path:
             print(f"variant {name} skipped: {results['variants'][name]['skipped']}")
             continue
         try:
-            reference = run_variant(cfg, name, fast, policies, model, wan_vae, text, shape, device, results,
-                                    reference, arch, tokens, clip_chunks, stream_chunks, frames_per_chunk,
-                                    fps)  # fmt: skip
+            results["variants"][name] = setup.run_variant(fast, policies, name)
         except (RuntimeError, ValueError, AssertionError) as e:  # one broken switch must not lose the others
-            results["variants"].setdefault(name, {})["error"] = f"{type(e).__name__}: {e}"
+            results["variants"][name] = {"error": f"{type(e).__name__}: {e}"}
             failed.append(name)
             print(f"variant {name} failed: {type(e).__name__}: {e}")
         write_json(results, out_path)  # after every variant: a crash keeps what was measured
@@ -313,63 +390,6 @@ def write_json(results: dict, path: Path) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1))
     tmp.replace(path)
-
-
-def run_variant(cfg, name, fast, policies, model, wan_vae, text, shape, device, results, reference, arch, tokens,
-                clip_chunks, stream_chunks, frames_per_chunk, fps):  # fmt: skip
-    """Every policy of one variant: warm-up (+ the check's chunks), clips, the long stream."""
-    sink = to_dict(cfg.sink)
-    runner = fast.prepare_model(model)  # in place and cumulative: list variants plain first
-    autoencoder = instantiate({**to_dict(cfg.taehv), "path": None}).to(device) if fast.decoder == "taehv" else wan_vae
-    decoder = fast.prepare_decoder(autoencoder, device)
-    results["variants"][name] = out = {"fast": fast.describe(), "approximate": fast.approximate, "policies": {}}
-    for policy in policies:
-        sampler = StreamSampler(runner, CacheConfig(**{**sink, "policy": policy}), **to_dict(cfg.sampler),
-                                **fast.sampler_kwargs())  # fmt: skip
-        limit = cfg.memory_limit if policy == "full" else None
-        timed = Stream(sampler, decoder, text, shape, device, cfg.seed, limit)
-        with torch.inference_mode():
-            first = timed.run(max(cfg.warmup_chunks, cfg.check_chunks), desc=f"{name} {policy} warm-up",
-                              keep=cfg.check_chunks if policy == cfg.check_policy else 0)  # fmt: skip
-            clips = [timed.run(clip_chunks, desc=f"{name} {policy} clip") for _ in range(cfg.repeats)]
-            wall = cfg.full_max_seconds if policy == "full" else math.inf
-            long = timed.run(stream_chunks, wall_limit=wall, desc=f"{name} {policy} stream")
-        if first["kept"]:
-            reference = reference or reference_of(first["kept"], wan_vae, device)
-            out["check"] = check(first["kept"], reference, decoder, device, not fast.approximate, cfg.tolerance)
-        out["policies"][policy] = summarize(policy, clips, long, sink, arch, sampler, tokens, clip_chunks,
-                                            frames_per_chunk, fps, cfg)  # fmt: skip
-    return reference
-
-
-def summarize(policy, clips, long, sink, arch, sampler, tokens, clip_chunks, frames_per_chunk, fps, cfg) -> dict:
-    chunk = sink["chunk_frames"]
-    span = sink["attention_frames"] if policy != "full" else None
-    context = (span or clip_chunks * chunk) - chunk  # frames of keys besides the chunk itself
-    passes = len(sampler.timesteps) + (sampler.cache_pass == "clean")
-    per_chunk = passes * dit_flops(arch, chunk * tokens, (context + chunk) * tokens, 512)
-    return {
-        "clip_fps": statistics.median(c["fps"] for c in clips),
-        "clip_first_frame_s": statistics.median(c["first_frame_s"] for c in clips),  # call -> frame 0 decoded
-        "clip_first_frames_s": statistics.median(c["first_frames_s"] for c in clips),  # call -> chunk 0 decoded
-        "clip_peak_memory_gib": clips[0]["peak_memory_gib"],
-        "stream_fps": long["fps"],
-        "stream_seconds_of_video": long["frames"] / fps,
-        "stream_stopped": long["stopped"],
-        "latency": windows(long, list(cfg.minutes), fps, frames_per_chunk, cfg.window_seconds),
-        "stream_peak_memory_gib": long["peak_memory_gib"],
-        # where a steady chunk's time goes: the DiT (cache pass + 4 denoising passes) and the VAE decode
-        "steady_chunk_dit_s": statistics.median(long["dit_s"][1:] or long["dit_s"]),
-        "steady_chunk_decode_s": statistics.median(
-            [t - d for t, d in zip(long["latency_s"][1:], long["dit_s"][1:], strict=True)] or [0.0]
-        ),
-        "dit_tflop_per_steady_chunk": per_chunk / 1e12,
-        "clip_runs": [
-            {k: v for k, v in c.items() if k not in ("latency_s", "dit_s", "memory_gib", "kept")} for c in clips
-        ],  # fmt: skip
-        "stream_latency_s": long["latency_s"],
-        "stream_memory_gib": long["memory_gib"],
-    }
 
 
 def table(results: dict) -> str:

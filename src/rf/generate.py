@@ -1,9 +1,9 @@
 """python -m rf.generate ckpt=PATH prompt="..." seconds=30: stream a video to an mp4.
 
-Chunks are denoised by the StreamSampler, decoded as they arrive (the VAE keeps its causal cache
-across chunks) and written at once to NAME.partial.mp4, renamed to NAME.mp4 when the stream ends:
-a crash at minute 3 leaves three playable minutes. A prompt schedule switches the text mid-stream
-without resetting the attention cache.
+Chunks are denoised by the StreamSampler (on the fast path with fast=exact: rf.models.fast_path),
+decoded as they arrive (the VAE keeps its causal cache across chunks) and written at once to
+NAME.partial.mp4, renamed to NAME.mp4 when the stream ends: a crash at minute 3 leaves three
+playable minutes. A prompt schedule switches the text mid-stream without resetting the attention cache.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tqdm import tqdm
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds, parse_schedule, switches_to_chunks
 from rf.models.cache import CacheConfig
+from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device, resolve_dtype
@@ -42,6 +43,10 @@ def latent_frames_for(cfg: DictConfig, autoencoder, chunk: int) -> int:
 def main(cfg: DictConfig) -> Path:
     device, dtype = pick_device(cfg.device), resolve_dtype(cfg.dtype)
     cache_cfg = CacheConfig(**OmegaConf.to_container(cfg.sink, resolve=True))
+    fast = FastPath(**OmegaConf.to_container(cfg.fast, resolve=True))
+    if device.type != "cuda" and fast.gpu_only():
+        raise ValueError(f"fast path switches {', '.join(fast.gpu_only())} need a CUDA GPU, this run is on {device}: "
+                         "use fast=plain (the default), or fast.static_cache=true on a CPU")  # fmt: skip
     switches = parse_schedule(OmegaConf.to_container(cfg.schedule) if cfg.schedule is not None else None, cfg.prompt)
 
     out = Path(cfg.out)
@@ -63,7 +68,9 @@ def main(cfg: DictConfig) -> Path:
     model = cast(model, dtype).to(device).eval()
 
     latent_frames = latent_frames_for(cfg, autoencoder, cache_cfg.chunk_frames)
-    sampler = StreamSampler(model, cache_cfg, **OmegaConf.to_container(cfg.sampler, resolve=True))
+    runner = fast.prepare_model(model)  # the fast path's model switches (rf.models.fast_path), plain: the model
+    sampler = StreamSampler(runner, cache_cfg, **OmegaConf.to_container(cfg.sampler, resolve=True),
+                            **fast.sampler_kwargs())  # fmt: skip
     n_chunks = sampler.num_chunks(latent_frames)
     plan = switches_to_chunks(switches, fps, cache_cfg.chunk_frames, autoencoder.num_frames, n_chunks)
     with torch.no_grad():
@@ -76,7 +83,9 @@ def main(cfg: DictConfig) -> Path:
         w // autoencoder.spatial_factor,
     )
 
-    decoder = autoencoder.stream_decoder()
+    if fast.decoder == "taehv":  # the approximate tiny decoder, same latents
+        autoencoder = instantiate(cfg.taehv).to(device)
+    decoder = fast.prepare_decoder(autoencoder, device)
     total = autoencoder.num_frames(latent_frames)
     keep = set(torch.linspace(0, total - 1, min(total, 32)).round().long().tolist())  # frames for the sheet
     sheet = []

@@ -35,6 +35,8 @@ def test_generate_streams_an_mp4_with_a_prompt_switch(tmp_path):
         (["sink.alpha=1.5"], "alpha=1.5"),
         (["sink.policy=rolling"], "rolling"),
         (["ckpt=/no/such.ckpt"], "/no/such.ckpt"),
+        (["fast=exact", "device=cpu"], "fast path switches graphs, overlap, attention=cudnn need a CUDA GPU"),
+        (["fast.attention=fa3"], "fast.attention='fa3'"),
     ],
 )
 def test_bad_input_gives_one_line_and_no_output(tmp_path, overrides, needle):
@@ -56,3 +58,11 @@ def test_unknown_sink_value_names_the_choices(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     r = run_rf("generate", "frames=10", "debug=true", runs=tmp_path)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_generate_on_the_cpu_side_of_the_fast_path(tmp_path):
+    """fast.static_cache (what the CUDA graphs replay) and the reused-K/V approximation stream through generate."""
+    out = tmp_path / "fast.mp4"
+    r = run_rf("generate", "seconds=3", "fast.static_cache=true", "fast.cache_pass=reuse", f"out={out}", runs=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert probe(out)["frames"] == 24
