@@ -77,7 +77,9 @@ class RankDump(L.Callback):
 
     def on_train_end(self, trainer, module):
         ema = next(c for c in trainer.callbacks if type(c).__name__ == "GeneratorEMA")
+        reward = next(c for c in trainer.callbacks if type(c).__name__ == "RewardCallback")
         torch.save({
+            "reward_stats": reward.state_dict(),
             "start": self.start, "generator": module.generator.state_dict(), "critic": module.critic.state_dict(),
             "ema": ema.shadow, "rewards": self.rewards, "weights": self.weights, "writes": self.writes,
             "loop": (module.micro_step, module.generator_steps, module.critic_steps, module.dropped_samples),
@@ -123,6 +125,10 @@ def test_two_processes_with_batch_one_train_as_one_process_with_batch_two(tmp_pa
         assert abs(rank["rewards"][i] - single["rewards"][i]) < 1e-3 * max(1.0, abs(single["rewards"][i]))
         assert abs(rank["weights"][i] - single["weights"][i]) < 1e-3  # normalised over the global batch
     assert abs(rank0["weights"][0] + rank1["weights"][1] - 2.0) < 1e-5  # normalize: the global mean weight is 1
+    # the reward's running statistics (saved by rank 0) are taken over both ranks' rewards, as one process's are
+    assert rank0["reward_stats"] == rank1["reward_stats"]
+    assert rank0["reward_stats"]["count"] == single["reward_stats"]["count"] == 4
+    assert abs(rank0["reward_stats"]["mean"] - single["reward_stats"]["mean"]) < 1e-3
 
     # only rank 0 wrote videos and metrics
     assert rank1["writes"] == []

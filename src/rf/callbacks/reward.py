@@ -3,8 +3,8 @@
 At setup it gives the module its `reward_fn`: decode a rollout's latents without gradient, score
 the video (one reward per sample) and return the rewards; the module turns them into weights
 exp(r / beta) (rf.losses.re_dmd). Running statistics of the rewards (Welford: count, mean, M2)
-and of the dropped samples are this callback's state, so they survive a resume; each scored
-batch logs the reward mean, spread and min/max.
+and of the dropped samples are this callback's state, so they survive a resume; they are taken over
+every rank's rewards. Each scored batch logs the reward mean, spread and min/max.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ class RewardCallback(L.Callback):
         return r
 
     def _update(self, r: torch.Tensor, module) -> None:
+        """Running statistics over every rank's rewards, so that each rank holds the same (and rank 0 saves them)."""
+        if module.trainer.world_size > 1:
+            r = module.all_gather(r.to(module.device)).flatten().cpu()  # [world * B], rank order
         finite = r[torch.isfinite(r)]
         self.nonfinite += int(r.numel() - finite.numel())
         for x in finite.tolist():  # Welford: exact running mean and variance over the whole run
