@@ -86,3 +86,17 @@ def test_gradient_checkpointing_gives_the_same_gradient(tiny_wan):
     tiny_wan(x, t, text, causal_chunk=3).sample.square().mean().backward()
     for a, b in zip(ref, [p.grad for p in tiny_wan.parameters()], strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_rope_tables_keep_full_precision_when_the_weights_go_to_bf16():
+    """A bf16 cast (rf.models.loading.cast, model.to) must not round the cos / sin tables to 8-bit mantissas."""
+    from rf.models.loading import cast
+
+    exact = CausalWanTransformer3DModel(**tiny_wan_config())
+    for model in (cast(CausalWanTransformer3DModel(**tiny_wan_config()), torch.bfloat16),
+                  CausalWanTransformer3DModel(**tiny_wan_config()).to(torch.bfloat16)):  # fmt: skip
+        assert model.proj_out.weight.dtype == torch.bfloat16
+        for name in ("freqs_cos", "freqs_sin"):
+            table = getattr(model.rope, name)
+            assert table.dtype == torch.float32
+            torch.testing.assert_close(table, getattr(exact.rope, name).float(), rtol=0, atol=0)

@@ -54,6 +54,18 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
     # diffusers' from_config reads the constructor's signature to build the model: keep the parent's
     __init__.__signature__ = inspect.signature(WanTransformer3DModel.__init__)
 
+    def _apply(self, fn, recurse=True):
+        """Module.to / .cuda / .half go through here. The RoPE tables (cos / sin, float64 buffers in diffusers)
+        must not follow the weights to bf16: 8 bits of mantissa would blur every position. After a cast they
+        are rebuilt at full precision and kept in float32, which is what attention uses."""
+        super()._apply(fn, recurse)
+        rope = self.rope
+        if rope.freqs_cos.dtype not in (torch.float32, torch.float64):
+            fresh = type(rope)(self.config.attention_head_dim, self.config.patch_size, self.config.rope_max_seq_len)
+            for name in ("freqs_cos", "freqs_sin"):
+                setattr(rope, name, getattr(fresh, name).to(device=getattr(rope, name).device, dtype=torch.float32))
+        return self
+
     def encode_text(self, encoder_hidden_states: torch.Tensor) -> TextContext:
         """Text embeddings [B, Lt, text_dim] -> per-block K/V for cross-attention.
 
