@@ -92,6 +92,7 @@ TABLE = [
     row("evaluate", "weights-folder", [*EVAL, "ckpt={tmp}/weights"], "weights is incomplete: missing"),
     row("evaluate", "other-model-size", [*EVAL, "ckpt={tmp}/small.pt"], "small.pt holds another"),
     row("evaluate", "unwritable-output", [*EVAL, "out={unwritable}/eval"], "out={unwritable}/eval: cannot write"),
+    row("evaluate", "gpu-only-fast-path", [*EVAL, "fast=exact", "device=cpu"], "need a CUDA GPU, this run is on cpu"),
     # ----- bench ---------------------------------------------------------------------------------------
     row("bench", "unknown-option", [*BENCH, "polices=[full]"], "Could not override 'polices'"),
     row(

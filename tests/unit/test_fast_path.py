@@ -11,6 +11,8 @@ from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
 from rf.models.compile import compile_blocks
 from rf.models.fast_path import FastPath
+from rf.models.graphs import CudaGraphModel
+from rf.models.static_cache import StaticKVCache
 from rf.models.vae import WanVideoAutoencoder
 from tests.conftest import tiny_wan_config
 
@@ -152,3 +154,16 @@ def test_fast_path_refuses_unknown_switch_values():
         FastPath(decoder="tiny")
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]
     assert FastPath().describe() == "plain" and FastPath(fp8=True).approximate
+
+
+def test_cuda_graphs_say_what_they_need_on_a_cpu():
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    graphed = CudaGraphModel(model)
+    cache = graphed.new_cache(CacheConfig())
+    assert isinstance(cache, StaticKVCache) and graphed.new_cache(CacheConfig()) is cache  # the graphs' buffers
+    text = model.encode_text(torch.randn(1, 6, model.config.text_dim))
+    x = torch.randn(1, model.config.in_channels, 3, 4, 4)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        graphed(x, torch.zeros(1), text=text, cache=cache)
+    with pytest.raises(ValueError, match="replays on its own cache"):
+        graphed(x, torch.zeros(1), text=text, cache=model.new_cache(CacheConfig(), static=True))

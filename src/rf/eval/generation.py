@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
@@ -22,6 +22,7 @@ from rf.diffusion.schedule import PromptSwitch, switches_to_chunks
 from rf.eval.layout import VIDEO_DIR, Manifest, VideoEntry, settings_difference
 from rf.generate import latent_frames_for
 from rf.models.cache import CacheConfig
+from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
 from rf.utils.instantiate import instantiate, pick_device, resolve_dtype, to_dict
 from rf.utils.video import StreamingVideoWriter, check_frame_size, probe
@@ -45,6 +46,8 @@ def generation_settings(cfg: DictConfig) -> dict:
         "switch_at": cfg.switch_at,
         "recache_on_switch": bool(cfg.recache_on_switch),
         "dtype": str(cfg.dtype),
+        # the fast path's approximations change the videos (its exact switches only change bf16 rounding)
+        "approximations": {k: cfg.fast[k] for k in ("fp8", "cache_pass", "decoder")},
     }
 
 
@@ -65,7 +68,14 @@ class StreamGenerator:
         print(f"weights: {cfg.ckpt} ({found})" if cfg.ckpt else "weights: random (no ckpt= given)")
         self.model = cast(model, dtype).to(self.device).eval()
         self.latent_frames = latent_frames_for(cfg, self.autoencoder, self.cache_cfg.chunk_frames)
-        self.sampler = StreamSampler(self.model, self.cache_cfg, **OmegaConf.to_container(cfg.sampler, resolve=True))
+        fast = FastPath(**to_dict(cfg.fast))  # rf.models.fast_path: fast=exact on a GPU
+        if self.device.type != "cuda" and fast.gpu_only():
+            raise ValueError(f"fast path switches {', '.join(fast.gpu_only())} need a CUDA GPU, this run is on "
+                             f"{self.device}: use fast=plain (the default)")  # fmt: skip
+        runner = fast.prepare_model(self.model)
+        self.sampler = StreamSampler(runner, self.cache_cfg, **to_dict(cfg.sampler), **fast.sampler_kwargs())
+        decoding = instantiate(cfg.taehv).to(self.device) if fast.decoder == "taehv" else self.autoencoder
+        self.decoder = fast.prepare_decoder(decoding, self.device)  # once: its switches (compile) apply in place
         self.n_chunks = self.sampler.num_chunks(self.latent_frames)
         self.frames = self.autoencoder.num_frames(self.latent_frames)
         self.recache_on_switch = bool(cfg.recache_on_switch)
@@ -96,11 +106,11 @@ class StreamGenerator:
             self.height // ae.spatial_factor,
             self.width // ae.spatial_factor,
         )
-        decoder = ae.stream_decoder()
+        self.decoder.reset()
         noise = GeneratorNoise(entry.seed, self.device)
         with StreamingVideoWriter(path, self.fps, self.height, self.width) as writer:
             for chunk in self.sampler.stream(prompts, shape, noise, recache_on_switch=self.recache_on_switch):
-                writer.write(decoder.decode(chunk.latents).float().cpu())  # [1, 3, t, H, W]
+                writer.write(self.decoder.decode(chunk.latents).float().cpu())  # [1, 3, t, H, W]
         return writer.frames_written
 
 

@@ -57,10 +57,10 @@ class CudaGraphModel:
 
     def __call__(self, x, t, *, text: TextContext, cache: StaticKVCache, write_cache: bool = False):
         """x [B, C, f, H, W], t [B] -> Transformer2DModelOutput(sample=flow [B, C, f, H, W])."""
-        if x.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, the stream runs on {x.device}: leave graphs=false")
         if cache is not self.cache:
             raise ValueError("CudaGraphModel replays on its own cache: get it from its new_cache()")
+        if x.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, the stream runs on {x.device}: leave graphs=false")
         key = (cache.stage, write_cache, tuple(x.shape), x.dtype, tuple(text.kv[0][0].shape))
         if key not in self.graphs:
             if key not in self.seen:  # first call: run eagerly (compiles, warms cuBLAS/cuDNN up)
