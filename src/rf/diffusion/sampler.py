@@ -13,6 +13,10 @@ For each chunk of `chunk_frames` latent frames:
 Training (Self Forcing's gradient truncation): `exit_step=k` stops each chunk's denoising at
 step k; only that forward carries gradient, the steps before it and the cache pass run without,
 and the cache holds detached K/V, so no gradient crosses chunks.
+
+Inference options of the fast path (rf.models.fast_path): `static_cache=True` keeps the cache in
+preallocated buffers (rf.models.static_cache, the same function), and `cache_pass="reuse"` lets the
+last denoising pass write the cache instead of the t = 0 pass (an approximation, one pass fewer).
 """
 
 from __future__ import annotations
