@@ -58,7 +58,7 @@ eval: $(STAMP) ## evaluate: make eval ckpt=PATH [prompts=FILE seconds=N] | video
 		$(if $(ckpt),ckpt=$(ckpt),) $(if $(prompts),prompts=$(prompts),) $(if $(videos),videos=$(videos),) \
 		$(if $(runs),'runs=[$(runs)]',) $(if $(seconds),seconds=$(seconds),) $(if $(out),out=$(out),) $(ARGS)
 
-bench: $(STAMP) ## FPS, first-frame latency, memory of the full-size student on this GPU (CPU: ARGS='model=toy')
+bench: $(STAMP) ## FPS, first frame, memory: plain vs exact vs approximate fast path on this GPU (CPU: ARGS='model=toy')
 	HF_HUB_OFFLINE=1 $(PY) -m rf.bench $(if $(model),model=$(model),) $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check
