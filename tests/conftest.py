@@ -35,3 +35,13 @@ def tiny_wan() -> CausalWanTransformer3DModel:
             if p.ndim == 1 and torch.all(p == 0):
                 p.normal_(0, 0.1)
     return model.eval()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors on a busy 2-core machine: 2 threads make some kernels (F.unfold in the flow's 3x3 median)
+    ~60x slower than 1. Modules that score or generate tiny videos use it (pytestmark)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,12 +21,7 @@ WORLD = ToyWorld(height=32, width=32, fps=8, max_objects=1)
 BASE = ["metrics.segment_seconds=1", "metrics.copying.segment_frames=6", "device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: a busy 2-core machine makes 2 threads far slower
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def config(*overrides):

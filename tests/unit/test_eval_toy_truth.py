@@ -14,13 +14,7 @@ from rf.utils.video import read_video, write_video
 WORLD = ToyWorld(height=32, width=32, fps=8, max_objects=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: with 2 threads on a busy 2-core machine, F.unfold (the flow's 3x3 median) runs ~60x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def through_mp4(video: torch.Tensor, tmp_path, name="clip.mp4") -> torch.Tensor:
