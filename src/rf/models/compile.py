@@ -14,7 +14,9 @@ import torch
 
 
 def compile_blocks(model: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
-    """Compile every transformer block of `model` in place; returns the model."""
+    """Compile every transformer block of `model` in place; returns the model. Blocks already compiled are
+    left as they are (a second compile would start a fresh cache and compile everything again)."""
     for block in model.blocks:
-        block.compile(dynamic=False, mode=mode)
+        if block._compiled_call_impl is None:
+            block.compile(dynamic=False, mode=mode)
     return model

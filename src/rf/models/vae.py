@@ -136,7 +136,7 @@ class WanVideoAutoencoder(torch.nn.Module):
                 if isinstance(module, torch.nn.Conv3d):
                     module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
             self.channels_last = True
-        if compile:
+        if compile and self.vae.decoder._compiled_call_impl is None:  # once: a second compile starts over
             # every block class meets several channel counts and cache states: one graph each, more than the default 8
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self.vae.decoder.compile(dynamic=False)
