@@ -89,6 +89,7 @@ class StaticKVCache:
         self.buffers: list[dict[str, torch.Tensor]] = []  # per block, allocated by prepare()
         self.first_sink_k: torch.Tensor | None = None  # block 0's sink when it first filled (drift statistics)
         self.rope: Rope | None = None
+        self._commits: dict[tuple[Stage, int], tuple] = {}  # committed(): per (stage, frames), for these buffers
         self._frozen = False
 
     # ---- set-up ---------------------------------------------------------------------------------------------
@@ -106,6 +107,7 @@ class StaticKVCache:
                     "start a new stream (model.new_cache) for a new batch or frame size"
                 )
             return
+        self._commits = {}
         self.buffers = [
             {name: torch.zeros(shape, dtype=dtype, device=device) for name in ("k_raw", "k_rot", "v")}
             for _ in range(self.num_blocks)
@@ -179,6 +181,16 @@ class StaticKVCache:
                 s = replace(s, window_len=s.window_len + 1, pointer=(s.pointer + 1) % wc)
         return writes, s, evicted
 
+    def committed(self, frames: int) -> tuple[list[Write], Stage, int, tuple[torch.Tensor, torch.Tensor]]:
+        """plan(frames) and the RoPE tables of the context after it ([1, n*T, 1, D] cos, sin), worked out once
+        per stage: every block's commit, and every replay of the stage's graph, reuses them."""
+        key = (self.stage, frames)
+        if key not in self._commits:
+            writes, after, evicted = self.plan(frames)
+            n = after.sink_len + after.window_len
+            self._commits[key] = (writes, after, evicted, self.rope(self.positions(after)[:n]))
+        return self._commits[key]
+
     def positions(self, stage: Stage) -> torch.Tensor:
         """Frame position of every slot at `stage`: sink slot j at j, ring slot r at S + its age (long [S + Wc])."""
         device = self.buffers[0]["v"].device
@@ -189,7 +201,7 @@ class StaticKVCache:
 
     def commit(self, block: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write one block's chunk K/V ([B, f, T, H, D], before RoPE) into its slots, then re-rotate its context."""
-        writes, after, _ = self.plan(k.shape[1])
+        writes, after, _, (cos, sin) = self.committed(k.shape[1])
         buf, alpha = self.buffers[block], self.config.alpha
         k, v = k.to(buf["v"].dtype), v.to(buf["v"].dtype)
         for w in writes:
@@ -206,7 +218,6 @@ class StaticKVCache:
         if block == 0 and self.stage.sink_len < self.sink_frames <= after.sink_len:
             self.first_sink_k.copy_(buf["k_raw"][:, : self.sink_frames])
         n = after.sink_len + after.window_len
-        cos, sin = self.rope(self.positions(after)[:n])  # [1, n*T, 1, D]
         k_raw = buf["k_raw"][:, :n]
         buf["k_rot"][:, :n] = apply_rope(k_raw.flatten(1, 2), cos, sin).view_as(k_raw)
 
@@ -214,7 +225,7 @@ class StaticKVCache:
         """Move the host-side stage past a commit of `frames` frames (every block has been written)."""
         if self._frozen:
             return
-        _, self.stage, evicted = self.plan(frames)
+        _, self.stage, evicted, _ = self.committed(frames)
         self.evicted_frames += evicted
 
     def drop_window(self) -> None:
