@@ -70,7 +70,7 @@ def main(cfg: DictConfig) -> None:
     }
     video = cfg.model.video
     prompts = PromptDataModule(prompts=cfg.prompts, height=video.height, width=video.width, fps=video.fps,
-                               seed=cfg.seed).prompt_of  # fmt: skip
+                               world=cfg.model.get("world"), seed=cfg.seed).prompt_of  # fmt: skip
 
     def load_teacher():
         return build_transformer(arch, cfg.teacher_ckpt, causal=False).to(device).eval()

@@ -27,7 +27,7 @@ PROMPTS = [
 TINY = ["model.transformer.num_layers=1", "model.transformer.ffn_dim=64"]
 BLUE = (31, 119, 180)  # matplotlib's first line colour (C0); orange (C1) is the second run's
 ORANGE = (255, 127, 14)
-WORLD = ToyWorld(height=32, width=32, fps=8, max_objects=2)
+WORLD = ToyWorld(height=32, width=32, fps=8, max_objects=2, preset="v1")
 
 
 def environment(runs) -> dict:

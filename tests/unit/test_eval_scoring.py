@@ -17,7 +17,7 @@ from rf.toy.world import ToyWorld
 from rf.utils.cli import CONF_DIR
 from rf.utils.video import write_video
 
-WORLD = ToyWorld(height=32, width=32, fps=8, max_objects=1)
+WORLD = ToyWorld(height=32, width=32, fps=8, max_objects=1, preset="v1")
 BASE = ["metrics.segment_seconds=1", "metrics.copying.segment_frames=6", "device=cpu"]
 
 

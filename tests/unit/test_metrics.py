@@ -44,11 +44,11 @@ def _sliding(positions: list[float], side: int = 64, seed: int = 0) -> torch.Ten
 def _toy(speed: str, frames: int = 16, background: str = "gradient") -> torch.Tensor:
     """A white square moving right over a static background, 64 x 64 at 8 fps: [1, 3, T, 64, 64]."""
     scene = SceneSpec((ObjectSpec("square", "white", "right", speed, 0.3, (0.1, 0.5)),), background)
-    return ToyWorld(64, 64, fps=8).render(scene, frames).video[None]
+    return ToyWorld(64, 64, fps=8, preset="v1").render(scene, frames).video[None]
 
 
 def _static(frames: int = 24) -> torch.Tensor:
-    return ToyWorld(32, 32).sample(3, 1).video[None].expand(2, 3, frames, 32, 32).contiguous()
+    return ToyWorld(32, 32, preset="v1").sample(3, 1).video[None].expand(2, 3, frames, 32, 32).contiguous()
 
 
 def test_static_video_scores():
@@ -139,7 +139,7 @@ def test_drift_of_linearly_fading_stripes():
 
 
 def test_drift_of_growing_blur_matches_the_scorer_per_segment():
-    frames = ToyWorld(64, 64).sample(5, 1).video  # [3, 1, 64, 64]
+    frames = ToyWorld(64, 64, preset="v1").sample(5, 1).video  # [3, 1, 64, 64]
     radius = torch.arange(-3, 4, dtype=torch.float32)
     segments = []
     for sigma in (0.3, 0.8, 1.3, 1.8, 2.3):  # fps 2, 2 s per segment: 4 frames each
@@ -189,7 +189,7 @@ def test_flicker_and_smoothness_known_answers():
     ],
 )
 def test_metric_accumulates_like_one_batch(make):
-    world = ToyWorld(32, 32)
+    world = ToyWorld(32, 32, preset="v1")
     videos = torch.stack([world.sample(seed, 12).video for seed in range(3)])  # [3, 3, 12, 32, 32]
     split, whole = make(), make()
     split.update(videos[:2])

@@ -48,7 +48,7 @@ def _centre_flow(flow, start, velocity, t) -> torch.Tensor:
 
 
 def test_static_video_has_no_flow_and_the_lowest_score():
-    world = ToyWorld()
+    world = ToyWorld(preset="v1")
     clips = torch.stack([world.sample(seed, 9).video for seed in range(4)])  # [4, 3, T, H, W]
     static = clips[:1, :, :1].expand(1, 3, 9, 32, 32)
     flow = optical_flow(static)
@@ -83,7 +83,7 @@ def test_large_motion_on_128x128_needs_the_pyramid():
 
 
 def test_flow_matches_the_toy_worlds_ground_truth():
-    world, errors = ToyWorld(), []
+    world, errors = ToyWorld(preset="v1"), []
     for seed in range(6):
         clip = world.sample(seed, 7)
         flow = optical_flow(clip.video[None])[0]  # [T-1, 2, H, W]
@@ -95,7 +95,7 @@ def test_flow_matches_the_toy_worlds_ground_truth():
 
 
 def test_fast_toy_clips_score_higher_than_slow_ones():
-    world = ToyWorld(height=32, width=32, fps=8, max_objects=2)
+    world = ToyWorld(height=32, width=32, fps=8, max_objects=2, preset="v1")
 
     def clips(speed: str) -> torch.Tensor:
         prompt = f"a red circle moving {speed} to the right on a striped background"
@@ -109,7 +109,7 @@ def test_fast_toy_clips_score_higher_than_slow_ones():
 @pytest.mark.parametrize("side", [64, 160])
 def test_score_does_not_depend_on_resolution(side):
     prompt = "a blue square moving fast downwards on a dotted background"
-    small, large = ToyWorld(32, 32), ToyWorld(side, side)
+    small, large = ToyWorld(32, 32, preset="v1"), ToyWorld(side, side, preset="v1")
     scores = [
         MotionReward().score(world.render(world.scene_from_prompt(prompt, 3), 6).video[None])
         for world in (small, large)
@@ -118,7 +118,7 @@ def test_score_does_not_depend_on_resolution(side):
 
 
 def test_reward_is_z_scored_per_sample():
-    world = ToyWorld()
+    world = ToyWorld(preset="v1")
     video = torch.stack([world.sample(seed, 9).video for seed in (1, 2)])
     reward = MotionReward(mean=2.0, std=0.5)
     assert isinstance(reward, RewardModel)
@@ -138,7 +138,7 @@ def test_reward_is_z_scored_per_sample():
 
 
 def test_calibrate_returns_the_mean_and_std_of_raw_scores():
-    world = ToyWorld()
+    world = ToyWorld(preset="v1")
     videos = [world.sample(seed, 5).video for seed in range(4)]  # clips [3, T, H, W] are accepted too
     scores = MotionReward().score(torch.stack(videos))
     mean, std = calibrate(videos)

@@ -11,14 +11,14 @@ def one_object_scene(direction="right", speed="slow", change_speed_at=None, shap
 
 
 def test_sample_is_deterministic_per_seed():
-    world = ToyWorld(max_objects=3)
+    world = ToyWorld(max_objects=3, preset="v1")
     a, b, c = world.sample(3, 16), world.sample(3, 16), world.sample(4, 16)
     assert a.prompt == b.prompt and torch.equal(a.video, b.video) and torch.equal(a.positions, b.positions)
     assert not torch.equal(a.video, c.video)
 
 
 def test_clip_shapes_and_range():
-    world = ToyWorld(height=32, width=48, max_objects=3)
+    world = ToyWorld(height=32, width=48, max_objects=3, preset="v1")
     for seed in range(10):
         clip = world.sample(seed, 12)
         n = len(clip.scene.objects)
@@ -29,7 +29,7 @@ def test_clip_shapes_and_range():
 
 
 def test_render_piecewise_equals_one_shot():
-    world = ToyWorld()
+    world = ToyWorld(preset="v1")
     scene = world.scene_from_prompt("a red circle moving fast to the left while slowing down on a dotted background")
     whole = world.render(scene, 20)
     first, second = world.render(scene, 10), world.render(scene, 10, start=10)
@@ -42,7 +42,7 @@ def test_render_piecewise_equals_one_shot():
 
 @pytest.mark.parametrize("shape", ["circle", "square", "triangle"])
 def test_object_is_drawn_at_its_position(shape):
-    world = ToyWorld()
+    world = ToyWorld(preset="v1")
     clip = world.render(one_object_scene(shape=shape), 8)
     for t in range(8):
         x, y = clip.positions[t, 0].long().tolist()
@@ -51,7 +51,7 @@ def test_object_is_drawn_at_its_position(shape):
 
 
 def test_fast_moves_faster_than_slow_and_positions_follow_velocity():
-    world = ToyWorld()
+    world = ToyWorld(preset="v1")
     slow = world.render(one_object_scene(speed="slow"), 40)
     fast = world.render(one_object_scene(speed="fast"), 40)
     assert fast.velocities.abs().sum(-1).mean() > 2 * slow.velocities.abs().sum(-1).mean()
@@ -61,7 +61,7 @@ def test_fast_moves_faster_than_slow_and_positions_follow_velocity():
 
 
 def test_speed_change_switches_speed_class_at_its_frame():
-    world = ToyWorld(height=64, width=64)
+    world = ToyWorld(height=64, width=64, preset="v1")
     clip = world.render(one_object_scene(direction="down", change_speed_at=5), 10)
     speed = clip.velocities[:, 0, 1].abs()
     assert "speeding up" in clip.prompt
@@ -71,7 +71,7 @@ def test_speed_change_switches_speed_class_at_its_frame():
 
 @pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
 def test_bounces_keep_the_object_inside_for_500_frames(direction):
-    world = ToyWorld(height=32, width=48)
+    world = ToyWorld(height=32, width=48, preset="v1")
     clip = world.render(one_object_scene(direction=direction, speed="fast"), 500)
     radius = 0.25 * 32 / 2
     x, y = clip.positions[:, 0, 0], clip.positions[:, 0, 1]
@@ -83,7 +83,7 @@ def test_bounces_keep_the_object_inside_for_500_frames(direction):
 
 
 def test_prompts_use_only_the_vocabulary_and_round_trip():
-    world = ToyWorld(max_objects=3)
+    world = ToyWorld(max_objects=3, preset="v1")
     grouped = 0
     for seed in range(200):
         scene = world.sample_scene(seed)
@@ -111,12 +111,12 @@ def test_prompts_use_only_the_vocabulary_and_round_trip():
 )
 def test_bad_prompts_raise(prompt):
     with pytest.raises(ValueError):
-        ToyWorld().scene_from_prompt(prompt)
+        ToyWorld(preset="v1").scene_from_prompt(prompt)
 
 
 def test_unknown_prompt_word_is_named():
     with pytest.raises(ValueError, match="hexagon"):
-        ToyWorld().scene_from_prompt("a red hexagon moving fast to the left on a striped background")
+        ToyWorld(preset="v1").scene_from_prompt("a red hexagon moving fast to the left on a striped background")
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_unknown_prompt_word_is_named():
 )
 def test_bad_world_settings_raise(kwargs):
     with pytest.raises(ValueError):
-        ToyWorld(**kwargs)
+        ToyWorld(**kwargs, preset="v1")
 
 
 def test_bad_specs_raise():
@@ -133,12 +133,14 @@ def test_bad_specs_raise():
     with pytest.raises(ValueError):
         SceneSpec((), "striped")
     with pytest.raises(ValueError):
-        ToyWorld().render(one_object_scene(), 0)
+        ToyWorld(preset="v1").render(one_object_scene(), 0)
 
 
 def test_autoencoder_round_trip_is_exact():
     ae = ToyAutoencoder(factor=2, scale=0.5)
-    video = ToyWorld(height=32, width=48).sample(0, 5).video[None].repeat(2, 1, 1, 1, 1)  # [2, 3, 5, 32, 48]
+    video = (
+        ToyWorld(height=32, width=48, preset="v1").sample(0, 5).video[None].repeat(2, 1, 1, 1, 1)
+    )  # [2, 3, 5, 32, 48]
     latents = ae.encode(video)
     assert latents.shape == (2, ae.latent_channels, 5, 16, 24) and ae.latent_channels == 12
     assert ae.temporal_factor == 1 and ae.spatial_factor == 2 and ae.num_frames(5) == 5
@@ -192,7 +194,7 @@ def test_text_encoder_distinguishes_prompts_and_word_order():
 
 
 def test_text_encoder_default_fits_every_toy_prompt():
-    world, encoder = ToyWorld(max_objects=3), ToyTextEncoder()
+    world, encoder = ToyWorld(max_objects=3, preset="v1"), ToyTextEncoder()
     longest = max(len(world.sample_scene(seed).prompt().split()) for seed in range(500))
     assert longest <= encoder.max_length
 

@@ -29,7 +29,7 @@ def load_prompts(cfg: DictConfig) -> list[str]:
         if cfg.toy_prompts < 1:
             raise ValueError(f"toy_prompts={cfg.toy_prompts}: give at least 1 (or a prompt file: prompts=FILE)")
         video = cfg.model.video
-        world = ToyWorld(height=video.height, width=video.width, fps=video.fps, max_objects=2)
+        world = ToyWorld(height=video.height, width=video.width, fps=video.fps, **dict(cfg.model.get("world") or {}))
         lines = [world.sample_scene(TOY_PROMPT_SEED + i).prompt() for i in range(cfg.toy_prompts)]
     else:
         try:

@@ -56,7 +56,7 @@ class PromptDataModule(L.LightningDataModule):
         height: int = 32,
         width: int = 32,
         fps: int = 8,
-        max_objects: int = 2,
+        world: dict | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -64,7 +64,7 @@ class PromptDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size={batch_size}: must be >= 1")
         self.batch_size, self.seed = batch_size, seed
         if prompts is None:
-            world = ToyWorld(height=height, width=width, fps=fps, max_objects=max_objects)
+            world = ToyWorld(height=height, width=width, fps=fps, **dict(world or {}))  # rules: conf/model/world
             self.prompt_of = lambda i: world.sample_scene(seed * 10_000_019 + i).prompt()
         else:
             lines = read_prompt_file(prompts)

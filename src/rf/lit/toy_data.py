@@ -29,7 +29,7 @@ class ToyVideoDataModule(L.LightningDataModule):
         height: int = 32,
         width: int = 32,
         fps: int = 8,
-        max_objects: int = 2,
+        world: dict | None = None,
         frames: int = 9,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -39,7 +39,7 @@ class ToyVideoDataModule(L.LightningDataModule):
         super().__init__()
         if frames < 1 or batch_size < 1:
             raise ValueError(f"data.frames={frames}, data.batch_size={batch_size}: both must be >= 1")
-        self.world = ToyWorld(height=height, width=width, fps=fps, max_objects=max_objects)
+        self.world = ToyWorld(height=height, width=width, fps=fps, **dict(world or {}))  # rules: conf/model/world
         self.frames, self.batch_size, self.num_workers = frames, batch_size, num_workers
         self.size, self.seed = size, seed
 

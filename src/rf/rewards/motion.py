@@ -76,7 +76,7 @@ def calibrate(videos: Iterable[torch.Tensor], levels: int = 3, top_fraction: flo
 if __name__ == "__main__":
     from rf.toy.world import ToyWorld
 
-    world = ToyWorld(height=32, width=32, fps=8, max_objects=2)
+    world = ToyWorld(height=32, width=32, fps=8)
     clips = (torch.stack([world.sample(seed, 21).video for seed in range(s, s + 32)]) for s in range(0, 256, 32))
     mean, std = calibrate(clips)
     print(f"toy world, 256 clips of 21 frames at 32x32: mean {mean:.4f} std {std:.4f}")

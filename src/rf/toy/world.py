@@ -1,8 +1,18 @@
 """The toy world: a procedural text-to-video world that needs no download.
 
-One to three coloured shapes move over a dim textured background, bouncing off the frame edges. A clip
-is a pure function of a `SceneSpec` and the frame index, so a stream of any length can be rendered in
-pieces, and every clip carries its ground truth (object centres and velocities) for tests and evals.
+One to three coloured shapes move over a dim textured background. A clip is a pure function of a
+`SceneSpec` and the frame index, so a stream of any length can be rendered in pieces, and every clip
+carries its ground truth (object centres and velocities) for tests and evals.
+
+Two rule sets (`WorldRules`, presets in `PRESETS`), chosen with `preset=`:
+
+- **v2** (the default): objects wrap around the frame edges (a torus), so the prompted direction holds
+  for the whole stream and the ground-truth positions are unwrapped; large objects (11-14 px at 32x32,
+  about 3 tokens of 4x4 px), 4 well-separated colours, no speed changes; backgrounds with a coarse
+  period (16 px at 32x32), a few orientations and a fixed named tint per type, so a background can be
+  told from its type. Most scenes hold one object; the two-object scenes move differently (binding).
+- **v1**: the first world. Objects bounce off the edges, 6 colours, smaller objects, speed changes,
+  fine random textures with a random tint; kept for comparison (`model/world=v1`).
 
 Prompts come from a small closed grammar, so the toy text encoder can use a word-level vocabulary and
 every prompt parses back into a scene:
@@ -12,8 +22,8 @@ every prompt parses back into a scene:
     thing  := "a" COLOUR SHAPE
 
 e.g. "a blue square and a yellow triangle moving slowly upwards on a dotted background". Objects that
-share a motion share a clause. The prompt names each object's motion at frame 0: bounces flip the
-direction later, and a speed change switches the speed class at `change_speed_at`.
+share a motion share a clause. The prompt names each object's motion at frame 0; in v1, bounces flip
+the direction later and a speed change switches the speed class at `change_speed_at`.
 """
 
 from __future__ import annotations
@@ -22,7 +32,8 @@ import itertools
 import math
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -61,14 +72,69 @@ def _check_choice(name: str, value: str, allowed) -> None:
         raise ValueError(f"{name} {value!r} is not one of {sorted(allowed)}")
 
 
+# Background tints of world v2, one per type (dim: the texture scales them to at most 0.35).
+TINTS = {"teal": (0.3, 1.0, 0.85), "amber": (1.0, 0.65, 0.3), "violet": (0.75, 0.5, 1.0), "grey": (1.0, 1.0, 1.0)}
+
+
+@dataclass(frozen=True)
+class WorldRules:
+    """How scenes are drawn and how objects move. The defaults are world v2; `PRESETS["v1"]` is the first world."""
+
+    edges: str = "wrap"  # wrap: objects leave one edge and enter at the opposite one; bounce: they reflect
+    colours: tuple[str, ...] = ("red", "green", "blue", "yellow")
+    object_weights: tuple[float, ...] = (0.8, 0.2)  # relative frequency of scenes with 1, 2, ... objects
+    shared_motion: float = 0.0  # probability that a multi-object scene moves in step (one clause)
+    size: tuple[float, float] = (0.34, 0.44)  # object diameter, a fraction of the shorter side (uniform)
+    speed_change: float = 0.0  # probability that an object changes speed class 1-2 s in
+    texture_period: tuple[float, float] = (0.5, 0.5)  # fraction of the shorter side (uniform)
+    texture_angles: tuple[float, ...] | None = (0.0, 45.0, 90.0, 135.0)  # degrees; None: uniform in [0, 180)
+    # background -> tint name in TINTS; None: a random hue per scene
+    tints: dict | None = field(
+        default_factory=lambda: {"striped": "teal", "checkered": "amber", "dotted": "violet", "gradient": "grey"}
+    )
+
+    def __post_init__(self):
+        _check_choice("edges", self.edges, ("wrap", "bounce"))
+        for colour in self.colours:
+            _check_choice("colour", colour, COLOURS)
+        if not self.object_weights or len(self.object_weights) > MAX_OBJECTS or min(self.object_weights) < 0:
+            raise ValueError(f"object_weights {self.object_weights}: 1 to {MAX_OBJECTS} weights, none negative")
+        if not 0 < self.size[0] <= self.size[1] <= 0.5:
+            raise ValueError(f"size {self.size} must be (lo, hi) with 0 < lo <= hi <= 0.5")
+        if self.tints is not None:
+            for background in BACKGROUNDS:
+                _check_choice(f"tints[{background}]", self.tints.get(background), TINTS)
+
+    @property
+    def max_objects(self) -> int:
+        return len(self.object_weights)
+
+
+PRESETS = {
+    "v2": WorldRules(),
+    "v1": WorldRules(
+        edges="bounce",
+        colours=tuple(COLOURS),
+        object_weights=(1.0, 1.0),
+        shared_motion=0.5,
+        size=(0.2, 0.3),
+        speed_change=0.25,
+        texture_period=(0.15, 0.35),
+        texture_angles=None,
+        tints=None,
+    ),
+}
+
+
 @dataclass(frozen=True)
 class ObjectSpec:
     shape: str
     colour: str
-    direction: str  # at frame 0; every bounce flips it
+    direction: str  # at frame 0; in a bouncing world every bounce flips it
     speed: str  # speed class at frame 0
     size: float = 0.25  # diameter as a fraction of the shorter frame side
-    # Centre at frame 0 as a fraction of the range the centre can reach, so every start is in frame.
+    # Centre at frame 0 as a fraction of the range the centre can reach (bounce: every start is in frame;
+    # wrap: a fraction of the frame).
     start: tuple[float, float] = (0.5, 0.5)
     change_speed_at: int | None = None  # first frame moving at the other speed class
 
@@ -171,33 +237,82 @@ def parse_prompt(prompt: str) -> tuple[list[ObjectWords], str]:
     return objects, background
 
 
+def _plain(value):
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return tuple(value)
+    return value
+
+
 class ToyWorld:
-    def __init__(self, height: int = 32, width: int = 32, fps: int = 8, max_objects: int = 2):
+    """Scenes and clips of one world: `preset` picks the rules (v2, v1), `rules` overrides any of their fields,
+    `max_objects` keeps the first that many entries of `object_weights` (v1: 1 to max_objects, uniform)."""
+
+    def __init__(
+        self,
+        height: int = 32,
+        width: int = 32,
+        fps: int = 8,
+        max_objects: int | None = None,
+        preset: str = "v2",
+        **rules,
+    ):
         for name, side in (("height", height), ("width", width)):
             if side < 16 or side % 2:
                 raise ValueError(f"{name} {side} must be even and >= 16")
         if fps < 1:
             raise ValueError(f"fps {fps} must be >= 1")
-        if not 1 <= max_objects <= MAX_OBJECTS:
-            raise ValueError(f"max_objects {max_objects} must be in 1..{MAX_OBJECTS}")
-        self.height, self.width, self.fps, self.max_objects = height, width, fps, max_objects
+        if preset not in PRESETS:
+            raise ValueError(f"world preset {preset!r} is not one of {sorted(PRESETS)} (model/world=v2 or v1)")
+        unknown = sorted(set(rules) - {f.name for f in fields(WorldRules)})
+        if unknown:
+            raise ValueError(f"unknown world rules {unknown}; allowed: {[f.name for f in fields(WorldRules)]}")
+        rules = {k: _plain(v) for k, v in rules.items()}  # lists (YAML, Hydra) to the tuples of a frozen rule set
+        self.rules = replace(PRESETS[preset], **rules)
+        if max_objects is not None:
+            if not 1 <= max_objects <= MAX_OBJECTS:
+                raise ValueError(f"max_objects {max_objects} must be in 1..{MAX_OBJECTS}")
+            weights = self.rules.object_weights
+            weights = (weights + (weights[-1],) * MAX_OBJECTS)[:max_objects]
+            self.rules = replace(self.rules, object_weights=weights)
+        self.height, self.width, self.fps, self.preset = height, width, fps, preset
+
+    @property
+    def max_objects(self) -> int:
+        return self.rules.max_objects
 
     @property
     def vocabulary(self) -> list[str]:
         return list(VOCABULARY)
 
-    def sample_scene(self, seed: int) -> SceneSpec:
+    def sample_scene(self, seed: int, objects: int | None = None) -> SceneSpec:
+        """The scene of `seed`; `objects` forces its object count (a split: 1 = the headline, 2 = binding)."""
         rng = random.Random(seed)
-        n = rng.randint(1, self.max_objects)
-        things = rng.sample([(shape, colour) for shape in SHAPES for colour in COLOURS], n)
-        # Half of the multi-object scenes move in step, so the grouped form of the grammar is common too.
-        shared = n > 1 and rng.random() < 0.5
-        objects = []
-        for shape, colour in things:
-            if not (shared and objects):
-                motion = (rng.choice(list(DIRECTIONS)), rng.choice(list(SPEEDS)), rng.random() < 0.25)
-            objects.append((shape, colour, *motion))
-        return self._layout(objects, rng.choice(BACKGROUNDS), seed)
+        rules = self.rules
+        weights = rules.object_weights
+        if len(set(weights)) == 1:  # uniform (v1): the first world's draw, so its scenes are unchanged
+            n = rng.randint(1, len(weights))
+        else:
+            n = rng.choices(range(1, len(weights) + 1), weights=weights)[0]
+        n = n if objects is None else objects
+        if not 1 <= n <= MAX_OBJECTS:
+            raise ValueError(f"objects={objects} must be in 1..{MAX_OBJECTS}")
+        things = rng.sample([(shape, colour) for shape in SHAPES for colour in rules.colours], n)
+        if len({c for _, c in things}) < n and rules.edges == "wrap":  # one colour per object: tracked by colour
+            colours = rng.sample(list(rules.colours), n)
+            things = [(shape, colour) for (shape, _), colour in zip(things, colours, strict=True)]
+        # v1: half of the multi-object scenes move in step, so the grouped form of the grammar is common too.
+        shared = n > 1 and rng.random() < rules.shared_motion
+        # Without shared motion (v2) the objects move in distinct directions, so the binding is testable.
+        distinct = rng.sample(list(DIRECTIONS), n) if rules.shared_motion == 0.0 else None
+        scene = []
+        for i, (shape, colour) in enumerate(things):
+            if not (shared and scene):
+                direction = distinct[i] if distinct else rng.choice(list(DIRECTIONS))
+                motion = (direction, rng.choice(list(SPEEDS)), rng.random() < rules.speed_change)
+            scene.append((shape, colour, *motion))
+        return self._layout(scene, rng.choice(BACKGROUNDS), seed)
 
     def scene_from_prompt(self, prompt: str, seed: int = 0) -> SceneSpec:
         return self._layout(*parse_prompt(prompt), seed)
@@ -206,15 +321,24 @@ class ToyWorld:
         # Its own random stream, drawn the same way whatever the words: a sampled scene's prompt parses back
         # to exactly that scene when given the same seed.
         rng = random.Random(f"toy-layout-{seed}")
+        rules = self.rules
         specs = []
         for shape, colour, direction, speed, changes in objects:
             start = (rng.random(), rng.random())
-            size = rng.uniform(0.2, 0.3)
+            size = rng.uniform(*rules.size)
             change_at = rng.randint(self.fps, 2 * self.fps)
             specs.append(ObjectSpec(shape, colour, direction, speed, size, start, change_at if changes else None))
-        tint = tuple(rng.uniform(0.3, 1.0) for _ in range(3))
-        tint = tuple(c / max(tint) for c in tint)  # hue only: the texture sets the brightness
-        return SceneSpec(tuple(specs), background, tint, rng.uniform(0.15, 0.35), rng.uniform(0, math.pi))
+        if rules.tints is None:
+            tint = tuple(rng.uniform(0.3, 1.0) for _ in range(3))
+            tint = tuple(c / max(tint) for c in tint)  # hue only: the texture sets the brightness
+        else:
+            tint = TINTS[rules.tints[background]]
+        period = rng.uniform(*rules.texture_period)
+        if rules.texture_angles is None:
+            angle = rng.uniform(0, math.pi)
+        else:
+            angle = math.radians(rng.choice(rules.texture_angles))
+        return SceneSpec(tuple(specs), background, tint, period, angle)
 
     def sample(self, seed: int, num_frames: int) -> ToyClip:
         return self.render(self.sample_scene(seed), num_frames)
@@ -243,17 +367,27 @@ class ToyWorld:
     def _radius(self, obj: ObjectSpec) -> float:
         return obj.size * min(self.height, self.width) / 2
 
+    def speed_px(self, speed: str, direction: str) -> float:
+        """The asked speed of a speed class along a direction's axis, in px/frame."""
+        extent = self.width if DIRECTIONS[direction][0] else self.height
+        return SPEEDS[speed] * extent / self.fps
+
     def _trajectory(self, obj: ObjectSpec, t: torch.Tensor) -> torch.Tensor:
-        """Centres at frames t: [T] -> [T, 2] pixels (x, y). Closed form, so any frame costs the same."""
+        """Centres at frames t: [T] -> [T, 2] pixels (x, y). Closed form, so any frame costs the same. When edges
+        wrap, the centres are unwrapped (they leave the frame; the object is drawn at the centre mod the frame)."""
         r = self._radius(obj)
         extent = torch.tensor([self.width, self.height], dtype=torch.float64)
-        span = extent - 2 * r  # the centre stays in [r, extent - r]: the object bounces when its edge hits
-        centre = (r + torch.tensor(obj.start, dtype=torch.float64) * span).repeat(len(t), 1)  # [T, 2]
         dx, dy = DIRECTIONS[obj.direction]
         axis, sign = (0, dx) if dx else (1, dy)
         v0, v1 = (SPEEDS[s] * extent[axis].item() / self.fps for s in (obj.speed, _OTHER_SPEED[obj.speed]))
         c = obj.change_speed_at
         travelled = v0 * t if c is None else v0 * t.clamp(max=c) + v1 * (t - c).clamp(min=0)  # [T]
+        if self.rules.edges == "wrap":
+            centre = (torch.tensor(obj.start, dtype=torch.float64) * extent).repeat(len(t), 1)  # [T, 2]
+            centre[:, axis] += sign * travelled
+            return centre
+        span = extent - 2 * r  # the centre stays in [r, extent - r]: the object bounces when its edge hits
+        centre = (r + torch.tensor(obj.start, dtype=torch.float64) * span).repeat(len(t), 1)  # [T, 2]
         # Bouncing between 0 and L is a triangle wave of the unbounded distance along the axis.
         length = span[axis].item()
         unfolded = obj.start[axis] * length + sign * travelled
@@ -265,6 +399,9 @@ class ToyWorld:
         xs = torch.arange(self.width, dtype=torch.float64) + 0.5  # [W] pixel centres
         ys = torch.arange(self.height, dtype=torch.float64)[:, None] + 0.5  # [H, 1]
         x, y = xs - centres[:, 0, None, None], ys - centres[:, 1, None, None]  # [F, 1, W], [F, H, 1]
+        if self.rules.edges == "wrap":  # offsets on the torus: the nearest copy of the centre
+            x = torch.remainder(x + self.width / 2, self.width) - self.width / 2
+            y = torch.remainder(y + self.height / 2, self.height) - self.height / 2
         r = self._radius(obj)
         if obj.shape == "circle":
             sdf = torch.sqrt(x**2 + y**2) - r
