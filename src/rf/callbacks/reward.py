@@ -5,6 +5,15 @@ the video (one reward per sample) and return the rewards; the module turns them 
 exp(r / beta) (rf.losses.re_dmd). Running statistics of the rewards (Welford: count, mean, M2)
 and of the dropped samples are this callback's state, so they survive a resume; they are taken over
 every rank's rewards. Each scored batch logs the reward mean, spread and min/max.
+
+`standardize`:
+    none      the reward model's own scale is used (rf.rewards.motion is z-scored against real clips);
+    running   r is z-scored against the running statistics of the student's own rollouts, this batch
+              included: z = (r - mean) / std, so the weights exp(z / beta) measure a rollout against
+              the student's current typical rollout, not against another distribution it may sit
+              sigmas away from (a raw reward far from its calibration set makes one sample carry the
+              whole batch).
+`clip_z` bounds z to [-clip_z, clip_z] (running only): at beta 0.5 and clip 3, w <= e^6 ~ 400.
 """
 
 from __future__ import annotations
@@ -16,9 +25,14 @@ import torch
 
 
 class RewardCallback(L.Callback):
-    def __init__(self, reward, decode_batch: int = 4):
+    def __init__(self, reward, decode_batch: int = 4, standardize: str = "none", clip_z: float | None = 3.0):
+        if standardize not in ("none", "running"):
+            raise ValueError(f"callbacks.reward.standardize={standardize!r}: use none or running")
+        if clip_z is not None and not clip_z > 0:
+            raise ValueError(f"callbacks.reward.clip_z={clip_z}: must be > 0 or null")
         self.reward = reward  # a RewardModel (rf.rewards), built by Hydra from conf/reward/
         self.decode_batch = decode_batch
+        self.standardize, self.clip_z = standardize, clip_z
         self.count, self.mean, self.m2, self.nonfinite = 0, 0.0, 0.0, 0
 
     @property
@@ -39,6 +53,12 @@ class RewardCallback(L.Callback):
             rewards.append(self.reward(video, prompts[i : i + self.decode_batch]).float().cpu())
         r = torch.cat(rewards)
         self._update(r, module)
+        if self.standardize == "running":
+            std = math.sqrt(self.m2 / max(self.count - 1, 1))
+            r = (r - self.mean) / max(std, 1e-6)  # z against the student's own rollouts so far (this batch too)
+            if self.clip_z is not None:
+                r = r.clamp(-self.clip_z, self.clip_z)  # NaN stays NaN: the module drops that sample
+            module.log("reward/z_max", r[torch.isfinite(r)].max().item() if torch.isfinite(r).any() else 0.0)
         return r
 
     def _update(self, r: torch.Tensor, module) -> None:

@@ -248,6 +248,11 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         if dropped:
             self.dropped_samples += dropped
             warnings.warn(f"reward was not finite for {dropped} sample(s): dropped from this step", stacklevel=2)
+        # Effective sample size of the global batch, (sum w)^2 / sum w^2: B when every sample weighs the same,
+        # 1 when one sample carries the update. Re-DMD should keep it >= B / 4 (standardised, clipped rewards).
+        if w.sum() > 0:
+            ess = (w.sum() ** 2 / w.square().sum()).item()
+            self.log_dict({"train/ess": ess, "train/ess_fraction": ess / w.shape[0]})
         if w.shape[0] != b:  # the global batch: this rank's slice
             w = w[self.global_rank * b : (self.global_rank + 1) * b]
         return w.to(self.device)

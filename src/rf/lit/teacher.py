@@ -4,6 +4,8 @@
 
 Text is dropped (replaced by the empty prompt's embedding, all zeros) with probability
 `cfg_dropout`, so the teacher also learns the unconditional flow that classifier-free guidance needs.
+`init_ckpt` starts from trained weights (any file rf.models.loading reads, e.g. the shipped toy teacher)
+instead of random ones: a fine-tune.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ from diffusers import WanTransformer3DModel
 from rf.diffusion.flow import add_noise, flow_target, sample_timesteps
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
+from rf.models.loading import build_transformer
 from rf.utils.instantiate import instantiate, to_dict
 
 
 class TeacherModule(FrozenModulesMixin):
     frozen_modules = ("text_encoder", "autoencoder")
 
-    def __init__(self, model: dict, optim: dict, time_shift: float = 3.0, cfg_dropout: float = 0.1):
+    def __init__(
+        self, model: dict, optim: dict, time_shift: float = 3.0, cfg_dropout: float = 0.1, init_ckpt: str | None = None
+    ):
         super().__init__()
         self.save_hyperparameters()
         model = to_dict(model)
-        self.transformer = WanTransformer3DModel(**model["transformer"])
+        if init_ckpt is None:
+            self.transformer = WanTransformer3DModel(**model["transformer"])
+        else:
+            self.transformer = build_transformer(model["transformer"], init_ckpt, causal=False)
         self.text_encoder = instantiate(model["text_encoder"])
         self.autoencoder = instantiate(model["autoencoder"])
         self.freeze_modules()

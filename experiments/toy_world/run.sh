@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The toy chain on world v2, each stage measured before the next is trained (README.md has the numbers):
+#   teacher -> teacher bars (sweep of CFG and time shift; the best setting is used from here on)
+#   -> ODE pairs -> ODE init -> ODE-init bars (60-s EMA-Sink streams)
+#   -> plain DMD and Re-DMD (toy_motion reward), SEEDS training seeds each, side by side on one GPU
+#   -> student bars and paired comparisons -> fp16 safetensors with sha256 and model cards (export.py)
+# Usage:  bash experiments/toy_world/run.sh [teacher|teacher_eval|pairs|ode_init|distill|students|export|all]
+# Every size is an environment variable, so the same script smoke-tests on a CPU with small values.
+set -euo pipefail
+STAGE=${1:-all}
+PY=${PY:-python}
+HERE=$(cd "$(dirname "$0")" && pwd)
+export RF_RUNS=${RF_RUNS:-runs/toy_world}
+MODEL=${MODEL:-toy_large}
+TRAINER=${TRAINER:-gpu}
+WORKERS=${WORKERS:-8}
+TEACHER_STEPS=${TEACHER_STEPS:-2500}
+TEACHER_BATCH=${TEACHER_BATCH:-192}
+TEACHER_LR=${TEACHER_LR:-4e-4}
+FRAMES=${FRAMES:-21}                 # frames of teacher clips and latent frames of ODE pairs and rollouts
+SWEEP_CFG=${SWEEP_CFG:-2,3,4}
+SWEEP_SHIFT=${SWEEP_SHIFT:-2,3,5}
+EVAL_PROMPTS=${EVAL_PROMPTS:-64}     # held-out single-object prompts; EVAL_PAIRS two-object prompts beside them
+EVAL_PAIRS=${EVAL_PAIRS:-16}
+EVAL_SEEDS=${EVAL_SEEDS:-4}
+EVAL_SECONDS=${EVAL_SECONDS:-60}
+PAIRS=${PAIRS:-2048}
+ODE_STEPS=${ODE_STEPS:-24}
+ODE_INIT_STEPS=${ODE_INIT_STEPS:-1200}
+ODE_INIT_BATCH=${ODE_INIT_BATCH:-64}
+ITERATIONS=${ITERATIONS:-300}
+GENERATOR_EVERY=${GENERATOR_EVERY:-3}   # 300 / 3 = 100 generator steps
+DISTILL_BATCH=${DISTILL_BATCH:-16}
+EMA_DECAY=${EMA_DECAY:-0.95}
+SEEDS=${SEEDS:-0 1}
+OUT=${EXPORT_OUT:-$RF_RUNS/export}
+COMMON="model=$MODEL trainer=$TRAINER logger.tensorboard=false"
+mkdir -p "$RF_RUNS"
+stamp() { echo "[$(date +%T)] $*"; }
+
+# The teacher sweep picks CFG and shift; later stages read them (sampler.shift must equal the teacher's shift:
+# the ODE grid passes through the student's timesteps only then).
+best() { $PY -c "import json,sys; print(json.load(open('$RF_RUNS/teacher_eval.json'))['best'][sys.argv[1]])" "$1"; }
+
+if [[ $STAGE == teacher || $STAGE == all ]]; then
+  stamp teacher
+  $PY -m rf.train experiment=toy_teacher $COMMON trainer.max_steps=$TEACHER_STEPS optim.lr=$TEACHER_LR \
+      data.frames=$FRAMES data.batch_size=$TEACHER_BATCH data.num_workers=$WORKERS checkpoint_every=500
+fi
+if [[ $STAGE == teacher_eval || $STAGE == all ]]; then
+  stamp teacher_eval
+  $PY "$HERE/evaluate.py" teacher "$RF_RUNS/toy_teacher/checkpoints/last.ckpt" --model $MODEL \
+      --cfg $SWEEP_CFG --shift $SWEEP_SHIFT --frames $FRAMES --prompts $EVAL_PROMPTS --pair-prompts $EVAL_PAIRS \
+      --seeds $EVAL_SEEDS --workers $WORKERS --out "$RF_RUNS/teacher_eval.json"
+fi
+if [[ $STAGE == pairs || $STAGE == all ]]; then
+  stamp "ODE pairs (cfg $(best cfg), shift $(best shift))"
+  $PY -m rf.make_ode_pairs experiment=toy_ode_pairs model=$MODEL num_pairs=$PAIRS latent_frames=$FRAMES \
+      ode_steps=$ODE_STEPS guidance=$(best cfg) sampler.shift=$(best shift) batch_size=512 shard_size=512
+fi
+if [[ $STAGE == ode_init || $STAGE == all ]]; then
+  stamp ode_init
+  $PY -m rf.train experiment=toy_ode_init $COMMON trainer.max_steps=$ODE_INIT_STEPS data.batch_size=$ODE_INIT_BATCH \
+      sampler.shift=$(best shift) checkpoint_every=400
+fi
+if [[ $STAGE == distill || $STAGE == all ]]; then
+  stamp "distill: dmd and re_dmd, seeds $SEEDS, side by side"
+  pids=()
+  for method in dmd re_dmd; do
+    for seed in $SEEDS; do
+      $PY -m rf.train experiment=toy_$method $COMMON name=toy_${method}_s$seed seed=$seed \
+          module.max_iterations=$ITERATIONS module.generator_every=$GENERATOR_EVERY module.latent_frames=$FRAMES \
+          module.guidance=$(best cfg) sampler.shift=$(best shift) data.batch_size=$DISTILL_BATCH \
+          checkpoint_every=100 callbacks.video_log.every_n_iterations=$ITERATIONS \
+          callbacks.generator_ema.decay=$EMA_DECAY callbacks.generator_ema.start_iteration=$((ITERATIONS / 3)) \
+          trainer.enable_progress_bar=false > "$RF_RUNS/toy_${method}_s$seed.log" 2>&1 &
+      pids+=($!)
+    done
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+fi
+if [[ $STAGE == students || $STAGE == all ]]; then
+  stamp students
+  runs=("ode_init=$RF_RUNS/toy_ode_init/checkpoints/last.ckpt")
+  for method in dmd re_dmd; do
+    for seed in $SEEDS; do runs+=("${method}_s$seed=$RF_RUNS/toy_${method}_s$seed/checkpoints/last.ckpt:ema"); done
+    first=${SEEDS%% *}
+    runs+=("${method}_s${first}_raw=$RF_RUNS/toy_${method}_s$first/checkpoints/last.ckpt")
+  done
+  $PY "$HERE/evaluate.py" students "${runs[@]}" --model $MODEL --overrides "sampler.shift=$(best shift)" \
+      --seconds $EVAL_SECONDS --prompts $EVAL_PROMPTS --pair-prompts $EVAL_PAIRS --seeds $EVAL_SEEDS \
+      --workers $WORKERS --sheets --out "$RF_RUNS/students_eval.json"
+fi
+if [[ $STAGE == export || $STAGE == all ]]; then
+  stamp export
+  first=${SEEDS%% *}
+  $PY "$HERE/export.py" --runs "$RF_RUNS" --out "$OUT" --model $MODEL --shift $(best shift) --cfg $(best cfg) \
+      teacher="$RF_RUNS/toy_teacher/checkpoints/last.ckpt" \
+      ode_init="$RF_RUNS/toy_ode_init/checkpoints/last.ckpt" \
+      student="$RF_RUNS/toy_re_dmd_s$first/checkpoints/last.ckpt:ema"
+fi
+stamp done
