@@ -139,7 +139,7 @@ def references(world: ToyWorld, world_kwargs: dict, prompts, seeds: int, frames:
     seed_list = [k for _ in prompts for k in range(seeds)]
     rows = {}
     for kind in ("real", "frozen", "random_walk", "mirrored"):
-        videos = toy_metrics.reference_videos(world, texts, seed_list, frames, kind)
+        videos, _ = toy_metrics.reference_videos(world, texts, seed_list, frames, kind)
         rows[kind] = mean_rows(score_all(videos, texts, world_kwargs, workers, last), splits)
     return rows
 

@@ -364,6 +364,19 @@ class ToyWorld:
             scene=scene,
         )
 
+    def render_along(self, scene: SceneSpec, positions: torch.Tensor) -> torch.Tensor:
+        """The scene drawn with its objects at given centres instead of their motion (references for evals,
+        e.g. a random walk): positions [F, N_obj, 2] pixels (x, y) -> video [3, F, H, W] float32 in [-1, 1]."""
+        positions = torch.as_tensor(positions, dtype=torch.float64)
+        if positions.ndim != 3 or positions.shape[1:] != (len(scene.objects), 2) or len(positions) < 1:
+            raise ValueError(f"positions {tuple(positions.shape)} must be [F >= 1, {len(scene.objects)}, 2]")
+        video = self._background(scene)[:, None].repeat(1, len(positions), 1, 1)  # [3, F, H, W]
+        for i, obj in enumerate(scene.objects):
+            cover = self._coverage(obj, positions[:, i])  # [F, H, W]
+            colour = torch.tensor(COLOURS[obj.colour], dtype=torch.float64)[:, None, None, None]
+            video = video + cover * (colour - video)
+        return (2 * video - 1).float()
+
     def _radius(self, obj: ObjectSpec) -> float:
         return obj.size * min(self.height, self.width) / 2
 
