@@ -4,7 +4,8 @@
         --shift 3 --cfg 3 teacher=CKPT ode_init=CKPT student=CKPT:ema
 
 Each file holds the transformer alone under diffusers' names (the loaders read it like any checkpoint:
-`ckpt=`, `teacher_ckpt=`, `student_ckpt=`); `:ema` exports the generator EMA of a distillation checkpoint.
+`ckpt=`, `teacher_ckpt=`, `student_ckpt=`); `:ema` exports the EMA weights (a teacher's `transformer_ema`, the
+generator EMA of a distillation checkpoint).
 `MODEL_CARD.md` gives, per file, the sha256, the source checkpoint, the commit, the command
 (experiments/toy_world/run.sh) and the bar numbers measured by experiments/toy_world/evaluate.py
 (teacher_eval.json, students_eval.json in --runs).
@@ -42,8 +43,8 @@ def main() -> None:
     ap.add_argument("--runs", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", default="toy_large")
-    ap.add_argument("--shift", type=float, required=True)
-    ap.add_argument("--cfg", type=float, required=True)
+    ap.add_argument("--shift", type=float, default=None, help="the sampler time shift the weights were made for")
+    ap.add_argument("--cfg", type=float, default=None, help="the teacher guidance used downstream")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +68,8 @@ def main() -> None:
         use_ema = ckpt.endswith(":ema")
         ckpt = ckpt.removesuffix(":ema")
         prefixes = ("transformer.",) if name == "teacher" else ("generator.", "transformer.")
+        if name == "teacher" and use_ema:  # the teacher's EMA is a submodule of its own (rf.lit.teacher)
+            prefixes, use_ema = ("transformer_ema.",), False
         state, found = read_state_dict(ckpt, prefixes, use_ema)
         state = {k: v.to(torch.float16).contiguous() for k, v in state.items()}
         path = out / f"{name}.safetensors"

@@ -14,9 +14,14 @@ export RF_RUNS=${RF_RUNS:-runs/toy_world}
 MODEL=${MODEL:-toy_large}
 TRAINER=${TRAINER:-gpu}
 WORKERS=${WORKERS:-8}
-TEACHER_STEPS=${TEACHER_STEPS:-2500}
+TEACHER_STEPS=${TEACHER_STEPS:-100000}
+TEACHER_TIME=${TEACHER_TIME:-00:00:08:00}   # the teacher trains for this long (or TEACHER_STEPS), then stops
 TEACHER_BATCH=${TEACHER_BATCH:-192}
 TEACHER_LR=${TEACHER_LR:-4e-4}
+TEACHER_INIT=${TEACHER_INIT:-null}          # continue from trained weights (a file), or null: from scratch
+TEACHER_EMA=${TEACHER_EMA:-0.999}
+# every later stage reads the teacher's EMA weights, exported to fp16 as they will be shipped
+TEACHER_CKPT=${TEACHER_CKPT:-$RF_RUNS/teacher_fp16/teacher.safetensors}
 FRAMES=${FRAMES:-21}                 # frames of teacher clips and latent frames of ODE pairs and rollouts
 SWEEP_CFG=${SWEEP_CFG:-2,3,4}
 SWEEP_SHIFT=${SWEEP_SHIFT:-2,3,5}
@@ -24,6 +29,7 @@ EVAL_PROMPTS=${EVAL_PROMPTS:-64}     # held-out single-object prompts; EVAL_PAIR
 EVAL_PAIRS=${EVAL_PAIRS:-16}
 EVAL_SEEDS=${EVAL_SEEDS:-4}
 EVAL_SECONDS=${EVAL_SECONDS:-60}
+EVAL_STEPS=${EVAL_STEPS:-48}         # Euler steps of the teacher samples
 PAIRS=${PAIRS:-2048}
 ODE_STEPS=${ODE_STEPS:-24}
 ODE_INIT_STEPS=${ODE_INIT_STEPS:-1200}
@@ -44,31 +50,35 @@ best() { $PY -c "import json,sys; print(json.load(open('$RF_RUNS/teacher_eval.js
 
 if [[ $STAGE == teacher || $STAGE == all ]]; then
   stamp teacher
-  $PY -m rf.train experiment=toy_teacher $COMMON trainer.max_steps=$TEACHER_STEPS optim.lr=$TEACHER_LR \
-      data.frames=$FRAMES data.batch_size=$TEACHER_BATCH data.num_workers=$WORKERS checkpoint_every=500
+  $PY -m rf.train experiment=toy_teacher $COMMON trainer.max_steps=$TEACHER_STEPS +trainer.max_time=$TEACHER_TIME \
+      optim.lr=$TEACHER_LR module.init_ckpt=$TEACHER_INIT module.ema_decay=$TEACHER_EMA \
+      data.frames=$FRAMES data.batch_size=$TEACHER_BATCH data.num_workers=$WORKERS checkpoint_every=500 \
+      trainer.enable_progress_bar=false
+  $PY "$HERE/export.py" --runs "$RF_RUNS" --out "$(dirname "$TEACHER_CKPT")" --model $MODEL \
+      teacher="$RF_RUNS/toy_teacher/checkpoints/last.ckpt:ema"
 fi
 if [[ $STAGE == teacher_eval || $STAGE == all ]]; then
   stamp teacher_eval
-  $PY "$HERE/evaluate.py" teacher "$RF_RUNS/toy_teacher/checkpoints/last.ckpt" --model $MODEL \
+  $PY "$HERE/evaluate.py" teacher "$TEACHER_CKPT" --model $MODEL \
       --cfg $SWEEP_CFG --shift $SWEEP_SHIFT --frames $FRAMES --prompts $EVAL_PROMPTS --pair-prompts $EVAL_PAIRS \
-      --seeds $EVAL_SEEDS --workers $WORKERS --out "$RF_RUNS/teacher_eval.json"
+      --seeds $EVAL_SEEDS --steps $EVAL_STEPS --workers $WORKERS --out "$RF_RUNS/teacher_eval.json"
 fi
 if [[ $STAGE == pairs || $STAGE == all ]]; then
   stamp "ODE pairs (cfg $(best cfg), shift $(best shift))"
-  $PY -m rf.make_ode_pairs experiment=toy_ode_pairs model=$MODEL num_pairs=$PAIRS latent_frames=$FRAMES \
+  $PY -m rf.make_ode_pairs experiment=toy_ode_pairs model=$MODEL teacher_ckpt=$TEACHER_CKPT num_pairs=$PAIRS latent_frames=$FRAMES \
       ode_steps=$ODE_STEPS guidance=$(best cfg) sampler.shift=$(best shift) batch_size=512 shard_size=512
 fi
 if [[ $STAGE == ode_init || $STAGE == all ]]; then
   stamp ode_init
   $PY -m rf.train experiment=toy_ode_init $COMMON trainer.max_steps=$ODE_INIT_STEPS data.batch_size=$ODE_INIT_BATCH \
-      sampler.shift=$(best shift) checkpoint_every=400
+      module.teacher_ckpt=$TEACHER_CKPT sampler.shift=$(best shift) checkpoint_every=400 trainer.enable_progress_bar=false
 fi
 if [[ $STAGE == distill || $STAGE == all ]]; then
   stamp "distill: dmd and re_dmd, seeds $SEEDS, side by side"
   pids=()
   for method in dmd re_dmd; do
     for seed in $SEEDS; do
-      $PY -m rf.train experiment=toy_$method $COMMON name=toy_${method}_s$seed seed=$seed \
+      $PY -m rf.train experiment=toy_$method $COMMON name=toy_${method}_s$seed seed=$seed module.teacher_ckpt=$TEACHER_CKPT \
           module.max_iterations=$ITERATIONS module.generator_every=$GENERATOR_EVERY module.latent_frames=$FRAMES \
           module.guidance=$(best cfg) sampler.shift=$(best shift) data.batch_size=$DISTILL_BATCH \
           checkpoint_every=100 callbacks.video_log.every_n_iterations=$ITERATIONS \
@@ -95,7 +105,7 @@ if [[ $STAGE == export || $STAGE == all ]]; then
   stamp export
   first=${SEEDS%% *}
   $PY "$HERE/export.py" --runs "$RF_RUNS" --out "$OUT" --model $MODEL --shift $(best shift) --cfg $(best cfg) \
-      teacher="$RF_RUNS/toy_teacher/checkpoints/last.ckpt" \
+      teacher="$TEACHER_CKPT" \
       ode_init="$RF_RUNS/toy_ode_init/checkpoints/last.ckpt" \
       student="$RF_RUNS/toy_re_dmd_s$first/checkpoints/last.ckpt:ema"
 fi

@@ -5,10 +5,14 @@
 Text is dropped (replaced by the empty prompt's embedding, all zeros) with probability
 `cfg_dropout`, so the teacher also learns the unconditional flow that classifier-free guidance needs.
 `init_ckpt` starts from trained weights (any file rf.models.loading reads, e.g. the shipped toy teacher)
-instead of random ones: a fine-tune.
+instead of random ones: a fine-tune. `ema_decay` keeps an exponential moving average of the weights,
+`transformer_ema` (ema <- decay ema + (1 - decay) theta after every optimiser step, as EDM and DiT
+sample from), saved in the checkpoint beside the raw weights; `ema_decay=null` keeps none.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from diffusers import WanTransformer3DModel
@@ -24,7 +28,13 @@ class TeacherModule(FrozenModulesMixin):
     frozen_modules = ("text_encoder", "autoencoder")
 
     def __init__(
-        self, model: dict, optim: dict, time_shift: float = 3.0, cfg_dropout: float = 0.1, init_ckpt: str | None = None
+        self,
+        model: dict,
+        optim: dict,
+        time_shift: float = 3.0,
+        cfg_dropout: float = 0.1,
+        init_ckpt: str | None = None,
+        ema_decay: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -33,6 +43,10 @@ class TeacherModule(FrozenModulesMixin):
             self.transformer = WanTransformer3DModel(**model["transformer"])
         else:
             self.transformer = build_transformer(model["transformer"], init_ckpt, causal=False)
+        if ema_decay is not None:
+            if not 0.0 < ema_decay < 1.0:
+                raise ValueError(f"module.ema_decay={ema_decay}: must be in (0, 1), or null for no EMA")
+            self.transformer_ema = copy.deepcopy(self.transformer).requires_grad_(False)
         self.text_encoder = instantiate(model["text_encoder"])
         self.autoencoder = instantiate(model["autoencoder"])
         self.freeze_modules()
@@ -55,6 +69,12 @@ class TeacherModule(FrozenModulesMixin):
         loss = (flow.float() - flow_target(x0, noise).float()).square().mean()
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.hparams.ema_decay is not None:
+            for ema, p in zip(self.transformer_ema.parameters(), self.transformer.parameters(), strict=True):
+                ema.lerp_(p.detach().to(ema.dtype), 1.0 - self.hparams.ema_decay)
 
     def configure_optimizers(self):
         o = self.hparams.optim
