@@ -24,7 +24,7 @@ videos     ?=
 runs       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo train generate eval bench lint clean
+.PHONY: help install test demo demo-scratch train generate eval bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,15 +42,18 @@ install: $(STAMP) ## create .venv and install rf with its dependencies
 test: $(STAMP) ## run the test suite (CPU, tiny configs, no downloads)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(ARGS)
 
-demo: $(STAMP) ## the whole chain on the CPU (teacher, ODE pairs, ODE init, Re-DMD), then a 30-s EMA-Sink stream with a prompt switch
+demo: $(STAMP) ## a 30-s stream from the shipped toy student with a prompt switch, then every stage briefly from the shipped weights
 	HF_HUB_OFFLINE=1 $(PY) -m rf.demo $(ARGS)
+
+demo-scratch: $(STAMP) ## the whole chain from scratch on the CPU (teacher, ODE pairs, ODE init, Re-DMD): a smoke test
+	HF_HUB_OFFLINE=1 $(PY) -m rf.demo --scratch $(ARGS)
 
 train: $(STAMP) ## train: make train experiment=toy_re_dmd [ARGS='-m method.beta=0.25,0.5,1']
 	HF_HUB_OFFLINE=1 $(PY) -m rf.train $(if $(experiment),experiment=$(experiment),) $(ARGS)
 
-generate: $(STAMP) ## stream a video: make generate ckpt=PATH prompt="..." seconds=30
+generate: $(STAMP) ## stream a video: make generate [ckpt=PATH] prompt="..." seconds=30 (no ckpt: the shipped toy student)
 	HF_HUB_OFFLINE=1 $(PY) -m rf.generate $(if $(experiment),experiment=$(experiment),) $(if $(model),model=$(model),) \
-		$(if $(ckpt),ckpt=$(ckpt),) $(if $(prompt),'prompt="$(prompt)"',) \
+		$(if $(ckpt),ckpt=$(ckpt),$(if $(model)$(experiment),,model=toy_large ckpt=shipped)) $(if $(prompt),'prompt="$(prompt)"',) \
 		$(if $(seconds),seconds=$(seconds),) $(if $(out),out=$(out),) $(ARGS)
 
 eval: $(STAMP) ## evaluate: make eval ckpt=PATH [prompts=FILE seconds=N] | videos=DIR | runs=a,b,c (side by side)

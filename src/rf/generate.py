@@ -21,6 +21,7 @@ from rf.diffusion.schedule import chunks_for_seconds, parse_schedule, switches_t
 from rf.models.cache import CacheConfig
 from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
+from rf.toy.shipped import is_shipped, shipped_path
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device, resolve_dtype
 from rf.utils.video import StreamingVideoWriter, check_frame_size, contact_sheet
@@ -63,8 +64,13 @@ def main(cfg: DictConfig) -> Path:
     check_frame_size(h, w, autoencoder.spatial_factor, transformer["patch_size"][1])
 
     # rf checkpoints, Self Forcing / Reward Forcing releases, original or diffusers Wan: rf.models.loading
-    model, found = load_transformer(transformer, cfg.ckpt or None, causal=True, use_ema=cfg.use_ema)
-    print(f"weights: {cfg.ckpt} ({found})" if cfg.ckpt else "weights: random (no ckpt= given)")
+    ckpt = shipped_path(cfg.ckpt, cfg.model.name) if is_shipped(cfg.ckpt) else cfg.ckpt
+    model, found = load_transformer(transformer, ckpt or None, causal=True, use_ema=cfg.use_ema)
+    if is_shipped(cfg.ckpt):
+        print(f"weights: rf's shipped toy {cfg.ckpt.partition(':')[2] or 'student'} ({ckpt}, sha256 checked; "
+              f"what it can and cannot do: {ckpt.parent / 'MODEL_CARD.md'})")
+    else:
+        print(f"weights: {cfg.ckpt} ({found})" if cfg.ckpt else "weights: random (no ckpt= given)")
     model = cast(model, dtype).to(device).eval()
 
     latent_frames = latent_frames_for(cfg, autoencoder, cache_cfg.chunk_frames)
@@ -88,7 +94,7 @@ def main(cfg: DictConfig) -> Path:
     decoder = fast.prepare_decoder(autoencoder, device)
     total = autoencoder.num_frames(latent_frames)
     keep = set(torch.linspace(0, total - 1, min(total, 32)).round().long().tolist())  # frames for the sheet
-    sheet = []
+    sheet, kept = [], []  # kept: every frame as uint8, when frames_out= asks for them (lossless, for scoring)
     start = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)  # only now: a bad input above leaves no folder behind
     with torch.inference_mode(), StreamingVideoWriter(out, fps, h, w) as writer:
@@ -99,6 +105,8 @@ def main(cfg: DictConfig) -> Path:
             frames = decoder.decode(chunk.latents).float().cpu()  # [1, 3, t, H, W]
             first = writer.frames_written
             writer.write(frames)
+            if cfg.get("frames_out"):
+                kept.append(((frames[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))  # [3, t, H, W]
             sheet += [frames[0, :, i - first] for i in range(first, writer.frames_written) if i in keep]
             bar.update(1)
             bar.set_postfix(
@@ -112,6 +120,9 @@ def main(cfg: DictConfig) -> Path:
     seconds = writer.frames_written / fps
     print(f"wrote {out} ({writer.frames_written} frames, {seconds:.1f} s at {fps} fps, {len(plan)} prompts)")
     print(f"contact sheet: {png}")
+    if cfg.get("frames_out"):
+        torch.save(torch.cat(kept, dim=1), cfg.frames_out)
+        print(f"frames (uint8 [3, T, H, W]): {cfg.frames_out}")
     return out
 
 

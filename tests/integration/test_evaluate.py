@@ -1,6 +1,7 @@
-"""`python -m rf.evaluate`: generate, score and report; a killed evaluation resumes without redoing finished
-videos; existing videos (toy-world ground truth) are scored with near-zero motion error; two evaluations side
-by side; and one clear line for each bad input."""
+"""`python -m rf.evaluate`: generate, score and report (toy world v2: rf.eval.toy_metrics columns scored from
+the lossless frames, and reference rows); a killed evaluation resumes without redoing finished videos; existing
+videos (toy-world v1 ground truth) are scored with near-zero motion error; two evaluations side by side, the
+reference rows shown once; and one clear line for each bad input."""
 
 import csv
 import json
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 from rf.eval.layout import Manifest, VideoEntry, video_name
+from rf.eval.scoring import TOY_V2_COLUMNS
 from rf.toy.world import ToyWorld
 from rf.utils.video import probe, write_video
 
@@ -113,14 +115,26 @@ def test_report_table_plots_and_sheets(resumed):
     out = resumed["out"]
     rows = read_rows(out / "results.csv")
     assert sorted(r["prompt"] for r in rows) == sorted(PROMPTS) and {r["seed_index"] for r in rows} == {"0"}
-    assert {"dynamic", "copying", "drift", "flicker", "smoothness", "motion_reward", "toy_persistence"} <= set(rows[0])
+    assert {"dynamic", "copying", "drift", "flicker", "smoothness", "motion_reward", *TOY_V2_COLUMNS} <= set(rows[0])
+    assert "toy_adherence" not in rows[0] and {r["scored_from"] for r in rows} == {"frames"}  # the lossless copies
+    assert sorted(p.name for p in (out / "frames").iterdir()) == sorted(video_name(p, 0)[:-4] + ".pt" for p in PROMPTS)
     summary = json.loads((out / "summary.json").read_text())
-    assert {"name", "info", "metrics", "skipped", "curves", "settings", "versions"} <= set(summary)
+    assert {"name", "info", "metrics", "skipped", "curves", "settings", "versions", "references"} <= set(summary)
     assert summary["metrics"]["copying"]["count"] == 3 and summary["info"]["videos"] == 3
     assert summary["info"]["seconds"] == pytest.approx(81 / 8) and summary["settings"]["seconds"] == 10
+    assert summary["info"]["toy_metrics"] == "v2" and summary["info"]["scored_from"] == {"frames": 3}
+    # reference rows: the same scorer on rendered clips of the same prompts and length, stored beside the scores
+    refs = summary["references"]
+    assert refs["clips"] == 3 and refs["frames"] == [81] and (out / "references.json").is_file()
+    speed = {k: refs["kinds"][k]["metrics"]["toy_speed_ratio"]["mean"] for k in refs["kinds"]}
+    assert speed["real"] == pytest.approx(1, abs=0.05) and speed["frozen"] == 0 and speed["mirrored"] < -0.9
     report = (out / "report.md").read_text()
     assert "| metric | student |" in report and "| first-frame copying ↓ |" in report
-    for name in ("copying", "quality", "flow", "toy_presence"):
+    assert "| toy: object persistence" not in report  # the v2 toy columns have their own table
+    assert "| run | videos | speed ratio →1 | cross speed (px/frame) ↓ |" in report and "| **student** | 3 |" in report
+    for label in ("rendered clips (as asked)", "frozen objects (null)", "random walk (null)", "mirrored direction"):
+        assert report.count(f"| *reference: {label}* | 3 |") == 1
+    for name in ("copying", "quality", "flow"):
         png = out / "plots" / f"{name}.png"
         assert f"](plots/{name}.png)" in report and png.stat().st_size > 5000
         assert pixels(png).std() > 5 and has_colour(png, BLUE)  # not blank, and the run's line is drawn
@@ -148,7 +162,8 @@ def test_existing_toy_videos_score_near_zero_motion_error_and_skip_a_missing_cli
     folder = truth_videos(runs / "truth_clips")
     missing = runs / "no" / "clip-vit"
     r = run_rf("evaluate", f"videos={folder}", f"clip={missing}", "name=truth", "metrics.segment_seconds=1",
-               "metrics.copying.segment_frames=8", "toy.switch_grace_seconds=0.5", runs=runs)  # fmt: skip
+               "metrics.copying.segment_frames=8", "toy.switch_grace_seconds=0.5", "model/world=v1",
+               runs=runs)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"warning: clip={missing}: no such folder" in r.stderr
     rows = {row["file"]: row for row in read_rows(runs / "eval" / "truth" / "results.csv")}
@@ -159,6 +174,7 @@ def test_existing_toy_videos_score_near_zero_motion_error_and_skip_a_missing_cli
         assert float(row["toy_persistence"]) == 1.0 and float(row["copying"]) < 1
     assert float(rows["switch-0.mp4"]["toy_adherence"]) == 1.0
     summary = json.loads((runs / "eval" / "truth" / "summary.json").read_text())
+    assert summary["info"]["toy_metrics"] == "v1" and summary["references"] is None  # v1: toy_truth, no references
     assert summary["skipped"] == {"clip_score": f"clip={missing}: no such folder"}
     assert summary["metrics"]["drift"]["count"] == 4 and summary["info"]["mode"] == "videos"
     assert f"clip={missing}: no such folder" in (runs / "eval" / "truth" / "report.md").read_text()
@@ -173,10 +189,14 @@ def test_two_evaluations_side_by_side(resumed):
     out = runs / "eval" / "compare-student-truth"
     report = (out / "report.md").read_text()
     assert "| metric | student | truth |" in report and "not paired" not in report  # the same prompts
-    assert "| toy: object persistence ↑ | 0 ± 0 (n=3) | **1** ± 0 (n=4) |" in report  # noise vs ground truth
-    for name in ("copying", "toy_presence"):
+    # student (world v2) in the toy table with the reference rows once; truth (v1, toy_truth) in the main table
+    assert "| toy: object persistence ↑ | - | 1 ± 0 (n=4) |" in report and "different toy worlds" in report
+    assert "| **student** | 3 |" in report and report.count("| *reference: rendered clips (as asked)* | 3 |") == 1
+    for name in ("copying", "flow"):
         png = out / "plots" / f"{name}.png"
         assert has_colour(png, BLUE) and has_colour(png, ORANGE)  # both runs' curves are drawn
+    png = out / "plots" / "toy_presence.png"  # a toy_truth (v1) curve: truth's line only
+    assert has_colour(png, BLUE) and not has_colour(png, ORANGE)
     assert "](../student/sheets/000.png)" in report and "](../truth/sheets/000.png)" in report
 
 

@@ -1,5 +1,6 @@
 """rf.eval.plots and rf.eval.report: averaged curves, plots that are not blank and draw one line per run, the
-files of a run, and the Markdown of one run and of several side by side."""
+files of a run, the Markdown of one run and of several side by side, and the toy-world v2 table with its
+reference rows."""
 
 import csv
 import json
@@ -87,3 +88,39 @@ def test_a_run_and_a_comparison(tmp_path):
     assert "not paired" in report
     png = tmp_path / "cmp" / "plots" / "copying.png"
     assert has_colour(png, BLUE) and has_colour(png, ORANGE)
+
+
+def toy_run(folder, name, speed, references):
+    """A run scored with toy world v2: toy_metrics columns and stored reference rows."""
+    folder.mkdir()
+    data = [{"file": f"p{i}-0.mp4", "prompt": f"p{i}", "seed_index": 0, "seed": i, "scored_from": "frames",
+             "copying": 0.5, "toy_speed_ratio": speed + 0.1 * i, "toy_persistence": 1.0,
+             "toy_area_ratio": math.nan if i else 1.2} for i in range(2)]  # fmt: skip
+    info = {"videos": 2, "prompts": 2, "seeds": 1, "source": "test", "toy_metrics": "v2", "scored_from": {"frames": 2}}
+    return write_run(folder, name, data, {}, info, {}, [], {}, references)
+
+
+def test_toy_v2_table_with_reference_rows_once(tmp_path):
+    references = {
+        "clips": 2,
+        "per_prompt": 2,
+        "frames": [24],
+        "kinds": {
+            "real": {"label": "rendered clips (as asked)", "metrics": summarize([{"toy_speed_ratio": 1.0}] * 2)},
+            "frozen": {"label": "frozen objects (null)", "metrics": summarize([{"toy_speed_ratio": 0.0}] * 2)},
+        },
+    }
+    a = toy_run(tmp_path / "a", "a", 0.85, references)
+    with open(tmp_path / "a" / "results.csv") as f:
+        assert list(csv.DictReader(f))[0]["scored_from"] == "frames"
+    report = write_report(tmp_path / "a", [a], "Evaluation: a").read_text()
+    assert "| run | videos | speed ratio →1 | object persistence ↑ | area ratio →1 |" in report
+    assert "| **a** | 2 | 0.9 ± 0.05 | 1 ± 0 | 1.2 ± 0 (n=1) |" in report  # n only where a value is missing
+    assert "| *reference: rendered clips (as asked)* | 2 | 1 ± 0 | - | - |" in report
+    assert "| *reference: frozen objects (null)* | 2 | 0 ± 0 | - | - |" in report
+    assert "toy: speed ratio" not in report and "scored from frames (2)" in report  # not in the main table
+
+    b = toy_run(tmp_path / "b", "b", 1.25, references)
+    report = write_report(tmp_path / "cmp", [a, b], "Comparison").read_text()
+    assert "| **a** | 2 | **0.9** ± 0.05 |" in report  # 0.9 is nearer 1 than 1.3: best, though lower
+    assert report.count("reference: rendered clips") == 1  # the same references: shown once

@@ -9,6 +9,12 @@ changed videos.
 Optional metrics need local weights: `clip` (a CLIP folder for torchmetrics' CLIPScore) and `videoalign` (a
 VideoReward folder or a reward config). A folder that is missing or unreadable skips that metric with a
 warning naming it; every other metric still runs.
+
+Toy prompts are scored against the evaluated model's toy world: a wrap world (v2) with rf.eval.toy_metrics,
+each span of the prompt schedule with its own prompt (VideoScorer.toy_v2; the reference rows of
+rf.eval.references go through the same code), a bounce world (v1) with rf.eval.toy_truth. A generated video is
+scored from its lossless frames (OUT/frames/NAME.pt, see rf.evaluate.keep_frames) when they are there, not from
+the yuv420p mp4, whose half-resolution chroma smears 32-px toy objects.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from rf.eval.layout import VideoEntry
+from rf.eval import toy_metrics
+from rf.eval.layout import VIDEO_DIR, VideoEntry
 from rf.eval.toy_truth import toy_truth
 from rf.eval.weights import build_clip, build_videoalign
 from rf.metrics import (
@@ -37,15 +44,19 @@ from rf.metrics import (
     first_frame_copying,
 )
 from rf.metrics.drift import drift_segments
+from rf.toy.world import ToyWorld
 from rf.utils.instantiate import instantiate, pick_device, to_dict
 from rf.utils.video import read_video
+
+FRAMES_DIR = "frames"  # OUT/frames/NAME.pt: the generated frames, lossless (uint8 [3, T, H, W]), when kept
 
 
 @dataclass(frozen=True)
 class Column:
     label: str
-    higher_is_better: bool | None  # None: neither (a property, not a quality)
+    higher_is_better: bool | None  # None: neither (a property, not a quality), or best near `target`
     description: str
+    target: float | None = None  # best near this value (e.g. a ratio to the asked value): neither higher nor lower
 
 
 COLUMNS = {
@@ -63,11 +74,69 @@ COLUMNS = {
     "videoalign_MQ": Column("VideoAlign MQ (z)", True, "motion quality head, z-scored"),
     "videoalign_TA": Column("VideoAlign TA (z)", True, "text alignment head, z-scored"),
     "videoalign_reward": Column("VideoAlign reward", True, "the configured reward (head or weighted heads)"),
-    "toy_motion_error": Column("toy: motion error (px/frame)", False, "|measured - asked velocity|, median"),
-    "toy_direction_agreement": Column("toy: direction agreement", True, "pairs moving the asked way"),
-    "toy_persistence": Column("toy: object persistence", True, "(object, segment) pairs where it is present"),
-    "toy_adherence": Column("toy: adherence after switch", True, "new prompt's objects in, old ones out"),
+    # Toy world. v1 (bouncing) worlds: rf.eval.toy_truth; v2 (wrapping) worlds: rf.eval.toy_metrics, per prompt span
+    # (see VideoScorer.toy_v2). Three names are shared; the run's info says which scorer made them (toy_metrics).
+    "toy_speed_ratio": Column(
+        "toy: speed ratio",
+        None,
+        "mean (v . d) / asked speed: 1 as asked, 0 frozen, -1 the opposite way; best near 1",
+        target=1.0,
+    ),
+    "toy_cross_speed": Column("toy: cross speed (px/frame)", False, "mean speed across the asked axis"),
+    "toy_motion_error": Column(
+        "toy: motion error (px/frame)",
+        False,
+        "median |measured - asked velocity| (v1 worlds: toy_truth's optical flow, bounces allowed)",
+    ),
+    "toy_direction_agreement": Column(
+        "toy: direction agreement",
+        True,
+        "fraction of frame pairs moving the asked way at over half the asked speed (v1: a quarter, bounces allowed)",
+    ),
+    "toy_persistence": Column(
+        "toy: object persistence",
+        True,
+        "fraction of frames where each object is one component of plausible area (v1: (object, segment) pairs "
+        "where it is present)",
+    ),
+    "toy_area_ratio": Column(
+        "toy: area ratio",
+        None,
+        "median object area / the area the world draws; best near 1 (rendered objects span 0.6-1.4)",
+        target=1.0,
+    ),
+    "toy_shape_accuracy": Column(
+        "toy: shape accuracy", True, "fraction of frames whose object mask best matches a template of the asked shape"
+    ),
+    "toy_background_accuracy": Column(
+        "toy: background accuracy", True, "fraction of frames whose background is nearest a texture of the asked type"
+    ),
+    "toy_background_flow": Column(
+        "toy: background flow (px/frame)",
+        False,
+        "optical flow of the background with the objects painted out (the world's backgrounds are static: 0)",
+    ),
+    "toy_scene_change": Column(
+        "toy: first-chunk scene change",
+        None,
+        "distance of the first chunk's frames to the later ones over that of later pairs of equal lag; best near 1 "
+        "(rendered clips 0.93-1.2; another scene in the first chunk > 1.4)",
+        target=1.0,
+    ),
+    "toy_adherence": Column("toy: adherence after switch", True, "new prompt's objects in, old ones out (v1)"),
 }
+TOY_V2_COLUMNS = tuple(f"toy_{m}" for m in toy_metrics.METRICS)  # what a wrap (v2) world's videos are scored on
+
+
+def toy_world(cfg: DictConfig, height: int, width: int, fps: float) -> ToyWorld:
+    """The evaluated model's toy world (cfg.model.world; the default, v2, when the model names none) drawn at the
+    videos' size and frame rate."""
+    return ToyWorld(height=height, width=width, fps=round(fps), **dict(cfg.model.get("world") or {}))
+
+
+def toy_code_version() -> str:
+    """A hash of rf.eval.toy_metrics' source: cached v2 scores and references are redone when the metrics change."""
+    return hashlib.sha1(Path(toy_metrics.__file__).read_bytes()).hexdigest()[:12]
 
 
 def min_frames(metrics: DictConfig) -> int:
@@ -76,11 +145,21 @@ def min_frames(metrics: DictConfig) -> int:
 
 
 class VideoScorer:
-    """Every metric of one evaluation, for videos of one frame rate."""
+    """Every metric of one evaluation, for videos of one frame rate.
 
-    def __init__(self, cfg: DictConfig, fps: float, toy: bool):
+    Toy prompts (`toy`) are scored against the toy world of the evaluated model (`world`; by default
+    cfg.model.world at cfg.model.video's size): a wrap world (v2) with rf.eval.toy_metrics (`toy_v2`), a bounce
+    world (v1) with rf.eval.toy_truth."""
+
+    def __init__(self, cfg: DictConfig, fps: float, toy: bool, world: ToyWorld | None = None):
         m = cfg.metrics
         self.cfg, self.fps, self.toy = cfg, fps, toy
+        if toy and world is None:
+            world = toy_world(cfg, cfg.model.video.height, cfg.model.video.width, fps)
+        self.world = world if toy and world.rules.edges == "wrap" else None  # None: toy_truth (v1) or no toy
+        self.toy_scorer = ("v2" if self.world is not None else "v1") if toy else None
+        self.chunk_frames = int(cfg.sink.chunk_frames)  # video frames: the toy autoencoder keeps frames 1:1
+        self.grace = round(cfg.toy.switch_grace_seconds * fps)
         self.device = pick_device(cfg.device)
         self.segment_frames = max(1, round(m.segment_seconds * fps))
         self.copy_args = dict(
@@ -105,8 +184,16 @@ class VideoScorer:
     def settings(self) -> dict:
         """What the scores depend on (the cache key), besides the video file."""
         keys = ("metrics", "motion_reward", "clip", "videoalign", "toy")
+        world = self.world
+        toy = (
+            {"rules": repr(world.rules), "size": [world.height, world.width], "chunk_frames": self.chunk_frames,
+             "code": toy_code_version()}
+            if world is not None
+            else None
+        )  # fmt: skip
         return {k: to_dict(self.cfg[k]) if isinstance(self.cfg[k], DictConfig) else self.cfg[k] for k in keys} | {
             "toy_truth": self.toy,
+            "toy_v2": toy,
             "fps": self.fps,
         }
 
@@ -139,7 +226,9 @@ class VideoScorer:
         row = {k: float(x) for k, x in row.items()}
 
         curves = self._curves(v)
-        if self.toy:
+        if self.world is not None:
+            row |= self.toy_v2(video, entry)
+        elif self.toy:
             toy = self.cfg.toy
             grace = round(toy.switch_grace_seconds * self.fps)
             values, toy_curves = toy_truth(
@@ -151,6 +240,34 @@ class VideoScorer:
             )
             curves |= {name: {"t": mids, "y": y} for name, y in toy_curves.items()}
         return row, curves
+
+    def toy_spans(self, entry: VideoEntry, frames: int) -> list[tuple[int, int, str]]:
+        """The prompt spans of a video, [(start, stop, prompt)]: each span of its schedule, those after a switch
+        starting `toy.switch_grace_seconds` late; spans under 2 frames are left out."""
+        switches = entry.switches(self.fps)
+        spans = []
+        for k, (start, prompt) in enumerate(switches):
+            stop = min(frames, switches[k + 1][0]) if k + 1 < len(switches) else frames
+            start = min(stop, start + (self.grace if k else 0))
+            if stop - start >= 2:
+                spans.append((start, stop, prompt))
+        return spans
+
+    def toy_v2(self, video: torch.Tensor, entry: VideoEntry) -> dict[str, float]:
+        """rf.eval.toy_metrics.score of each prompt span with its own prompt (toy_spans: a span after a switch is
+        scored as a clip of its own, its first chunk the one after the grace), averaged over the spans weighted
+        by their frames, NaN left out -> {toy_<metric>: value}. Reference clips go through here too."""
+        video = video.detach().float().cpu()
+        parts = [
+            (b - a, toy_metrics.score(video[:, a:b], prompt, self.world, self.chunk_frames))
+            for a, b, prompt in self.toy_spans(entry, video.shape[1])
+        ]
+        out = {}
+        for metric in toy_metrics.METRICS:
+            values = [(n, s[metric]) for n, s in parts if not math.isnan(s[metric])]
+            total = sum(n for n, _ in values)
+            out[f"toy_{metric}"] = sum(n * x for n, x in values) / total if total else math.nan
+        return out
 
     def _mids(self, segments: list[tuple[int, int]]) -> list[float]:
         return [(a + b) / 2 / self.fps for a, b in segments]
@@ -185,10 +302,32 @@ class VideoScorer:
         }
 
 
+def frames_file(folder: Path, file: str) -> Path | None:
+    """Where the lossless copy of a generated video lives: OUT/frames/NAME.pt beside OUT/videos/NAME.mp4 (None
+    for a videos folder that is not an evaluation's)."""
+    return folder.parent / FRAMES_DIR / (Path(file).stem + ".pt") if folder.name == VIDEO_DIR else None
+
+
+def load_frames(path: Path | None, entry: VideoEntry) -> torch.Tensor | None:
+    """A video's lossless frames (uint8 [3, T, H, W]) as [3, T, H, W] in [-1, 1] (read_video's mapping), or None
+    when there is none or it does not match the mp4's length and size (then the mp4 is scored)."""
+    if path is None or not path.is_file():
+        return None
+    frames = torch.load(path, map_location="cpu", weights_only=True)
+    want = (entry.frames, entry.height, entry.width)
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or (None not in want and tuple(frames.shape[1:]) != want):
+        return None
+    return frames.float() / 127.5 - 1
+
+
 def score_videos(
     scorer: VideoScorer, entries: list[VideoEntry], folder: Path, out: Path
 ) -> tuple[list[dict], dict[str, dict]]:
-    """Score every entry (cached in out/scores/) -> (rows with the entry's fields first, {file: curves})."""
+    """Score every entry (cached in out/scores/) -> (rows with the entry's fields first, {file: curves}).
+
+    A generated video is scored from its lossless frames (frames_file, kept while generating) when they are
+    there, else from the mp4 read back (yuv420p: chroma at half resolution, which smears 32-px toy objects);
+    each row's `scored_from` says which ("frames" or "mp4")."""
     cache = out / "scores"
     cache.mkdir(parents=True, exist_ok=True)
     settings = json.dumps(scorer.settings(), sort_keys=True, default=str)
@@ -196,16 +335,24 @@ def score_videos(
     for e in tqdm(entries, unit="video", desc="scoring"):
         path = folder / e.file
         stat = path.stat()
-        key = hashlib.sha1(f"{settings}|{e.schedule}|{e.prompt}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+        lossless = frames_file(folder, e.file)
+        lossless = lossless if lossless is not None and lossless.is_file() else None
+        source = f"{lossless.stat().st_size}|{lossless.stat().st_mtime_ns}" if lossless else "mp4"
+        key = f"{settings}|{e.schedule}|{e.prompt}|{stat.st_size}|{stat.st_mtime_ns}|{source}"
+        key = hashlib.sha1(key.encode()).hexdigest()
         file = cache / (Path(e.file).stem[:100] + f"-{hashlib.sha1(e.file.encode()).hexdigest()[:8]}.json")
         cached = json.loads(file.read_text()) if file.is_file() else None
         if cached is None or cached.get("key") != key:
-            video, _ = read_video(path)
+            video = load_frames(lossless, e)
+            scored_from = "mp4" if video is None else "frames"
+            if video is None:
+                video, _ = read_video(path)
             row, curve = scorer.score(video, e)
-            cached = {"key": key, "row": row, "curves": curve}
+            cached = {"key": key, "row": row, "curves": curve, "scored_from": scored_from}
             tmp = file.with_suffix(".tmp")
             tmp.write_text(json.dumps(cached))
             tmp.replace(file)
-        rows.append({"file": e.file, "prompt": e.prompt, "seed_index": e.seed_index, "seed": e.seed} | cached["row"])
+        fields = {"file": e.file, "prompt": e.prompt, "seed_index": e.seed_index, "seed": e.seed}
+        rows.append(fields | {"scored_from": cached.get("scored_from", "mp4")} | cached["row"])
         curves[e.file] = cached["curves"]
     return rows, curves

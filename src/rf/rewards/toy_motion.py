@@ -102,10 +102,17 @@ class ToyMotionReward(torch.nn.Module):
         out = torch.full((b,), math.nan)
         if t < 2:
             return out.to(video.device)
-        finite = torch.isfinite(x).flatten(1).all(dim=1)
-        x = torch.where(finite.view(-1, 1, 1, 1, 1), x, torch.zeros_like(x))
-        flow = measure_background_flow(x, self.tolerance).nan_to_num(0.0)  # NaN: objects cover every pixel
-        for i in range(b):
-            if finite[i]:
-                out[i] = self._objects(x[i], prompts[i]) - self.lambda_bg * flow[i].item()
+        # Small tensors: one CPU thread is faster than several (measured 1.0 s vs 2.3 s for 16 rollouts of 21
+        # frames on 2 threads), and several training processes on one machine must not fight over the cores.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            finite = torch.isfinite(x).flatten(1).all(dim=1)
+            x = torch.where(finite.view(-1, 1, 1, 1, 1), x, torch.zeros_like(x))
+            flow = measure_background_flow(x, self.tolerance).nan_to_num(0.0)  # NaN: objects cover every pixel
+            for i in range(b):
+                if finite[i]:
+                    out[i] = self._objects(x[i], prompts[i]) - self.lambda_bg * flow[i].item()
+        finally:
+            torch.set_num_threads(threads)
         return out.to(video.device)

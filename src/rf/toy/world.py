@@ -88,6 +88,10 @@ class WorldRules:
     speed_change: float = 0.0  # probability that an object changes speed class 1-2 s in
     texture_period: tuple[float, float] = (0.5, 0.5)  # fraction of the shorter side (uniform)
     texture_angles: tuple[float, ...] | None = (0.0, 45.0, 90.0, 135.0)  # degrees; None: uniform in [0, 180)
+    # wrap only: object i starts within +-start_jitter (a fraction of the frame) of its anchor, the frame centre
+    # shifted by i/2 of the frame in x and y (one object: the centre; two: the centre and the corner), so a
+    # clip's first frame says where its objects are and the prompt alone says where they go; None: anywhere.
+    start_jitter: float | None = None
     # background -> tint name in TINTS; None: a random hue per scene
     tints: dict | None = field(
         default_factory=lambda: {"striped": "teal", "checkered": "amber", "dotted": "violet", "gradient": "grey"}
@@ -323,8 +327,11 @@ class ToyWorld:
         rng = random.Random(f"toy-layout-{seed}")
         rules = self.rules
         specs = []
-        for shape, colour, direction, speed, changes in objects:
+        for i, (shape, colour, direction, speed, changes) in enumerate(objects):
             start = (rng.random(), rng.random())
+            if rules.start_jitter is not None and rules.edges == "wrap":
+                anchor = (0.5 + 0.5 * i) % 1.0
+                start = tuple((anchor + (2 * u - 1) * rules.start_jitter) % 1.0 for u in start)
             size = rng.uniform(*rules.size)
             change_at = rng.randint(self.fps, 2 * self.fps)
             specs.append(ObjectSpec(shape, colour, direction, speed, size, start, change_at if changes else None))
