@@ -67,8 +67,10 @@ def main(cfg: DictConfig) -> Path:
     ckpt = shipped_path(cfg.ckpt, cfg.model.name) if is_shipped(cfg.ckpt) else cfg.ckpt
     model, found = load_transformer(transformer, ckpt or None, causal=True, use_ema=cfg.use_ema)
     if is_shipped(cfg.ckpt):
-        print(f"weights: rf's shipped toy {cfg.ckpt.partition(':')[2] or 'student'} ({ckpt}, sha256 checked; "
-              f"what it can and cannot do: {ckpt.parent / 'MODEL_CARD.md'})")
+        print(
+            f"weights: rf's shipped toy {cfg.ckpt.partition(':')[2] or 'student'} ({ckpt}, sha256 checked; "
+            f"what it can and cannot do: {ckpt.parent / 'MODEL_CARD.md'})"
+        )
     else:
         print(f"weights: {cfg.ckpt} ({found})" if cfg.ckpt else "weights: random (no ckpt= given)")
     model = cast(model, dtype).to(device).eval()
