@@ -91,21 +91,21 @@ def shipped() -> list[str]:
     print("from the GPU-trained weights):")
     common = ["model=toy_large", "logger.tensorboard=false"]
     run(["-m", "rf.train", "experiment=toy_teacher", *common, "name=demo_teacher", f"module.init_ckpt={teacher}",
-         "trainer.max_steps=20", "data.batch_size=4", "data.frames=9"])  # fmt: skip
+         "trainer.max_steps=12", "data.batch_size=4", "data.frames=9"])  # fmt: skip
     fine_teacher = runs / "demo_teacher" / "checkpoints" / "last.ckpt"
     pairs = runs / "demo_ode_pairs"
     run(["-m", "rf.make_ode_pairs", "experiment=toy_ode_pairs", "model=toy_large", f"teacher_ckpt={fine_teacher}",
          "num_pairs=8", "ode_steps=8", "latent_frames=9", "batch_size=4", "shard_size=8", f"out={pairs}"])  # fmt: skip
     run(["-m", "rf.train", "experiment=toy_ode_init", *common, "name=demo_ode_init",
-         f"module.teacher_ckpt={fine_teacher}", f"data.folder={pairs}", "trainer.max_steps=10",
+         f"module.teacher_ckpt={fine_teacher}", f"data.folder={pairs}", "trainer.max_steps=8",
          "data.batch_size=4"])  # fmt: skip
     student = teacher.with_name("student.safetensors")
     run(["-m", "rf.train", "experiment=toy_re_dmd", *common, "name=demo_re_dmd", f"module.teacher_ckpt={teacher}",
-         f"module.student_ckpt={student}", "module.max_iterations=6", "module.generator_every=2",
+         f"module.student_ckpt={student}", "module.max_iterations=4", "module.generator_every=2",
          "module.latent_frames=9", "data.batch_size=2", "callbacks.video_log=null"])  # fmt: skip
     again = runs / "generate" / "demo_finetuned.mp4"
-    stream(str(runs / "demo_re_dmd" / "checkpoints" / "last.ckpt"), 30, again)
-    report(again.with_suffix(".frames.pt"), 30)
+    stream(str(runs / "demo_re_dmd" / "checkpoints" / "last.ckpt"), 20, again)
+    report(again.with_suffix(".frames.pt"), 20)
     print(f"\nvideos: {out} and, after the CPU steps, {again} (contact sheets: the .png beside each)")
 
 
