@@ -16,11 +16,13 @@ import shutil
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from rf.callbacks.checkpoint import LastCheckpoint
+from rf.models.loading import damaged
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate
 from rf.utils.video import check_frame_size
@@ -32,10 +34,32 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
         return None
     if ckpt_path == "last":
         last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
+        if not last.is_file():
+            return None
+        try:
+            check_resume_checkpoint(last)
+        except ValueError as err:
+            raise ValueError(f"{err} (or delete it, or ckpt_path=null, to start over)") from err
+        return str(last)
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file (use ckpt_path=last or null)")
+    check_resume_checkpoint(Path(ckpt_path))
     return ckpt_path
+
+
+def check_resume_checkpoint(path: Path) -> None:
+    """A checkpoint to resume from must read back as Lightning's, before the trainer starts: a truncated, empty
+    or foreign file would otherwise fail deep inside `trainer.fit` with torch's own error. mmap: the tensors stay
+    on disk, only the structure is read (a full-size last.ckpt is 40 GB)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # zip, EOF, unpickling errors of a file that is not a whole torch.save
+        raise damaged(path, err) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
+        raise ValueError(
+            f"{path} is a checkpoint of another kind, not a Lightning training checkpoint: resume from a run's "
+            "checkpoints/last.ckpt, or start weights from it with module.*_ckpt= (and ckpt_path=null)"
+        )
 
 
 def check_launch(trainer: dict) -> None:

@@ -9,6 +9,7 @@ and the fix, and exit status 2; `debug=true` (or HYDRA_FULL_ERROR=1) shows the t
     an unwritable output the folder of `out=` (or of the entry's other outputs) takes no new file: checked
                          before any work; Hydra's run folder (rf.train) cannot be created
     a full disk          ENOSPC / EDQUOT while writing
+    a broken config      a YAML file (conf/ or --config-dir) that does not parse: file, line and column
 
 Warnings print as one line each too, `warning: ...` (`debug=true`: Python's usual two lines).
 """
@@ -25,6 +26,7 @@ import warnings
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.errors import HydraException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -73,6 +75,14 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def _before_run(err: Exception) -> str | None:
     """One line for what failed before the entry point ran: composing the config, creating Hydra's run folder."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:  # a config file that is not YAML
+        mark = err.problem_mark
+        return (
+            f"{mark.name} is not valid YAML: {err.problem} at line {mark.line + 1}, column {mark.column + 1} "
+            f"({err.context or 'while reading it'}): fix that line"
+        )
+    if isinstance(err, yaml.YAMLError):
+        return f"a config file is not valid YAML ({one_line(err)}): fix it"
     if isinstance(err, OverrideParseException):
         return f"cannot parse the override {err.override!r}: {one_line(err.message)}"
     if isinstance(err, HydraException):
@@ -120,7 +130,7 @@ def entry(config_name: str, outputs: tuple[str, ...] = ("out",)):
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
                 return run()
-            except (HydraException, OSError) as err:
+            except (HydraException, OSError, yaml.YAMLError) as err:
                 message = None if debug or started else _before_run(err)
                 if message is None:
                     raise
