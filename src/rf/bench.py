@@ -36,7 +36,7 @@ from rf.models.fast_path import FastPath
 from rf.models.loading import build_transformer
 from rf.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.utils.cli import entry
-from rf.utils.instantiate import instantiate, pick_device, resolve_dtype, to_dict
+from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
 from rf.utils.video import check_frame_size
 
 
@@ -182,6 +182,7 @@ class Setup:
 @entry("bench")
 def main(cfg: DictConfig) -> Path:
     device, dtype = pick_device(cfg.device), resolve_dtype(cfg.model.dtype)
+    check_dtype(device, dtype, key="model.dtype")
     if device.type == "cpu" and cfg.model.name != "toy":
         raise ValueError(
             f"model={cfg.model.name} on the CPU would take hours: the full-size bench needs a GPU; "

@@ -23,6 +23,7 @@ from rf.eval.layout import VIDEO_DIR, index_folder, plan_videos
 from rf.eval.report import contact_sheets, load_run, write_report, write_run
 from rf.eval.scoring import VideoScorer, min_frames, score_videos
 from rf.utils.cli import entry
+from rf.utils.instantiate import pick_device
 
 
 def compare(cfg: DictConfig, out: Path) -> Path:
@@ -77,6 +78,8 @@ def main(cfg: DictConfig) -> Path:
         raise ValueError("give ckpt= (generate, then score) or videos= (score those), not both")
     if cfg.ckpt and not Path(cfg.ckpt).exists():
         raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file or folder")
+    if not cfg.runs:  # generating and scoring run on it: a device this machine lacks is refused before any work
+        pick_device(cfg.device)
     name = run_name(cfg)
     out = out_dir(cfg, name)
     if cfg.runs:

@@ -22,7 +22,7 @@ from rf.models.cache import CacheConfig
 from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
 from rf.utils.cli import entry
-from rf.utils.instantiate import instantiate, pick_device, resolve_dtype
+from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype
 from rf.utils.video import StreamingVideoWriter, check_frame_size, contact_sheet
 
 
@@ -44,6 +44,7 @@ def main(cfg: DictConfig) -> Path:
     device, dtype = pick_device(cfg.device), resolve_dtype(cfg.dtype)
     cache_cfg = CacheConfig(**OmegaConf.to_container(cfg.sink, resolve=True))
     fast = FastPath(**OmegaConf.to_container(cfg.fast, resolve=True))
+    check_dtype(device, dtype, fp8=fast.fp8)
     if device.type != "cuda" and fast.gpu_only():
         raise ValueError(f"fast path switches {', '.join(fast.gpu_only())} need a CUDA GPU, this run is on {device}: "
                          "use fast=plain (the default), or fast.static_cache=true on a CPU")  # fmt: skip

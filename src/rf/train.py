@@ -72,6 +72,31 @@ def check_launch(trainer: dict) -> None:
         )
 
 
+def check_devices(trainer: dict) -> None:
+    """The trainer's accelerator, device count and precision must exist here: Lightning would otherwise stop with
+    its own multi-line error after the models are built (or, for bf16 on an old GPU, fail in the first step)."""
+    accelerator, devices = str(trainer.get("accelerator", "auto")), trainer.get("devices", "auto")
+    if accelerator not in ("gpu", "cuda"):
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(
+            f"trainer.accelerator={accelerator}: this machine has no CUDA GPU: use trainer=cpu (or trainer=ddp_cpu)"
+        )
+    wanted = len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 1
+    indices = devices if isinstance(devices, list) else []
+    if (isinstance(wanted, int) and wanted > count) or any(i >= count for i in indices):
+        raise ValueError(
+            f"trainer.devices={devices}: this machine has {count} CUDA GPU{'s' * (count > 1)}: "
+            f"use trainer.devices={count} or fewer (one process each, started by torchrun)"
+        )
+    if str(trainer.get("precision", "")).startswith("bf16") and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"trainer.precision={trainer['precision']}: {torch.cuda.get_device_name()} cannot compute in bf16 (it "
+            "needs compute capability 8.0, Ampere or newer): use trainer.precision=16-mixed or 32-true"
+        )
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
     loggers = []
     if cfg.logger.csv:
@@ -118,6 +143,7 @@ def check_video_size(cfg: DictConfig, module: L.LightningModule) -> None:
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        check_devices(OmegaConf.to_container(cfg.trainer, resolve=True))
         check_launch(OmegaConf.to_container(cfg.trainer, resolve=True))
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = instantiate(cfg.data)

@@ -24,7 +24,7 @@ from rf.generate import latent_frames_for
 from rf.models.cache import CacheConfig
 from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
-from rf.utils.instantiate import instantiate, pick_device, resolve_dtype, to_dict
+from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
 from rf.utils.video import StreamingVideoWriter, check_frame_size, probe
 
 
@@ -56,6 +56,7 @@ class StreamGenerator:
 
     def __init__(self, cfg: DictConfig):
         self.device, dtype = pick_device(cfg.device), resolve_dtype(cfg.dtype)
+        check_dtype(self.device, dtype, fp8=bool(cfg.fast.fp8))
         self.cache_cfg = CacheConfig(**to_dict(cfg.sink))
         self.autoencoder = instantiate(cfg.model.autoencoder).to(self.device)
         self.text_encoder = instantiate(cfg.model.get("text_encoder_online") or cfg.model.text_encoder).to(self.device)
