@@ -22,6 +22,7 @@ from rf.eval.inputs import check_videos, load_prompts, out_dir, run_folders, run
 from rf.eval.layout import VIDEO_DIR, index_folder, plan_videos
 from rf.eval.report import contact_sheets, load_run, write_report, write_run
 from rf.eval.scoring import VideoScorer, min_frames, score_videos
+from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
 from rf.utils.instantiate import pick_device
 
@@ -90,7 +91,10 @@ def main(cfg: DictConfig) -> Path:
         entries = index_folder(folder, load_prompts(cfg) if cfg.prompts is not None else None)
         size = None
     else:
-        entries = plan_videos(load_prompts(cfg), cfg.seeds, cfg.seed, cfg.switch_at)
+        prompts = load_prompts(cfg)
+        if cfg.prompts is not None and is_toy_encoder(cfg.model.get("text_encoder_online") or cfg.model.text_encoder):
+            check_toy_prompts(prompts, cfg.strict_prompts, f"prompts={cfg.prompts}")
+        entries = plan_videos(prompts, cfg.seeds, cfg.seed, cfg.switch_at)
         folder, size = out / VIDEO_DIR, (cfg.model.video.height, cfg.model.video.width)
     toy = use_toy_truth(cfg.toy_truth, entries)
     if not cfg.videos:

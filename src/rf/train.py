@@ -13,18 +13,24 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from rf.callbacks.checkpoint import LastCheckpoint
+from rf.callbacks.checkpoint import LastCheckpoint, iteration_of
+from rf.lit.prompts import read_prompt_file
 from rf.models.loading import damaged
+from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate
+from rf.utils.stop import continue_command
 from rf.utils.video import check_frame_size
 
 
@@ -97,6 +103,15 @@ def check_devices(trainer: dict) -> None:
         )
 
 
+def check_training_prompts(cfg: DictConfig) -> None:
+    """A prompt file for a toy model (its toy text encoder knows only toy words) must hold toy-grammar prompts."""
+    prompts = OmegaConf.select(cfg, "data.prompts")
+    if prompts is None:  # toy-world scenes: grammatical by construction
+        return
+    if is_toy_encoder(OmegaConf.select(cfg, "model.text_encoder")):
+        check_toy_prompts(read_prompt_file(prompts), cfg.get("strict_prompts", True), f"data.prompts={prompts}")
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
     loggers = []
     if cfg.logger.csv:
@@ -139,6 +154,28 @@ def check_video_size(cfg: DictConfig, module: L.LightningModule) -> None:
         check_frame_size(cfg.model.video.height, cfg.model.video.width, autoencoder.spatial_factor, patch)
 
 
+@contextlib.contextmanager
+def sigint_as_sigterm(received: list):
+    """Ctrl-C stops a run as a scheduler's SIGTERM does: Lightning ends the iteration in hand, LastCheckpoint
+    saves it (Lightning's own SIGINT handling exits at once, losing everything since the last checkpoint).
+    A second Ctrl-C stops at once. `received` gets the first signal."""
+
+    def forward(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, forward)
+    # rf.utils.cli's SIGTERM fallback must not run inside Lightning's handler, which calls an existing one too
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+
+
 @entry("train")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -147,6 +184,7 @@ def main(cfg: DictConfig) -> None:
         check_launch(OmegaConf.to_container(cfg.trainer, resolve=True))
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = instantiate(cfg.data)
+        check_training_prompts(cfg)
         module = instantiate(cfg.module, model=cfg.model, optim=cfg.optim, _recursive_=False)
         check_video_size(cfg, module)
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]  # null: removed
@@ -157,7 +195,17 @@ def main(cfg: DictConfig) -> None:
         raise
     if ckpt and trainer.is_global_zero:  # rank 0 speaks for all processes
         print(f"resuming from {ckpt}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    received: list[signal.Signals] = []
+    try:
+        with sigint_as_sigterm(received):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    except SIGTERMException:  # Lightning finished the iteration in hand; LastCheckpoint saved it
+        sig = received[0] if received else signal.SIGTERM
+        if trainer.is_global_zero:
+            last = run_dir / "checkpoints" / "last.ckpt"
+            kept = f"{last} holds iteration {iteration_of(trainer, module)}" if last.is_file() else "no checkpoint yet"
+            print(f"stopped by {sig.name}: {kept}; continue with: {continue_command('rf.train')}", file=sys.stderr)
+        sys.exit(128 + int(sig))
     if trainer.is_global_zero:
         print(f"run folder: {run_dir}  (last checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'})")
 

@@ -11,6 +11,9 @@ and the fix, and exit status 2; `debug=true` (or HYDRA_FULL_ERROR=1) shows the t
     a full disk          ENOSPC / EDQUOT while writing
     a broken config      a YAML file (conf/ or --config-dir) that does not parse: file, line and column
 
+A stop (SIGINT, SIGTERM) is one line too, `stopped by SIG...: what was kept; continue with: COMMAND`, and exit
+status 130 or 143: the long loops stop between units (rf.utils.stop), anywhere else this wrapper ends the run.
+
 Warnings print as one line each too, `warning: ...` (`debug=true`: Python's usual two lines).
 """
 
@@ -20,6 +23,7 @@ import errno
 import functools
 import os
 import re
+import signal
 import sys
 import tempfile
 import warnings
@@ -31,6 +35,8 @@ from hydra.errors import HydraException, InstantiationException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
+
+from rf.utils.stop import continue_command
 
 CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, FloatingPointError)
@@ -67,6 +73,14 @@ def check_writable(key: str, value: str | Path) -> None:
         raise PermissionError(
             f"{key}={value}: cannot write in {folder} ({err.strerror}): choose a writable {key}="
         ) from err
+
+
+class Terminated(BaseException):
+    """SIGTERM outside a loop that stops cleanly (rf.utils.stop): unwinds like KeyboardInterrupt does for SIGINT."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -109,17 +123,27 @@ def entry(config_name: str, outputs: tuple[str, ...] = ("out",)):
             debug = cfg.get("debug", False)
             if not debug:
                 warnings.showwarning = _one_line_warning
+            previous = signal.signal(signal.SIGTERM, _terminate)
             try:
                 for key in outputs:
                     if OmegaConf.select(cfg, key) is not None:
                         check_writable(key, OmegaConf.select(cfg, key))
                 return fn(cfg)
+            except (KeyboardInterrupt, Terminated):  # a signal outside the loops that stop cleanly
+                if debug:
+                    raise
+                sig = signal.SIGTERM if sys.exc_info()[0] is Terminated else signal.SIGINT
+                kept = "what was written is whole or named partial (.partial.mp4, .tmp)"
+                print(f"stopped by {sig.name}: {kept}; continue with: {continue_command()}", file=sys.stderr)
+                sys.exit(128 + int(sig))
             except Exception as err:
                 cause = user_error(err)
                 if debug or cause is None:
                     raise
                 print(f"error: {one_line(cause)}", file=sys.stderr)
                 sys.exit(2)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
 
         @functools.wraps(fn)
         def main():
