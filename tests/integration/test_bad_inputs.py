@@ -51,6 +51,7 @@ EVAL = ["model.video.height=16", "model.video.width=16", "toy_prompts=1", "seeds
 
 MISSING, EMPTY, BINARY = "{tmp}/missing.txt", "{tmp}/empty.txt", "{tmp}/binary.txt"
 UTF16, LATIN1, OFF_GRAMMAR = "{tmp}/utf16.txt", "{tmp}/latin1.txt", "{tmp}/dragon.txt"
+DRAGON = "a purple dragon flying"  # outside the toy grammar: 2 (or, where purple is no toy colour, 3) unknown words
 # A Wan of small.pt's size (width 16, 2 blocks), so that only the damage, not the size, can be wrong
 SMALL = ["model.transformer.num_attention_heads=2", "model.transformer.attention_head_dim=8",
          "model.transformer.num_layers=2"]  # fmt: skip
@@ -248,15 +249,15 @@ TABLE += [
     row(
         "generate",
         "off-grammar-prompt",
-        ['prompt="a purple dragon flying"'],
-        "is outside the toy grammar (unknown "
-        "words ['dragon', 'flying', 'purple']); toy prompts read 'a <colour> <shape>",
+        [f'prompt="{DRAGON}"'],
+        f"{DRAGON!r} is outside the toy grammar (unknown words ['dragon', 'flying'",
         True,
     ),  # fmt: skip
+    row("generate", "off-grammar-summary", [f'prompt="{DRAGON}"'], "toy prompts read 'a <colour> <shape> [and a"),
     row(
         "generate",
         "off-grammar-schedule",
-        ['schedule=[{at:0,prompt:"a red circle moving"}]'],
+        ['schedule=[{{at:0,prompt:"a red circle moving"}}]'],
         "schedule: prompt 'a red circle moving' is outside the toy grammar (expected a speed",
     ),  # fmt: skip
     row("evaluate", "off-grammar-prompt-file", [*EVAL, f"prompts={OFF_GRAMMAR}"], "is outside the toy grammar"),
@@ -306,7 +307,7 @@ def make_inputs(tmp_path: Path, store: Path) -> dict:
     (tmp_path / "latin1.txt").write_text(
         f"{WORDS}\na red circle moving fast on a café background\n", encoding="latin-1"
     )
-    (tmp_path / "dragon.txt").write_text(f"{WORDS}\na purple dragon flying\n")
+    (tmp_path / "dragon.txt").write_text(f"{WORDS}\n{DRAGON}\n")
     weights = tmp_path / "weights"  # a diffusers transformer folder and a Wan text-encoder folder, weights lost
     (weights / "text_encoder").mkdir(parents=True)
     (weights / "config.json").write_text("{}")
@@ -381,3 +382,15 @@ def test_bad_input(tmp_path, store, entry, args, needle, debug):
         args = [a.format(**paths) for a in row_args]
         r = run_rf(entry, *args, "debug=true", runs=paths["tmp"])
         assert r.returncode != 0 and "Traceback (most recent call last)" in r.stderr, r.stderr[-3000:]
+
+
+def test_off_grammar_prompt_streams_with_a_warning_when_not_strict(tmp_path):
+    """strict_prompts=false: the prompt streams (the toy encoder reads the unknown words as <unk>), with a warning
+    that names them."""
+    out = tmp_path / "dragon.mp4"
+    r = run_rf("generate", f'prompt="{DRAGON}"', "strict_prompts=false", "frames=3", f"out={out}", runs=tmp_path)
+    assert r.returncode == 0 and out.is_file(), r.stderr[-3000:]
+    warned = [line for line in r.stderr.splitlines() if "is outside the toy grammar" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: prompt: "), r.stderr[-3000:]
+    assert "unknown words ['dragon', 'flying'" in warned[0] and "streamed anyway" in warned[0]
+    assert "error:" not in r.stderr
