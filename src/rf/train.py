@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rf.callbacks.checkpoint import LastCheckpoint, iteration_of
 from rf.lit.prompts import read_prompt_file
-from rf.models.loading import damaged
+from rf.models.loading import check_torch_file, damaged
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate
@@ -57,6 +57,7 @@ def check_resume_checkpoint(path: Path) -> None:
     """A checkpoint to resume from must read back as Lightning's, before the trainer starts: a truncated, empty
     or foreign file would otherwise fail deep inside `trainer.fit` with torch's own error. mmap: the tensors stay
     on disk, only the structure is read (a full-size last.ckpt is 40 GB)."""
+    check_torch_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:  # zip, EOF, unpickling errors of a file that is not a whole torch.save
@@ -188,8 +189,8 @@ def main(cfg: DictConfig) -> None:
         module = instantiate(cfg.module, model=cfg.model, optim=cfg.optim, _recursive_=False)
         check_video_size(cfg, module)
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]  # null: removed
+        ckpt = resolve_ckpt(cfg.ckpt_path, run_dir)  # before the trainer, which prints what it found on this machine
         trainer = build_trainer(cfg, run_dir, callbacks)
-        ckpt = resolve_ckpt(cfg.ckpt_path, run_dir)
     except Exception:
         remove_if_unused(run_dir)
         raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -103,6 +104,24 @@ def damaged(path: Path, err: BaseException, what: str = "checkpoint") -> ValueEr
     return ValueError(f"{path} {state}: copy or download it again, or point to another {what}")
 
 
+def check_torch_file(path: Path, what: str = "checkpoint") -> None:
+    """Refuse a file that cannot be a whole torch.save file, before torch reads it: torch.save writes a zip archive
+    (its central directory, at the end, is the first thing a truncated file loses) or, before torch 1.6, a pickle
+    (protocol 2+ starts with byte 0x80). torch's own errors for these are misleading (a text file: IndexError)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise damaged(path, EOFError(), what)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise damaged(path, ValueError(f"a zip archive cut short or damaged: {err}"), what) from err
+    elif head[0] != 0x80:
+        raise damaged(path, ValueError("neither a zip archive nor a pickle"), what)
+
+
 def _load_file(path: Path) -> dict:
     """A safetensors or torch.save file -> its content; a file that does not read raises ValueError naming it.
 
@@ -116,6 +135,7 @@ def _load_file(path: Path) -> dict:
             return load_file(path)
         except (SafetensorError, OSError) as err:
             raise damaged(path, err, "safetensors file") from err
+    check_torch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
