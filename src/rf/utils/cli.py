@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
-from rf.utils.stop import continue_command
+from rf.utils.stop import Terminated, continue_command
 
 CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, FloatingPointError)
@@ -75,11 +75,8 @@ def check_writable(key: str, value: str | Path) -> None:
         ) from err
 
 
-class Terminated(BaseException):
-    """SIGTERM outside a loop that stops cleanly (rf.utils.stop): unwinds like KeyboardInterrupt does for SIGINT."""
-
-
 def _terminate(signum, frame) -> None:
+    """SIGTERM outside a loop that stops cleanly (rf.utils.stop): unwind, as SIGINT's KeyboardInterrupt does."""
     raise Terminated
 
 

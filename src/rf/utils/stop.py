@@ -7,7 +7,8 @@ unit it holds, leaves every file it wrote complete (or, by name, clearly partial
     stopped by SIGTERM: kept <what is on disk>; continue with: python -m rf.<name> <the same arguments>
 
 on stderr, one line, then exit status 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
-reports a command a signal ended. A second signal stops at once (KeyboardInterrupt), for a unit that hangs.
+reports a command a signal ended. A second signal stops at once (KeyboardInterrupt or Terminated), for a unit
+that hangs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ import sys
 from typing import NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(BaseException):
+    """SIGTERM that must stop at once: unwinds the stack as KeyboardInterrupt does for SIGINT (rf.utils.cli
+    turns either into the one line)."""
 
 
 def continue_command(module: str | None = None) -> str:
@@ -50,7 +56,7 @@ class Stop:
 
     def _handle(self, signum: int, frame) -> None:
         if self.signal is not None:  # the second signal: stop now, whatever is in hand
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
         self.signal = signal.Signals(signum)
 
     @property
