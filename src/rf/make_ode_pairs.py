@@ -95,7 +95,7 @@ def main(cfg: DictConfig) -> None:
     text_encoder = instantiate(cfg.model.text_encoder).to(device)
 
     bar = tqdm(total=cfg.num_pairs, initial=writer.completed, unit="pair", desc="teacher ODE")
-    with Stop() as stop:  # SIGINT / SIGTERM: the shard in hand is dropped after its current batch
+    with Stop() as stop:  # SIGINT / SIGTERM: the batch in hand is solved; a part shard is dropped, a whole one kept
         while writer.completed < cfg.num_pairs:
             first, size = writer.next_shard()
             size = min(size, cfg.num_pairs - first)
