@@ -166,7 +166,9 @@ def interrupt(path, args, pause: str, sig: signal.Signals, module: str = "rf.tra
     marker.unlink(missing_ok=True)
     env = {**os.environ, "RF_RUNS": str(path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": THREADS,
            "RF_TEST_PAUSE": pause, "RF_TEST_MARKER": str(marker), "RF_TEST_MODULE": module}  # fmt: skip
-    log = open(path / "interrupted.log", "w+")  # a file, not a pipe: a full pipe would block the run
+    # a file, not a pipe: a full pipe would block the run; errors="replace": a progress bar's write cut by the
+    # signal may end mid-character
+    log = open(path / "interrupted.log", "w+", encoding="utf-8", errors="replace")
     proc = subprocess.Popen([sys.executable, "interrupt.py", *args], cwd=path, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
