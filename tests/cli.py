@@ -10,6 +10,9 @@ from pathlib import Path
 
 import yaml
 
+# each subprocess uses the thread count the suite runs under (tests/conftest.py: RF_TEST_THREADS)
+THREADS = os.environ.get("RF_TEST_THREADS", "2")
+
 # conf/experiment/toy_re_dmd.yaml shrunk for a fast CPU run: 16x16 video, a one-block Wan of width 64 with 2
 # heads, 3 latent frames (one chunk), batch 1, random teacher and student (no toy checkpoints), no TensorBoard.
 TINY_RE_DMD = {
@@ -28,7 +31,7 @@ def run_rf(
     module: str, *overrides: str, runs: Path, timeout: int = 300, processes: int = 0
 ) -> subprocess.CompletedProcess:
     """processes > 0: launch that many with torchrun, as multi-GPU jobs are launched (conf/trainer/fsdp2.yaml)."""
-    env = {**os.environ, "RF_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1" if processes else "2"}
+    env = {**os.environ, "RF_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1" if processes else THREADS}
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
         if processes

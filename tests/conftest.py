@@ -1,9 +1,27 @@
-import pytest
-import torch
+import getpass
+import os
+import tempfile
 
-from rf.models.causal_wan import CausalWanTransformer3DModel
+# The suite's thread count: 2 by default (CI's cores); RF_TEST_THREADS=1 runs it again with another summation
+# order in every parallel reduction, which the numerical tests' tolerances must cover (.ci/run does both).
+THREADS = int(os.environ.get("RF_TEST_THREADS", "2"))
+# torch.compile's C++ kernels are cached on disk (/tmp/torchinductor_USER) under a key that leaves out
+# ATEN_CPU_CAPABILITY: a kernel built under ATEN_CPU_CAPABILITY=avx2 (a way to run the suite as on a CPU without
+# AVX-512) aborts the process when a later run under the default capability loads it (torch 2.13). One cache per
+# capability and thread count, set before torch is imported (it reads the variable once); subprocesses
+# (tests/cli.py) inherit it.
+_CAPABILITY = os.environ.get("ATEN_CPU_CAPABILITY") or "default"
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}_{_CAPABILITY}_{THREADS}t"),
+)
 
-torch.set_num_threads(2)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from rf.models.causal_wan import CausalWanTransformer3DModel  # noqa: E402
+
+torch.set_num_threads(THREADS)
 
 
 def tiny_wan_config(**overrides) -> dict:

@@ -36,7 +36,8 @@ from rf.models.fast_path import FastPath
 from rf.models.loading import build_transformer
 from rf.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.utils.cli import entry
-from rf.utils.instantiate import instantiate, pick_device, resolve_dtype, to_dict
+from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
+from rf.utils.stop import Stop
 from rf.utils.video import check_frame_size
 
 
@@ -182,6 +183,7 @@ class Setup:
 @entry("bench")
 def main(cfg: DictConfig) -> Path:
     device, dtype = pick_device(cfg.device), resolve_dtype(cfg.model.dtype)
+    check_dtype(device, dtype, key="model.dtype")
     if device.type == "cpu" and cfg.model.name != "toy":
         raise ValueError(
             f"model={cfg.model.name} on the CPU would take hours: the full-size bench needs a GPU; "
@@ -208,18 +210,24 @@ def main(cfg: DictConfig) -> Path:
     }
     out_path = Path(cfg.out)
     failed = []
-    for name, (fast, policies) in variants.items():
-        if device.type != "cuda" and fast.gpu_only():
-            results["variants"][name] = {"skipped": f"{', '.join(fast.gpu_only())} need a CUDA device"}
-            print(f"variant {name} skipped: {results['variants'][name]['skipped']}")
-            continue
-        try:
-            results["variants"][name] = setup.run_variant(fast, policies, name)
-        except (RuntimeError, ValueError, AssertionError) as e:  # one broken switch must not lose the others
-            results["variants"][name] = {"error": f"{type(e).__name__}: {e}"}
-            failed.append(name)
-            print(f"variant {name} failed: {type(e).__name__}: {e}")
-        write_json(results, out_path)  # after every variant: a crash keeps what was measured
+    with Stop() as stop:  # SIGINT / SIGTERM: the variant in hand is measured, the others are not
+        for name, (fast, policies) in variants.items():
+            if stop.requested:
+                results["stopped"] = f"{stop.signal.name} after {len(results['variants'])} of {len(variants)} variants"
+                write_json(results, out_path)
+                stop.exit(f"{out_path} holds {len(results['variants'])} of {len(variants)} variants (its \"stopped\" "
+                          "says so)", then="measure them all with")  # fmt: skip
+            if device.type != "cuda" and fast.gpu_only():
+                results["variants"][name] = {"skipped": f"{', '.join(fast.gpu_only())} need a CUDA device"}
+                print(f"variant {name} skipped: {results['variants'][name]['skipped']}")
+                continue
+            try:
+                results["variants"][name] = setup.run_variant(fast, policies, name)
+            except (RuntimeError, ValueError, AssertionError) as e:  # one broken switch must not lose the others
+                results["variants"][name] = {"error": f"{type(e).__name__}: {e}"}
+                failed.append(name)
+                print(f"variant {name} failed: {type(e).__name__}: {e}")
+            write_json(results, out_path)  # after every variant: a crash keeps what was measured
 
     plain = results["variants"].get(cfg.baseline_variant, {}).get("policies", {}).get(cfg.baseline_policy)
     if plain:  # the Self Forcing-style configuration: every number is also reported as a speedup over it

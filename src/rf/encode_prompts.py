@@ -15,8 +15,10 @@ from tqdm import tqdm
 
 from rf.lit.prompts import read_prompt_file
 from rf.models.text_cache import WAN_NEGATIVE_PROMPT, CachedTextEncoder, CorruptEntryError
+from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device
+from rf.utils.stop import Stop
 
 
 @entry("encode_prompts", outputs=("cache",))
@@ -26,6 +28,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size={cfg.batch_size}: must be >= 1")
     prompts = list(dict.fromkeys(read_prompt_file(cfg.prompts)))  # each distinct prompt once, in file order
+    if is_toy_encoder(cfg.text_encoder.encoder):
+        check_toy_prompts(prompts, cfg.strict_prompts, f"prompts={cfg.prompts}")
     negative = cfg.text_encoder.get("negative_prompt", WAN_NEGATIVE_PROMPT)
     if negative is not None and negative not in prompts:
         prompts.append(negative)
@@ -50,11 +54,16 @@ def main(cfg: DictConfig) -> None:
         print(f"{cfg.cache}: all {len(prompts)} prompts already cached")
         return
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), unit="prompt", desc="encoding")
-    for start in range(0, len(todo), cfg.batch_size):
-        batch = todo[start : start + cfg.batch_size]
-        for prompt, embedding in zip(batch, encoder(batch), strict=True):  # [b, L, D]
-            cache.put(prompt, embedding)
-        bar.update(len(batch))
+    with Stop() as stop:  # SIGINT / SIGTERM: the batch in hand is encoded and stored, the others wait
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start : start + cfg.batch_size]
+            for prompt, embedding in zip(batch, encoder(batch), strict=True):  # [b, L, D]
+                cache.put(prompt, embedding)
+            bar.update(len(batch))
+            if stop.requested and start + cfg.batch_size < len(todo):
+                bar.close()
+                done = len(prompts) - len(todo) + start + len(batch)
+                stop.exit(f"{done} of {len(prompts)} prompts encoded in {cfg.cache} (each entry whole)")
     bar.close()
     print(f"{cfg.cache}: encoded {len(todo)} prompts, {len(prompts) - len(todo)} were cached")
 

@@ -37,7 +37,9 @@ from rf.eval.layout import VIDEO_DIR, index_folder, plan_videos
 from rf.eval.references import compute_references
 from rf.eval.report import contact_sheets, load_run, write_report, write_run
 from rf.eval.scoring import VideoScorer, frames_file, min_frames, score_videos, toy_world
+from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
+from rf.utils.instantiate import pick_device
 
 
 @contextmanager
@@ -132,6 +134,8 @@ def main(cfg: DictConfig) -> Path:
         raise ValueError("give ckpt= (generate, then score) or videos= (score those), not both")
     if cfg.ckpt and not Path(cfg.ckpt).exists():
         raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file or folder")
+    if not cfg.runs:  # generating and scoring run on it: a device this machine lacks is refused before any work
+        pick_device(cfg.device)
     name = run_name(cfg)
     out = out_dir(cfg, name)
     if cfg.runs:
@@ -142,7 +146,10 @@ def main(cfg: DictConfig) -> Path:
         entries = index_folder(folder, load_prompts(cfg) if cfg.prompts is not None else None)
         size = None
     else:
-        entries = plan_videos(load_prompts(cfg), cfg.seeds, cfg.seed, cfg.switch_at)
+        prompts = load_prompts(cfg)
+        if cfg.prompts is not None and is_toy_encoder(cfg.model.get("text_encoder_online") or cfg.model.text_encoder):
+            check_toy_prompts(prompts, cfg.strict_prompts, f"prompts={cfg.prompts}")
+        entries = plan_videos(prompts, cfg.seeds, cfg.seed, cfg.switch_at)
         folder, size = out / VIDEO_DIR, (cfg.model.video.height, cfg.model.video.width)
     toy = use_toy_truth(cfg.toy_truth, entries)
     if not cfg.videos:

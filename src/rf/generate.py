@@ -22,8 +22,10 @@ from rf.models.cache import CacheConfig
 from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
 from rf.toy.shipped import is_shipped, shipped_path
+from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
-from rf.utils.instantiate import instantiate, pick_device, resolve_dtype
+from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype
+from rf.utils.stop import Stop
 from rf.utils.video import StreamingVideoWriter, check_frame_size, contact_sheet
 
 
@@ -45,10 +47,15 @@ def main(cfg: DictConfig) -> Path:
     device, dtype = pick_device(cfg.device), resolve_dtype(cfg.dtype)
     cache_cfg = CacheConfig(**OmegaConf.to_container(cfg.sink, resolve=True))
     fast = FastPath(**OmegaConf.to_container(cfg.fast, resolve=True))
+    check_dtype(device, dtype, fp8=fast.fp8)
     if device.type != "cuda" and fast.gpu_only():
         raise ValueError(f"fast path switches {', '.join(fast.gpu_only())} need a CUDA GPU, this run is on {device}: "
                          "use fast=plain (the default), or fast.static_cache=true on a CPU")  # fmt: skip
     switches = parse_schedule(OmegaConf.to_container(cfg.schedule) if cfg.schedule is not None else None, cfg.prompt)
+    if is_toy_encoder(cfg.model.get("text_encoder_online") or cfg.model.text_encoder):
+        check_toy_prompts(
+            [s.prompt for s in switches], cfg.strict_prompts, "prompt" if cfg.schedule is None else "schedule"
+        )
 
     out = Path(cfg.out)
     if out.suffix != ".mp4":
@@ -99,7 +106,8 @@ def main(cfg: DictConfig) -> Path:
     sheet, kept = [], []  # kept: every frame as uint8, when frames_out= asks for them (lossless, for scoring)
     start = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)  # only now: a bad input above leaves no folder behind
-    with torch.inference_mode(), StreamingVideoWriter(out, fps, h, w) as writer:
+    # SIGINT / SIGTERM: the chunk in hand is decoded and written, then the stream ends and NAME.mp4 is finalised
+    with Stop() as stop, torch.inference_mode(), StreamingVideoWriter(out, fps, h, w) as writer:
         bar = tqdm(total=n_chunks, unit="chunk", desc=f"streaming {cache_cfg.policy}")
         for chunk in sampler.stream(
             prompts, shape, GeneratorNoise(cfg.seed, device), recache_on_switch=cfg.recache_on_switch
@@ -114,12 +122,17 @@ def main(cfg: DictConfig) -> Path:
             bar.set_postfix(
                 fps=f"{writer.frames_written / (time.perf_counter() - start):.1f}", prompt=chunk.prompt_index
             )
+            if stop.requested:
+                break
         bar.close()
     png = out.with_suffix(".png")
     image = Image.fromarray(contact_sheet(torch.stack(sheet, dim=1), columns=8).numpy())
     zoom = max(1, 128 // min(h, w))  # toy frames are 32 px: enlarge so a person can see them
     image.resize((image.width * zoom, image.height * zoom), Image.NEAREST).save(png)
     seconds = writer.frames_written / fps
+    if stop.requested:  # the stream so far, whole and playable: a stream cannot resume, its cache is gone
+        stop.exit(f"{out} holds the first {seconds:.1f} s of {total / fps:.1f} ({writer.frames_written} of {total} "
+                  f"frames, stopped early), contact sheet {png}", then="make the whole stream with")  # fmt: skip
     print(f"wrote {out} ({writer.frames_written} frames, {seconds:.1f} s at {fps} fps, {len(plan)} prompts)")
     print(f"contact sheet: {png}")
     if cfg.get("frames_out"):

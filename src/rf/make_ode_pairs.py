@@ -17,10 +17,12 @@ from tqdm import tqdm
 from rf.diffusion.flow import warp_timesteps
 from rf.diffusion.ode import cfg_velocity, euler_solve, sigma_grid
 from rf.lit.ode_pairs import MANIFEST, OdePairWriter
-from rf.lit.prompts import PromptDataModule
+from rf.lit.prompts import PromptDataModule, read_prompt_file
 from rf.models.loading import build_transformer
+from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
 from rf.utils.instantiate import instantiate, pick_device
+from rf.utils.stop import Stop
 from rf.utils.video import check_frame_size
 
 
@@ -43,6 +45,8 @@ def main(cfg: DictConfig) -> None:
     device = pick_device(cfg.device)
     if cfg.num_pairs < 1 or cfg.batch_size < 1:
         raise ValueError(f"num_pairs={cfg.num_pairs}, batch_size={cfg.batch_size}: both must be >= 1")
+    if cfg.prompts is not None and is_toy_encoder(cfg.model.text_encoder):
+        check_toy_prompts(read_prompt_file(cfg.prompts), cfg.strict_prompts, f"prompts={cfg.prompts}")
     sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
     timesteps = warp_timesteps(sampler["denoising_steps"], sampler["shift"])
     grid = sigma_grid(cfg.ode_steps, sampler["shift"])
@@ -91,25 +95,36 @@ def main(cfg: DictConfig) -> None:
     text_encoder = instantiate(cfg.model.text_encoder).to(device)
 
     bar = tqdm(total=cfg.num_pairs, initial=writer.completed, unit="pair", desc="teacher ODE")
-    while writer.completed < cfg.num_pairs:
-        first, size = writer.next_shard()
-        size = min(size, cfg.num_pairs - first)
-        states, texts, seeds = [], [], []
-        for start in range(first, first + size, cfg.batch_size):
-            index = list(range(start, min(start + cfg.batch_size, first + size)))
-            batch_prompts = [prompts(i) for i in index]
-            noise = torch.stack([
-                torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)) for i in index
-            ]).to(device)  # fmt: skip
-            with torch.no_grad():
-                text = text_encoder(batch_prompts).to(device)
-                velocity = cfg_velocity(teacher, text, torch.zeros_like(text), cfg.guidance)
-                x0, kept = euler_solve(velocity, noise, grid, record=record)
-            states.append(torch.stack([*kept, x0], dim=1).cpu())  # [b, K+1, C, F, H, W]
-            texts += batch_prompts
-            seeds += [cfg.seed * 1_000_003 + i for i in index]
-            bar.update(len(index))
-        writer.write_shard(torch.cat(states), texts, seeds)
+    with Stop() as stop:  # SIGINT / SIGTERM: the batch in hand is solved; a part shard is dropped, a whole one kept
+        while writer.completed < cfg.num_pairs:
+            first, size = writer.next_shard()
+            size = min(size, cfg.num_pairs - first)
+            states, texts, seeds = [], [], []
+            for start in range(first, first + size, cfg.batch_size):
+                index = list(range(start, min(start + cfg.batch_size, first + size)))
+                batch_prompts = [prompts(i) for i in index]
+                noise = torch.stack([
+                    torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)) for i in index
+                ]).to(device)  # fmt: skip
+                with torch.no_grad():
+                    text = text_encoder(batch_prompts).to(device)
+                    velocity = cfg_velocity(teacher, text, torch.zeros_like(text), cfg.guidance)
+                    x0, kept = euler_solve(velocity, noise, grid, record=record)
+                states.append(torch.stack([*kept, x0], dim=1).cpu())  # [b, K+1, C, F, H, W]
+                texts += batch_prompts
+                seeds += [cfg.seed * 1_000_003 + i for i in index]
+                bar.update(len(index))
+                if stop.requested:  # the batch in hand is solved; the rest of its shard is not
+                    break
+            dropped = size - len(seeds)
+            if not dropped:
+                writer.write_shard(torch.cat(states), texts, seeds)
+            if stop.requested:
+                bar.close()
+                note = f"a part shard of {len(seeds)} pairs was dropped" if dropped else "no part shard was left"
+                shards = len(writer.manifest["shards"])
+                stop.exit(f"{writer.completed} of {cfg.num_pairs} ODE pairs in {cfg.out}, {shards} whole shards "
+                          f"({note})")  # fmt: skip
     bar.close()
     print(f"{cfg.out}: {writer.completed} ODE pairs")
 

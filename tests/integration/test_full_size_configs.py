@@ -110,7 +110,9 @@ def test_teacher_of_another_text_width_is_refused_before_any_transformer_is_buil
     raised after the cheap parts (text encoder, VAE) and before three 1.3B transformers are allocated."""
     from tests.cli import run_rf
 
-    r = run_rf("train", "experiment=full_size_random", "teacher.transformer.text_dim=2048", runs=tmp_path)
+    # trainer.accelerator=cpu: on a machine without a GPU, trainer=gpu is refused first (rf.train.check_devices)
+    args = ["experiment=full_size_random", "teacher.transformer.text_dim=2048", "trainer.accelerator=cpu"]
+    r = run_rf("train", *args, runs=tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "module.teacher_arch.text_dim=2048" in lines[0] and "4096" in lines[0], lines

@@ -67,8 +67,22 @@ def test_scaled_mm_call_computes_the_reference_function(out_dtype):
     layer = Fp8Linear.from_linear(linear())
     x_fp8, x_scale = quantize_rowwise(torch.randn(10, 64))
     args = (x_fp8, x_scale, layer.weight, layer.weight_scale, layer.bias, out_dtype)
-    tol = 0 if out_dtype == torch.float32 else 1e-2  # bf16: the output's rounding
-    torch.testing.assert_close(fp8_mm(*args), fp8_mm_reference(*args), rtol=tol, atol=tol)
+    out, ref = fp8_mm(*args).float(), fp8_mm_reference(*args).float()  # [10, 48]
+    # Both are float32 sums of the same K = 64 products a_k b_k (a = x_fp8 * x_scale, b = w_fp8 * w_scale) in
+    # an order that depends on the CPU, the BLAS kernel and the thread count. Each float32 sum is within
+    # gamma_K = K eps / (1 - K eps) of sum_k |a_k b_k| (Higham, Accuracy and Stability, 3.1), so the two are
+    # within 2 gamma_K of it; where the scales are applied (after the sum or to each operand) adds 2 roundings
+    # per product and the bias addition one rounding of |y| each: together under (2 K + 8) eps sum_k |a_k b_k|
+    # + 2 eps |y|. A bf16 output (unit roundoff u = 2^-8) is rounded once by the reference, u |y|, and up to three
+    # times by _scaled_mm, which adds the bias in bf16: the product, the bias and the sum, u (|a b| + |bias| + |y|).
+    a, b = x_fp8.float() * x_scale, layer.weight.float() * layer.weight_scale  # [10, 64], [48, 64]
+    eps = torch.finfo(torch.float32).eps
+    magnitude = a.abs() @ b.abs().t()  # [10, 48] sum_k |a_k b_k|
+    bound = (2 * 64 + 8) * eps * magnitude + 2 * eps * ref.abs()
+    if out_dtype == torch.bfloat16:
+        u, product = 2.0**-8, a @ b.t()  # [10, 48] without the bias
+        bound = bound + u * (product.abs() + layer.bias.abs() + 2 * ref.abs())
+    assert torch.all((out - ref).abs() <= bound), ((out - ref).abs() / bound).max()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

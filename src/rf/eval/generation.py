@@ -24,7 +24,8 @@ from rf.generate import latent_frames_for
 from rf.models.cache import CacheConfig
 from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
-from rf.utils.instantiate import instantiate, pick_device, resolve_dtype, to_dict
+from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
+from rf.utils.stop import Stop
 from rf.utils.video import StreamingVideoWriter, check_frame_size, probe
 
 
@@ -56,6 +57,7 @@ class StreamGenerator:
 
     def __init__(self, cfg: DictConfig):
         self.device, dtype = pick_device(cfg.device), resolve_dtype(cfg.dtype)
+        check_dtype(self.device, dtype, fp8=bool(cfg.fast.fp8))
         self.cache_cfg = CacheConfig(**to_dict(cfg.sink))
         self.autoencoder = instantiate(cfg.model.autoencoder).to(self.device)
         self.text_encoder = instantiate(cfg.model.get("text_encoder_online") or cfg.model.text_encoder).to(self.device)
@@ -142,22 +144,26 @@ def generate_missing(
     if finished:
         print(f"resuming: {len(finished)} of {len(entries)} videos already made in {folder}")
     start = time.perf_counter()
-    for e in tqdm(todo[:limit], unit="video", desc="generating", disable=not limit):
-        path = folder / e.file
-        if path.is_file():  # finished, but the manifest was not written: adopt it if it is what was asked for
-            info = probe(path)
-            want = (generator.frames, generator.height, generator.width)
-            if (info["frames"], info["height"], info["width"]) != want:
-                raise ValueError(
-                    f"{path} is {info['frames']} frames of {info['width']}x{info['height']}, not the {want[0]} "
-                    f"frames of {want[2]}x{want[1]} asked for: delete it, or choose another out="
-                )
-            frames = info["frames"]
-        else:
-            frames = generator.generate(e, path)
-        e.frames, e.fps, e.height, e.width = frames, float(generator.fps), generator.height, generator.width
-        manifest.videos[e.file] = e
-        manifest.save()
+    with Stop() as stop:
+        for e in tqdm(todo[:limit], unit="video", desc="generating", disable=not limit):
+            path = folder / e.file
+            if path.is_file():  # finished, but the manifest was not written: adopt it if it is what was asked for
+                info = probe(path)
+                want = (generator.frames, generator.height, generator.width)
+                if (info["frames"], info["height"], info["width"]) != want:
+                    raise ValueError(
+                        f"{path} is {info['frames']} frames of {info['width']}x{info['height']}, not the {want[0]} "
+                        f"frames of {want[2]}x{want[1]} asked for: delete it, or choose another out="
+                    )
+                frames = info["frames"]
+            else:
+                frames = generator.generate(e, path)
+            e.frames, e.fps, e.height, e.width = frames, float(generator.fps), generator.height, generator.width
+            manifest.videos[e.file] = e
+            manifest.save()
+            if stop.requested:  # SIGINT / SIGTERM: the video in hand is finished and recorded, the others wait
+                done = sum((folder / x.file).is_file() for x in entries)
+                stop.exit(f"{done} of {len(entries)} videos made in {folder} (listed in its manifest), none scored yet")
     manifest.save()
     if limit:
         print(f"generated {limit} videos in {time.perf_counter() - start:.1f} s")

@@ -124,7 +124,7 @@ class Manifest:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
             videos = {name: VideoEntry(**entry) for name, entry in data["videos"].items()}
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(
                 f"{file} is not an rf evaluation manifest ({err}): delete it or choose another out="
             ) from err

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
@@ -66,11 +66,17 @@ def _read_manifest(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}): delete {folder} and regenerate the pairs") from e
-    if manifest.get("version") != VERSION:
-        raise ValueError(f"{path} has version {manifest.get('version')!r}, this code reads {VERSION}: regenerate")
+    if not isinstance(manifest, dict) or manifest.get("version") != VERSION:
+        found = manifest.get("version") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path} has version {found!r}, this code reads {VERSION}: delete {folder} and regenerate")
+    # valid JSON of another layout (hand-edited, or another tool's manifest.json) is refused here, not later
+    shards = manifest.get("shards")
+    layout = {"meta", "shard_size", "total", "shards"} <= manifest.keys() and isinstance(shards, list)
+    if not layout or not all(isinstance(s, dict) and {"file", "count", "sha256", "first"} <= s.keys() for s in shards):
+        raise ValueError(f"{path} is not an ODE-pair manifest of this layout: delete {folder} and regenerate the pairs")
     first = 0
     for shard in manifest["shards"]:
         if shard["first"] != first:
@@ -201,9 +207,13 @@ class OdePairDataset(Dataset):
 
     def _shard(self, s: int):
         if self._open is None or self._open[0] != s:
-            f = safe_open(str(self.folder / self.shards[s]["file"]), framework="pt")
-            meta = f.metadata()
-            self._open = (s, f, json.loads(meta["prompts"]), json.loads(meta["seeds"]))
+            path = self.folder / self.shards[s]["file"]
+            try:  # verify=false skipped the checksums: a damaged shard shows here
+                f = safe_open(str(path), framework="pt")
+                meta = f.metadata()
+                self._open = (s, f, json.loads(meta["prompts"]), json.loads(meta["seeds"]))
+            except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{path} is damaged ({err}): delete {self.folder} and regenerate the pairs") from err
         return self._open[1:]
 
     def __getitem__(self, i: int) -> dict:

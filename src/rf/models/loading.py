@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 from diffusers import WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+from safetensors import SafetensorError
 
 from rf.models.causal_wan import CausalWanTransformer3DModel
+from rf.utils.cli import one_line
 from rf.utils.files import require_files
 from rf.utils.instantiate import resolve_dtype
 
@@ -54,10 +57,14 @@ def size_of_arch(arch: dict) -> tuple[int, int, int]:
     return arch["num_attention_heads"] * arch["attention_head_dim"], arch["num_layers"], arch["text_dim"]
 
 
-def size_of_state(state: dict[str, torch.Tensor]) -> tuple[int, int, int | None]:
+def size_of_state(state: dict[str, torch.Tensor], source: str = "the state dict") -> tuple[int, int, int | None]:
     """A diffusers-named transformer state dict -> (width, blocks, text width)."""
     if "patch_embedding.weight" not in state:
-        raise ValueError("not a Wan transformer state dict: no patch_embedding.weight")
+        some = ", ".join(sorted(state)[:3]) or "nothing"
+        raise ValueError(
+            f"{source} is not a Wan transformer checkpoint (no patch_embedding.weight; it holds {some}, ...): "
+            "point to a transformer checkpoint (rf's last.ckpt, a Self Forcing .pt, Wan weights)"
+        )
     dim = state["patch_embedding.weight"].shape[0]
     layers = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
     text = state.get("condition_embedder.text_embedder.linear_1.weight")
@@ -89,18 +96,57 @@ def transformer_folder(path: str | Path) -> Path:
 # ----- files -------------------------------------------------------------------------------------------
 
 
+def damaged(path: Path, err: BaseException, what: str = "checkpoint") -> ValueError:
+    """The one message for a weights file that does not read: what the reader said, and what to do."""
+    reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+    size = path.stat().st_size if path.is_file() else 0
+    state = "is empty (0 bytes)" if size == 0 else f"is damaged or not a {what} ({reason[:160]})"
+    return ValueError(f"{path} {state}: copy or download it again, or point to another {what}")
+
+
+def check_torch_file(path: Path, what: str = "checkpoint") -> None:
+    """Refuse a file that cannot be a whole torch.save file, before torch reads it: torch.save writes a zip archive
+    (its central directory, at the end, is the first thing a truncated file loses) or, before torch 1.6, a pickle
+    (protocol 2+ starts with byte 0x80). torch's own errors for these are misleading (a text file: IndexError)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise damaged(path, EOFError(), what)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise damaged(path, ValueError(f"a zip archive cut short or damaged: {err}"), what) from err
+    elif head[0] != 0x80:
+        raise damaged(path, ValueError("neither a zip archive nor a pickle"), what)
+
+
 def _load_file(path: Path) -> dict:
+    """A safetensors or torch.save file -> its content; a file that does not read raises ValueError naming it.
+
+    Truncated, empty or foreign files fail inside the readers with their own errors (safetensors' header errors,
+    torch's zip / EOF / unpickling errors, IndexError on a short text file): each becomes one ValueError.
+    """
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as err:
+            raise damaged(path, err, "safetensors file") from err
+    check_torch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err).lower():  # not a refused Python object: a damaged pickle
+            raise damaged(path, err) from err
         raise ValueError(
             f"{path} holds Python objects, not only tensors; rf loads with torch.load(weights_only=True) and "
             f"will not unpickle it: re-save its state dict (torch.save(model.state_dict(), ...))"
         ) from err
+    except (RuntimeError, EOFError, IndexError, KeyError, ValueError, OSError) as err:
+        raise damaged(path, err) from err
 
 
 def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -155,6 +201,11 @@ def read_state_dict(
         state, found = ckpt[key], key
     else:
         state, found = ckpt, "state dict"
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(
+            f"ckpt={path} is a checkpoint of another kind: its {found} is not a table of named tensors (an optimiser "
+            "state or a pickled object?): point to model weights (rf's last.ckpt, a Self Forcing .pt, Wan weights)"
+        )
     return _to_diffusers_names(state), found
 
 
@@ -227,12 +278,23 @@ def load_transformer(arch, init=None, causal=False, prefixes=STUDENT_PREFIXES, u
     dtype = resolve_dtype(dtype) if dtype is not None else None
     if init is not None and Path(init).is_dir():
         folder = transformer_folder(init)
-        check_size(size_of_arch(json.loads((folder / "config.json").read_text())), arch, folder)
-        model = cls.from_pretrained(folder, local_files_only=True, torch_dtype=dtype or torch.float32)
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            size = size_of_arch(config)
+        except (ValueError, KeyError, TypeError) as err:  # not JSON, or not a Wan transformer's config
+            raise damaged(folder / "config.json", err, "diffusers transformer config") from err
+        check_size(size, arch, folder)
+        try:  # its safetensors shards: a truncated or foreign shard fails in diffusers with its own error types
+            model = cls.from_pretrained(folder, local_files_only=True, torch_dtype=dtype or torch.float32)
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
+            raise ValueError(
+                f"{folder} holds damaged or incomplete weights ({one_line(err)[:200]}): copy or download the folder "
+                "again"
+            ) from err
         return model, "diffusers folder"
     state, found = (None, "random") if init is None else read_state_dict(init, prefixes, use_ema)
     if state is not None:
-        check_size(size_of_state(state), arch, f"ckpt={init}")
+        check_size(size_of_state(state, f"ckpt={init}"), arch, f"ckpt={init}")
     model = cls(**arch)
     if state is not None:
         load_state(model, state, f"ckpt={init}")

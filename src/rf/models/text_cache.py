@@ -136,11 +136,20 @@ class EmbeddingCache:
         if not path.is_file():
             return None
         try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not valid JSON ({err}): delete {self.folder} and fill it again") from err
-        if meta.get("version") != VERSION:
-            raise ValueError(f"{path} has version {meta.get('version')!r}, this code reads {VERSION}: fill it again")
+        if not isinstance(meta, dict) or meta.get("version") != VERSION:
+            found = meta.get("version") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(
+                f"{path} has version {found!r}, this code reads {VERSION}: delete {self.folder} and fill it again"
+            )
+        missing = [k for k in ("identity", "dim", "max_length", "dtype") if k not in meta]
+        if missing:
+            raise ValueError(
+                f"{path} lacks {', '.join(missing)}: not a text-embedding cache of rf; delete {self.folder} and fill "
+                "it again"
+            )
         return meta
 
     def path(self, prompt: str) -> Path:

@@ -16,9 +16,44 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from rf.toy.world import VOCABULARY, split_words
+from rf.toy.world import VOCABULARY, parse_prompt, split_words
 
 PAD, UNK = "<pad>", "<unk>"
+# The toy grammar in one line, for the error a prompt outside it gets (rf.toy.world.parse_prompt is the grammar).
+GRAMMAR = (
+    "toy prompts read 'a <colour> <shape> [and a <colour> <shape>] moving <slowly|fast> <to the left|to the right|"
+    "upwards|downwards> [and a ... moving ...] on a <pattern> background', e.g. 'a red circle moving fast to the "
+    "right on a striped background'"
+)
+
+
+def is_toy_encoder(cfg) -> bool:
+    """Whether a text-encoder config (a `_target_` mapping) builds the toy encoder, which knows only toy words."""
+    return cfg is not None and str(cfg.get("_target_", "")).endswith("ToyTextEncoder")
+
+
+def check_toy_prompts(prompts: list[str], strict: bool, source: str) -> None:
+    """Prompts for a toy model must be toy-grammar prompts: the toy encoder maps every other word to <unk>, so
+    a prompt outside the grammar streams a video of something else, silently.
+
+    strict: refuse the first such prompt with the grammar's summary (ValueError); else warn once per prompt,
+    naming its unknown words (or, all words known, what the grammar expected).
+    """
+    for prompt in dict.fromkeys(prompts):
+        try:
+            parse_prompt(prompt)
+            continue
+        except ValueError as err:
+            unknown = sorted(set(split_words(prompt)) - set(VOCABULARY))
+            problem = f"unknown words {unknown}" if unknown else str(err).split(": ", 1)[-1]
+        if strict:
+            raise ValueError(
+                f"{source}: prompt {prompt!r} is outside the toy grammar ({problem}); {GRAMMAR}; "
+                "or strict_prompts=false to stream it anyway"
+            )
+        warnings.warn(
+            f"{source}: prompt {prompt!r} is outside the toy grammar, {problem}: streamed anyway", stacklevel=2
+        )
 
 
 def sinusoid(length: int, dim: int) -> torch.Tensor:

@@ -9,6 +9,10 @@ and the fix, and exit status 2; `debug=true` (or HYDRA_FULL_ERROR=1) shows the t
     an unwritable output the folder of `out=` (or of the entry's other outputs) takes no new file: checked
                          before any work; Hydra's run folder (rf.train) cannot be created
     a full disk          ENOSPC / EDQUOT while writing
+    a broken config      a YAML file (conf/ or --config-dir) that does not parse: file, line and column
+
+A stop (SIGINT, SIGTERM) is one line too, `stopped by SIG...: what was kept; continue with: COMMAND`, and exit
+status 130 or 143: the long loops stop between units (rf.utils.stop), anywhere else this wrapper ends the run.
 
 Warnings print as one line each too, `warning: ...` (`debug=true`: Python's usual two lines).
 """
@@ -19,16 +23,20 @@ import errno
 import functools
 import os
 import re
+import signal
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.errors import HydraException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
+
+from rf.utils.stop import Terminated, continue_command
 
 CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, FloatingPointError)
@@ -67,12 +75,25 @@ def check_writable(key: str, value: str | Path) -> None:
         ) from err
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM outside a loop that stops cleanly (rf.utils.stop): unwind, as SIGINT's KeyboardInterrupt does."""
+    raise Terminated
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     tqdm.write(f"warning: {one_line(message)}", file=sys.stderr)  # on a line of its own, under a progress bar
 
 
 def _before_run(err: Exception) -> str | None:
     """One line for what failed before the entry point ran: composing the config, creating Hydra's run folder."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:  # a config file that is not YAML
+        mark = err.problem_mark
+        return (
+            f"{mark.name} is not valid YAML: {err.problem} at line {mark.line + 1}, column {mark.column + 1} "
+            f"({err.context or 'while reading it'}): fix that line"
+        )
+    if isinstance(err, yaml.YAMLError):
+        return f"a config file is not valid YAML ({one_line(err)}): fix it"
     if isinstance(err, OverrideParseException):
         return f"cannot parse the override {err.override!r}: {one_line(err.message)}"
     if isinstance(err, HydraException):
@@ -99,17 +120,27 @@ def entry(config_name: str, outputs: tuple[str, ...] = ("out",)):
             debug = cfg.get("debug", False)
             if not debug:
                 warnings.showwarning = _one_line_warning
+            previous = signal.signal(signal.SIGTERM, _terminate)
             try:
                 for key in outputs:
                     if OmegaConf.select(cfg, key) is not None:
                         check_writable(key, OmegaConf.select(cfg, key))
                 return fn(cfg)
+            except (KeyboardInterrupt, Terminated):  # a signal outside the loops that stop cleanly
+                if debug:
+                    raise
+                sig = signal.SIGTERM if sys.exc_info()[0] is Terminated else signal.SIGINT
+                kept = "what was written is whole or named partial (.partial.mp4, .tmp)"
+                print(f"stopped by {sig.name}: {kept}; continue with: {continue_command()}", file=sys.stderr)
+                sys.exit(128 + int(sig))
             except Exception as err:
                 cause = user_error(err)
                 if debug or cause is None:
                     raise
                 print(f"error: {one_line(cause)}", file=sys.stderr)
                 sys.exit(2)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
 
         @functools.wraps(fn)
         def main():
@@ -120,7 +151,7 @@ def entry(config_name: str, outputs: tuple[str, ...] = ("out",)):
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
                 return run()
-            except (HydraException, OSError) as err:
+            except (HydraException, OSError, yaml.YAMLError) as err:
                 message = None if debug or started else _before_run(err)
                 if message is None:
                     raise
