@@ -42,6 +42,14 @@ def reference_entries(entries: list[VideoEntry], per_prompt: int | None) -> list
     return [e for e in entries if per_prompt is None or e.seed_index < per_prompt]
 
 
+def drawable(world, prompt: str) -> bool:
+    try:
+        world.scene_from_prompt(prompt)
+    except ValueError:
+        return False
+    return True
+
+
 def reference_video(scorer: VideoScorer, entry: VideoEntry, kind: str) -> torch.Tensor:
     """One reference clip [3, entry.frames, H, W] of `kind` for an evaluated video: each span of its prompt
     schedule rendered for that span's frames, the scene from the span's prompt and a layout seed from the video's
@@ -67,7 +75,15 @@ def compute_references(
 
     if scorer.world is None:
         return None
-    chosen = reference_entries(entries, per_prompt)
+    # Only videos whose every prompt the world can draw: the grammar admits more objects than a scene may hold
+    # (an over-long prompt, truncated for the model, can name 5), and such a video has no reference clip.
+    chosen = [
+        e
+        for e in reference_entries(entries, per_prompt)
+        if all(drawable(scorer.world, p) for _, p in e.switches(scorer.fps))
+    ]
+    if not chosen:
+        return None
     asked = [(e.schedule, e.seed_index, e.prompt, e.frames) for e in chosen]
     settings = json.dumps([scorer.settings(), asked, toy_code_version()], sort_keys=True, default=str)
     key = hashlib.sha1(settings.encode()).hexdigest()
