@@ -147,13 +147,17 @@ def references(world: ToyWorld, world_kwargs: dict, prompts, seeds: int, frames:
 # ----- the teacher -----------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def sample_teacher(cfg, ckpt, texts, noise_seeds, frames, guidance, shift, steps, device, batch=256):
-    """Teacher samples [N, 3, frames, H, W] in [-1, 1]: Euler on the CFG velocity over the shifted sigma grid."""
+def load_teacher(cfg, ckpt, device):
+    """(teacher transformer, autoencoder, text encoder) on `device`: loaded once for the whole sweep."""
     arch = OmegaConf.to_container(cfg.model.transformer, resolve=True)
     model = load_transformer(arch, ckpt, causal=False, prefixes=("transformer.",))[0].to(device).eval()
-    ae = instantiate(cfg.model.autoencoder).to(device)
-    text_encoder = instantiate(cfg.model.text_encoder).to(device)
+    return model, instantiate(cfg.model.autoencoder).to(device), instantiate(cfg.model.text_encoder).to(device)
+
+
+@torch.no_grad()
+def sample_teacher(cfg, loaded, texts, noise_seeds, frames, guidance, shift, steps, device, batch=256):
+    """Teacher samples [N, 3, frames, H, W] in [-1, 1]: Euler on the CFG velocity over the shifted sigma grid."""
+    model, ae, text_encoder = loaded
     h, w, f = cfg.model.video.height, cfg.model.video.width, ae.spatial_factor
     out = []
     for i in range(0, len(texts), batch):
@@ -173,12 +177,11 @@ def teacher(args, cfg, world, world_kwargs, prompts, device) -> dict:
     splits = [s for s, _ in prompts for _ in range(args.seeds)]
     noise_seeds = [HELD_OUT + 7919 * i for i in range(len(texts))]
     result = {"prompts": prompts, "seeds": args.seeds, "frames": args.frames, "ckpt": args.ckpt, "settings": []}
+    loaded = load_teacher(cfg, args.ckpt, device)
     for guidance in [float(x) for x in args.cfg.split(",")]:
         for shift in [float(x) for x in args.shift.split(",")]:
             t0 = time.time()
-            videos = sample_teacher(
-                cfg, args.ckpt, texts, noise_seeds, args.frames, guidance, shift, args.steps, device
-            )
+            videos = sample_teacher(cfg, loaded, texts, noise_seeds, args.frames, guidance, shift, args.steps, device)
             rows = score_all(videos, texts, world_kwargs, args.workers)
             means = mean_rows(rows, splits)
             bars = check_bars(means["single"], TEACHER_BARS)
