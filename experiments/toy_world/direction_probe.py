@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--overrides", default="")
     ap.add_argument("--clips", type=int, default=128)
     ap.add_argument("--frames", type=int, default=21)
+    ap.add_argument("--levels", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995])
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     import evaluate  # noqa: PLC0415 (this folder's evaluate.py: the same config loading)
@@ -56,7 +57,7 @@ def main() -> None:
     texts = {"as written": te(prompts), "direction swapped": te([swapped(p) for p in prompts])}
     texts["empty"] = torch.zeros_like(texts["as written"])
     rows = []
-    for s in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+    for s in args.levels:
         xt = add_noise(x0, noise, torch.tensor(s))
         t = torch.full((len(prompts),), s * 1000.0, device=device)
         loss = {k: (model(xt, t, text.to(device)).sample - flow_target(x0, noise)).square().mean().item()

@@ -37,6 +37,8 @@ ODE_INIT_BATCH=${ODE_INIT_BATCH:-64}
 ITERATIONS=${ITERATIONS:-300}
 GENERATOR_EVERY=${GENERATOR_EVERY:-3}   # 300 / 3 = 100 generator steps
 DISTILL_BATCH=${DISTILL_BATCH:-16}
+DISTILL_TIME=${DISTILL_TIME:-null}      # e.g. 00:00:02:30: each distillation run also stops after this long
+DISTILL_EXTRA=${DISTILL_EXTRA:-}        # more overrides, e.g. callbacks.video_log=null where PyAV is missing
 EMA_DECAY=${EMA_DECAY:-0.95}
 SEEDS=${SEEDS:-0 1}
 OUT=${EXPORT_OUT:-$RF_RUNS/export}
@@ -81,9 +83,9 @@ if [[ $STAGE == distill || $STAGE == all ]]; then
       $PY -m rf.train experiment=toy_$method $COMMON name=toy_${method}_s$seed seed=$seed module.teacher_ckpt=$TEACHER_CKPT \
           module.max_iterations=$ITERATIONS module.generator_every=$GENERATOR_EVERY module.latent_frames=$FRAMES \
           module.guidance=$(best cfg) sampler.shift=$(best shift) data.batch_size=$DISTILL_BATCH \
-          checkpoint_every=100 callbacks.video_log.every_n_iterations=$ITERATIONS \
+          checkpoint_every=100 callbacks.video_log.every_n_iterations=$ITERATIONS +trainer.max_time=$DISTILL_TIME \
           callbacks.generator_ema.decay=$EMA_DECAY callbacks.generator_ema.start_iteration=$((ITERATIONS / 3)) \
-          trainer.enable_progress_bar=false > "$RF_RUNS/toy_${method}_s$seed.log" 2>&1 &
+          trainer.enable_progress_bar=false $DISTILL_EXTRA > "$RF_RUNS/toy_${method}_s$seed.log" 2>&1 &
       pids+=($!)
     done
   done

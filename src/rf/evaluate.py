@@ -37,7 +37,7 @@ from rf.eval.layout import VIDEO_DIR, index_folder, plan_videos
 from rf.eval.references import compute_references
 from rf.eval.report import contact_sheets, load_run, write_report, write_run
 from rf.eval.scoring import VideoScorer, frames_file, min_frames, score_videos, toy_world
-from rf.toy.shipped import is_shipped, shipped_path
+from rf.toy.shipped import is_shipped, use_shipped
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
 from rf.utils.instantiate import pick_device
@@ -130,7 +130,7 @@ def describe(cfg: DictConfig, entries, fps: float, scorer: VideoScorer) -> dict:
 @entry("eval")
 def main(cfg: DictConfig) -> Path:
     if is_shipped(cfg.ckpt):  # ckpt=shipped: the shipped toy student, checked against its sha256
-        cfg.ckpt = str(shipped_path(cfg.ckpt, cfg.model.name))
+        cfg.ckpt = str(use_shipped(cfg))
     if cfg.runs and (cfg.ckpt or cfg.videos):
         raise ValueError("runs= compares finished evaluations: give it alone, without ckpt= or videos=")
     if cfg.ckpt and cfg.videos:

@@ -21,7 +21,7 @@ from rf.diffusion.schedule import chunks_for_seconds, parse_schedule, switches_t
 from rf.models.cache import CacheConfig
 from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
-from rf.toy.shipped import is_shipped, shipped_path
+from rf.toy.shipped import is_shipped, use_shipped
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
 from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype
@@ -71,7 +71,7 @@ def main(cfg: DictConfig) -> Path:
     check_frame_size(h, w, autoencoder.spatial_factor, transformer["patch_size"][1])
 
     # rf checkpoints, Self Forcing / Reward Forcing releases, original or diffusers Wan: rf.models.loading
-    ckpt = shipped_path(cfg.ckpt, cfg.model.name) if is_shipped(cfg.ckpt) else cfg.ckpt
+    ckpt = use_shipped(cfg) if is_shipped(cfg.ckpt) else cfg.ckpt
     model, found = load_transformer(transformer, ckpt or None, causal=True, use_ema=cfg.use_ema)
     if is_shipped(cfg.ckpt):
         print(

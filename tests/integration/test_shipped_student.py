@@ -22,7 +22,7 @@ from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.eval.toy_metrics import score
 from rf.models.cache import CacheConfig
 from rf.models.loading import load_transformer
-from rf.toy.shipped import shipped_path
+from rf.toy.shipped import SAMPLER_SHIFT, shipped_path
 from rf.toy.world import ToyWorld
 from rf.utils.cli import CONF_DIR
 from rf.utils.instantiate import instantiate
@@ -38,7 +38,7 @@ def streams():
 
 def make_streams():
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("generate", overrides=["model=toy_large", "sink=ema_sink"])
+        cfg = compose("generate", overrides=["model=toy_large", "sink=ema_sink", f"sampler.shift={SAMPLER_SHIFT}"])
     world = ToyWorld(cfg.model.video.height, cfg.model.video.width, cfg.model.video.fps)
     prompts = [world.sample_scene(PROMPTS_SEED + i, objects=1).prompt() for i in range(4)]
     arch = OmegaConf.to_container(cfg.model.transformer, resolve=True)

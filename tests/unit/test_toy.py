@@ -82,6 +82,18 @@ def test_bounces_keep_the_object_inside_for_500_frames(direction):
     assert flips >= 10  # ~800 px of travel over a 36 or 24 px range bounces many times
 
 
+def test_v2_objects_start_near_their_anchors_and_v1_or_jitter_none_anywhere():
+    # v2: the first object within +-10% of the frame centre, the second of the corner (anchor 0 = 1 on the torus)
+    world = ToyWorld()
+    for seed in range(200):
+        for i, obj in enumerate(world.sample_scene(seed, objects=2).objects):
+            anchor = (0.5 + 0.5 * i) % 1.0
+            offsets = [min(abs(u - anchor), 1 - abs(u - anchor)) for u in obj.start]  # distance on the torus
+            assert max(offsets) <= 0.1 + 1e-12, (seed, i, obj.start)
+    starts = [ToyWorld(start_jitter=None).sample_scene(seed, objects=1).objects[0].start[0] for seed in range(200)]
+    assert min(starts) < 0.1 and max(starts) > 0.9  # anywhere: a uniform draw over 200 seeds covers both ends
+
+
 def test_prompts_use_only_the_vocabulary_and_round_trip():
     world = ToyWorld(max_objects=3, preset="v1")
     grouped = 0

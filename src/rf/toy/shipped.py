@@ -4,7 +4,8 @@
     ckpt=shipped:teacher    its teacher
 
 The files are fp16 safetensors; each is checked against its `.sha256` before it is used, so a damaged
-or half-downloaded clone stops with one line instead of streaming garbage.
+or half-downloaded clone stops with one line instead of streaming garbage. The student was distilled for one
+sampler time shift (`SAMPLER_SHIFT`, the teacher's ODE-pair shift): `use_shipped` sets `sampler.shift` to it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 WEIGHTS = Path(__file__).parent / "weights"
 SHIPPED = {"toy_large": ("student", "teacher")}  # model config name -> the weights shipped for it
+SAMPLER_SHIFT = 3.0  # the student's 4-step schedule was distilled at this shift (MODEL_CARD.md)
 
 
 def is_shipped(ckpt) -> bool:
@@ -38,4 +40,15 @@ def shipped_path(ckpt: str, model_name: str) -> Path:
             h.update(block)
     if h.hexdigest() != expected:
         raise ValueError(f"ckpt={ckpt}: {path} does not match its sha256 (damaged?); restore it with git checkout")
+    return path
+
+
+def use_shipped(cfg) -> Path:
+    """A generate / eval config with ckpt=shipped[:KIND] -> the checked file; sets cfg.sampler.shift to the
+    shift the shipped student was distilled for (another shift streams it off its 4-step schedule)."""
+    path = shipped_path(cfg.ckpt, cfg.model.name)
+    if "sampler" in cfg and cfg.sampler.shift != SAMPLER_SHIFT:
+        print(f"sampler.shift={SAMPLER_SHIFT}: the shift the shipped toy weights were distilled for "
+              f"(not {cfg.sampler.shift}; give ckpt={path} to stream them at another)")  # fmt: skip
+        cfg.sampler.shift = SAMPLER_SHIFT
     return path

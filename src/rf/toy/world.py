@@ -7,7 +7,8 @@ carries its ground truth (object centres and velocities) for tests and evals.
 Two rule sets (`WorldRules`, presets in `PRESETS`), chosen with `preset=`:
 
 - **v2** (the default): objects wrap around the frame edges (a torus), so the prompted direction holds
-  for the whole stream and the ground-truth positions are unwrapped; large objects (11-14 px at 32x32,
+  for the whole stream and the ground-truth positions are unwrapped; objects start near fixed anchors
+  (one object: the frame centre, +-10%), so the prompt alone says where they go; large objects (11-14 px at 32x32,
   about 3 tokens of 4x4 px), 4 well-separated colours, no speed changes; backgrounds with a coarse
   period (16 px at 32x32), a few orientations and a fixed named tint per type, so a background can be
   told from its type. Most scenes hold one object; the two-object scenes move differently (binding).
@@ -91,7 +92,10 @@ class WorldRules:
     # wrap only: object i starts within +-start_jitter (a fraction of the frame) of its anchor, the frame centre
     # shifted by i/2 of the frame in x and y (one object: the centre; two: the centre and the corner), so a
     # clip's first frame says where its objects are and the prompt alone says where they go; None: anywhere.
-    start_jitter: float | None = None
+    # Why 0.1: with starts anywhere the world is translation invariant, and knowing the direction barely lowers a
+    # denoiser's loss at any noise level; a teacher learns to read the direction words far faster when the start
+    # is known (experiments/toy_world/README.md, "Why direction was missed").
+    start_jitter: float | None = 0.1
     # background -> tint name in TINTS; None: a random hue per scene
     tints: dict | None = field(
         default_factory=lambda: {"striped": "teal", "checkered": "amber", "dotted": "violet", "gradient": "grey"}
