@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--model", default="toy_large")
     ap.add_argument("--shift", type=float, default=None, help="the sampler time shift the weights were made for")
     ap.add_argument("--cfg", type=float, default=None, help="the teacher guidance used downstream")
+    ap.add_argument("--student-run", default=None, help="the students_eval.json run whose bars the student's card "
+                    "gives (default: the first re_dmd run that is not _raw)")  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ def main() -> None:
             )
             card += [f"- teacher bars at cfg {best['cfg']}, shift {best['shift']} (single-object split):"]
             card += bar_lines(setting["bars"])
-        key = {"ode_init": "ode_init", "student": None}.get(name)
+        key = {"ode_init": "ode_init", "student": args.student_run}.get(name)
         if name != "teacher" and "students" in evals:
             run_names = evals["students"]["runs"]
             key = key or next((r for r in run_names if r.startswith("re_dmd") and not r.endswith("_raw")), None)

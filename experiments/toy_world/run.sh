@@ -42,6 +42,7 @@ DISTILL_EXTRA=${DISTILL_EXTRA:-}        # more overrides, e.g. callbacks.video_l
 EMA_DECAY=${EMA_DECAY:-0.95}
 SEEDS=${SEEDS:-0 1}
 OUT=${EXPORT_OUT:-$RF_RUNS/export}
+SHIP=${SHIP:-re_dmd}                 # the distillation arm exported as the student (dmd or re_dmd), first seed
 COMMON="model=$MODEL trainer=$TRAINER logger.tensorboard=false"
 mkdir -p "$RF_RUNS"
 stamp() { echo "[$(date +%T)] $*"; }
@@ -107,8 +108,8 @@ if [[ $STAGE == export || $STAGE == all ]]; then
   stamp export
   first=${SEEDS%% *}
   $PY "$HERE/export.py" --runs "$RF_RUNS" --out "$OUT" --model $MODEL --shift $(best shift) --cfg $(best cfg) \
-      teacher="$TEACHER_CKPT" \
+      --student-run "${SHIP}_s$first" teacher="$TEACHER_CKPT" \
       ode_init="$RF_RUNS/toy_ode_init/checkpoints/last.ckpt" \
-      student="$RF_RUNS/toy_re_dmd_s$first/checkpoints/last.ckpt:ema"
+      student="$RF_RUNS/toy_${SHIP}_s$first/checkpoints/last.ckpt:ema"
 fi
 stamp done
