@@ -1,8 +1,8 @@
 """python -m rf.demo (make demo): Reward Forcing on the toy world, on a laptop CPU, in a few minutes.
 
-1. Stream 30 s from the shipped toy student (src/rf/toy/weights, trained on one H100 by
-   experiments/toy_world/run.sh) with the EMA-Sink cache, switching between two single-object prompts
-   halfway without resetting the cache. Print where the mp4 and its contact sheet are, and the toy metrics
+1. Stream 30 s from the shipped toy student (src/rf/toy/weights; its MODEL_CARD.md says how it was trained)
+   with the EMA-Sink cache, switching between two single-object prompts halfway without resetting the
+   cache. Print where the mp4 and its contact sheet are, and the toy metrics
    of each prompt's span (rf.eval.toy_metrics, on the exact frames) beside the same metrics of rendered
    real clips, a frozen object and a random walk for the same prompts, computed by the same code.
 2. Run every stage briefly from the shipped weights, each the public command a user would type: a teacher
