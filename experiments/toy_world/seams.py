@@ -2,8 +2,8 @@
 
     python experiments/toy_world/seams.py src/rf/toy/weights/student.safetensors --seconds 6
 
-Streams 4 held-out single-object prompts with EMA-Sink (the shipped student's shift), paints the objects out as
-rf.eval.toy_metrics.background_flow does, and prints the mean background flow of the frame pairs inside a chunk
+Streams 4 held-out single-object prompts with EMA-Sink (the shipped student's shift), takes each frame pair's
+background flow (rf.eval.toy_metrics.background_flow, per_pair) and prints the mean of the pairs inside a chunk
 and of those that cross a chunk seam, then the first pairs in order.
 """
 
@@ -23,19 +23,8 @@ from rf.toy.shipped import SAMPLER_SHIFT
 from rf.toy.world import ToyWorld
 from rf.utils.cli import CONF_DIR
 from rf.utils.instantiate import instantiate
-from rf.utils.optical_flow import optical_flow
 
 PROMPTS_SEED = 3_000_000_019  # the regression test's held-out scenes
-
-
-def pair_flow(video: torch.Tensor) -> torch.Tensor:
-    """[3, T, H, W] -> [T - 1] background flow of each consecutive frame pair (px/frame), objects painted out."""
-    busy = toy_metrics._dilate(toy_metrics.nearest_colour(video) >= 0, toy_metrics.FLOW_DILATE)  # [T, H, W]
-    clean = toy_metrics.paint_out_objects(video, busy)
-    pairs = torch.stack([clean[:, i : i + 2] for i in range(video.shape[1] - 1)])  # [P, 3, 2, H, W]
-    free = (~(busy[:-1] | busy[1:])).float()  # [P, H, W]
-    speed = optical_flow(pairs)[:, 0].norm(dim=1)  # [P, H, W]
-    return (speed * free).flatten(1).sum(1) / free.flatten(1).sum(1).clamp(min=1)
 
 
 @torch.no_grad()
@@ -57,7 +46,8 @@ def main() -> None:
     frames = chunk * max(2, round(args.seconds * cfg.model.video.fps / chunk))
     latents = sampler.rollout([(0, text_encoder(prompts))], (4, ae.latent_channels, frames, 16, 16),
                               GeneratorNoise(0, torch.device("cpu")))  # fmt: skip
-    flow = torch.stack([pair_flow(v) for v in ae.decode(latents).clamp(-1, 1)]).mean(0)  # [T - 1]
+    video = ae.decode(latents).clamp(-1, 1)  # [4, 3, T, H, W]
+    flow = toy_metrics.background_flow(video, max_pairs=None, per_pair=True).mean(0)  # [T - 1] px/frame
     seam = (torch.arange(1, frames) % chunk) == 0  # pair (i, i + 1) crosses a seam when frame i + 1 starts a chunk
     print(f"background flow (px/frame): inside chunks {flow[~seam].mean():.3f}, across seams {flow[seam].mean():.3f},"
           f" first seam {flow[seam][0]:.3f}")  # fmt: skip

@@ -376,12 +376,13 @@ def paint_out_objects(video: torch.Tensor, busy: torch.Tensor) -> torch.Tensor:
 
 
 def background_flow(
-    videos: torch.Tensor, tolerance: float = TOLERANCE, max_pairs: int | None = MAX_FLOW_PAIRS
+    videos: torch.Tensor, tolerance: float = TOLERANCE, max_pairs: int | None = MAX_FLOW_PAIRS, per_pair: bool = False
 ) -> torch.Tensor:
     """videos [B, 3, T, H, W] in [-1, 1] -> [B] mean optical-flow magnitude (px/frame) over the pixels away from
     every palette-coloured pixel (grown by FLOW_DILATE px), in both frames of each pair; at most `max_pairs`
     pairs, evenly spread. The objects are painted out first (paint_out_objects): otherwise their motion leaks
-    into the flat background through the coarse levels of the flow's pyramid (~0.5 px/frame on rendered clips)."""
+    into the flat background through the coarse levels of the flow's pyramid (~0.5 px/frame on rendered clips).
+    per_pair: [B, P] instead, the mean of each pair on its own (where in a stream the flow is)."""
     b, _, t, h, w = videos.shape
     if t < 2:
         return torch.full((b,), NAN)
@@ -397,7 +398,8 @@ def background_flow(
     pairs = torch.stack(clean).permute(0, 2, 1, 3, 4, 5).flatten(0, 1)  # [B * P, 3, 2, H, W]
     speed = optical_flow(pairs)[:, 0].norm(dim=1).view(b, len(starts), h, w)
     free = torch.stack(free).float()  # [B, P, H, W]
-    return (speed * free).flatten(1).sum(dim=1) / free.flatten(1).sum(dim=1)  # NaN when nothing is free
+    dims = (2, 3) if per_pair else (1, 2, 3)
+    return (speed * free).sum(dim=dims) / free.sum(dim=dims)  # NaN when nothing is free
 
 
 def scene_change(video: torch.Tensor, chunk_frames: int = 3, starts: int = SCENE_STARTS) -> float:
