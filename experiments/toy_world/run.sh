@@ -2,7 +2,7 @@
 # The toy chain on world v2, each stage measured before the next is trained (README.md has the numbers):
 #   teacher -> teacher bars (sweep of CFG and time shift; the best setting is used from here on)
 #   -> ODE pairs -> ODE init -> ODE-init bars (60-s EMA-Sink streams)
-#   -> plain DMD and Re-DMD (toy_motion reward), SEEDS training seeds each, side by side on one GPU
+#   -> the distillation ARMS (plain DMD and Re-DMD with the toy_motion reward), SEEDS seeds each, side by side on one GPU
 #   -> student bars and paired comparisons -> fp16 safetensors with sha256 and model cards (export.py)
 # Usage:  bash experiments/toy_world/run.sh [teacher|teacher_eval|pairs|ode_init|distill|students|export|all]
 # Every size is an environment variable, so the same script smoke-tests on a CPU with small values.
@@ -41,6 +41,10 @@ DISTILL_TIME=${DISTILL_TIME:-null}      # e.g. 00:00:02:30: each distillation ru
 DISTILL_EXTRA=${DISTILL_EXTRA:-}        # more overrides, e.g. callbacks.video_log=null where PyAV is missing
 EMA_DECAY=${EMA_DECAY:-0.95}
 SEEDS=${SEEDS:-0 1}
+# distillation arms, each LABEL[:EXPERIMENT[:OVERRIDE,OVERRIDE...]] (EXPERIMENT defaults to toy_LABEL), SEEDS seeds each,
+# e.g. ARMS="dmd re_dmd_norm:toy_re_dmd:method.normalize=true re_dmd_b2:toy_re_dmd:method.normalize=true,method.beta=2"
+ARMS=${ARMS:-dmd re_dmd}
+ODE_INIT_CKPT=${ODE_INIT_CKPT:-$RF_RUNS/toy_ode_init/checkpoints/last.ckpt}   # or the exported fp16 ode_init
 OUT=${EXPORT_OUT:-$RF_RUNS/export}
 SHIP=${SHIP:-re_dmd}                 # the distillation arm exported as the student (dmd or re_dmd), first seed
 COMMON="model=$MODEL trainer=$TRAINER logger.tensorboard=false"
@@ -77,16 +81,18 @@ if [[ $STAGE == ode_init || $STAGE == all ]]; then
       module.teacher_ckpt=$TEACHER_CKPT sampler.shift=$(best shift) checkpoint_every=400 trainer.enable_progress_bar=false
 fi
 if [[ $STAGE == distill || $STAGE == all ]]; then
-  stamp "distill: dmd and re_dmd, seeds $SEEDS, side by side"
+  stamp "distill: arms $ARMS, seeds $SEEDS, side by side"
   pids=()
-  for method in dmd re_dmd; do
+  for arm in $ARMS; do
+    IFS=: read -r label experiment extra <<< "$arm"
     for seed in $SEEDS; do
-      $PY -m rf.train experiment=toy_$method $COMMON name=toy_${method}_s$seed seed=$seed module.teacher_ckpt=$TEACHER_CKPT \
+      $PY -m rf.train experiment=${experiment:-toy_$label} $COMMON name=toy_${label}_s$seed seed=$seed \
+          module.teacher_ckpt=$TEACHER_CKPT module.student_ckpt=$ODE_INIT_CKPT \
           module.max_iterations=$ITERATIONS module.generator_every=$GENERATOR_EVERY module.latent_frames=$FRAMES \
           module.guidance=$(best cfg) sampler.shift=$(best shift) data.batch_size=$DISTILL_BATCH \
           checkpoint_every=100 callbacks.video_log.every_n_iterations=$ITERATIONS +trainer.max_time=$DISTILL_TIME \
           callbacks.generator_ema.decay=$EMA_DECAY callbacks.generator_ema.start_iteration=$((ITERATIONS / 3)) \
-          trainer.enable_progress_bar=false $DISTILL_EXTRA > "$RF_RUNS/toy_${method}_s$seed.log" 2>&1 &
+          trainer.enable_progress_bar=false ${extra//,/ } $DISTILL_EXTRA > "$RF_RUNS/toy_${label}_s$seed.log" 2>&1 &
       pids+=($!)
     done
   done
@@ -94,11 +100,12 @@ if [[ $STAGE == distill || $STAGE == all ]]; then
 fi
 if [[ $STAGE == students || $STAGE == all ]]; then
   stamp students
-  runs=("ode_init=$RF_RUNS/toy_ode_init/checkpoints/last.ckpt")
-  for method in dmd re_dmd; do
-    for seed in $SEEDS; do runs+=("${method}_s$seed=$RF_RUNS/toy_${method}_s$seed/checkpoints/last.ckpt:ema"); done
-    first=${SEEDS%% *}
-    runs+=("${method}_s${first}_raw=$RF_RUNS/toy_${method}_s$first/checkpoints/last.ckpt")
+  runs=("ode_init=$ODE_INIT_CKPT")
+  first=${SEEDS%% *}
+  for arm in $ARMS; do
+    label=${arm%%:*}
+    for seed in $SEEDS; do runs+=("${label}_s$seed=$RF_RUNS/toy_${label}_s$seed/checkpoints/last.ckpt:ema"); done
+    runs+=("${label}_s${first}_raw=$RF_RUNS/toy_${label}_s$first/checkpoints/last.ckpt")
   done
   $PY "$HERE/evaluate.py" students "${runs[@]}" --model $MODEL --overrides "sampler.shift=$(best shift)" \
       --seconds $EVAL_SECONDS --prompts $EVAL_PROMPTS --pair-prompts $EVAL_PAIRS --seeds $EVAL_SEEDS \
@@ -109,7 +116,7 @@ if [[ $STAGE == export || $STAGE == all ]]; then
   first=${SEEDS%% *}
   $PY "$HERE/export.py" --runs "$RF_RUNS" --out "$OUT" --model $MODEL --shift $(best shift) --cfg $(best cfg) \
       --student-run "${SHIP}_s$first" teacher="$TEACHER_CKPT" \
-      ode_init="$RF_RUNS/toy_ode_init/checkpoints/last.ckpt" \
+      ode_init="$ODE_INIT_CKPT" \
       student="$RF_RUNS/toy_${SHIP}_s$first/checkpoints/last.ckpt:ema"
 fi
 stamp done
