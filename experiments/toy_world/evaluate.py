@@ -262,6 +262,8 @@ def students(args, cfg, world, world_kwargs, prompts, device) -> dict:
         if args.sheets:  # the first seed of the first 4 prompts, 32 frames across the stream
             keep = videos[:: args.seeds][:4, :, :: max(1, videos.shape[2] // 32)].half()
             torch.save(keep, Path(args.out).with_suffix(f".{name}.pt"))
+        # what is scored so far survives a timeout: NAME.partial.json, replaced by NAME.json at the end
+        Path(args.out).with_suffix(".partial.json").write_text(json.dumps(result, indent=1, default=float))
     names = list(per_prompt)
     result["paired_speed_ratio"] = {
         f"{b} - {a}": paired(per_prompt[a], per_prompt[b]) for a in names for b in names if a < b
