@@ -17,9 +17,9 @@ ODE_INIT=${ODE_INIT:-runs/toy_world/export/ode_init.safetensors}
 mkdir -p "$RES" "$RF_RUNS"
 stamp() { echo "[$(date +%T)] $*"; }
 run() { local n=$1; shift; torchrun --standalone --nproc-per-node "$n" -m rf.train "$@"; }
-QUIET="logger.tensorboard=false trainer.enable_progress_bar=false callbacks.video_log=null"
-FULL="experiment=full_size_random trainer=fsdp2 checkpoint_every=null $QUIET"
-TOY="experiment=toy_re_dmd model=toy_large trainer=fsdp2 $QUIET checkpoint_every=5 callbacks.generator_ema.start_iteration=2"
+QUIET="logger.tensorboard=false trainer.enable_progress_bar=false"
+FULL="experiment=full_size_random trainer=fsdp2 checkpoint_every=null $QUIET"   # full_size_random logs no video
+TOY="experiment=toy_re_dmd model=toy_large trainer=fsdp2 $QUIET callbacks.video_log=null checkpoint_every=5 callbacks.generator_ema.start_iteration=2"
 TOY="$TOY module.teacher_ckpt=src/rf/toy/weights/teacher.safetensors module.student_ckpt=$ODE_INIT ${EXTRA:-}"
 GLOBAL=${GLOBAL:-8}   # toy global batch: data.batch_size = GLOBAL / N
 
