@@ -42,10 +42,12 @@ def main() -> None:
         "generator_max_abs_diff": max_diff(ca["state_dict"], cb["state_dict"], "generator."),
         "critic_max_abs_diff": max_diff(ca["state_dict"], cb["state_dict"], "critic."),
         "ema_max_abs_diff": max_diff(ema_a["shadow"], ema_b["shadow"]),
-        "reward_stats": [{k: v for k, v in c["callbacks"][r].items() if not torch.is_tensor(v)}
-                         for c in (ca, cb) for r in reward],  # fmt: skip
-        "generator_scale": max(v.float().abs().max().item() for k, v in ca["state_dict"].items()
-                               if k.startswith("generator.")),  # fmt: skip
+        "reward_stats": [
+            {k: v for k, v in c["callbacks"][r].items() if not torch.is_tensor(v)} for c in (ca, cb) for r in reward
+        ],  # fmt: skip
+        "generator_scale": max(
+            v.float().abs().max().item() for k, v in ca["state_dict"].items() if k.startswith("generator.")
+        ),  # fmt: skip
     }
     print(json.dumps(out, indent=1, default=str))
     if args.json:

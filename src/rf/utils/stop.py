@@ -13,6 +13,7 @@ that hangs.
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -29,7 +30,12 @@ class Terminated(BaseException):
 def continue_command(module: str | None = None) -> str:
     """The command line that started this process, as a user would type it again."""
     module = module or _module_name()
-    return shlex.join(["python", "-m", module, *sys.argv[1:]])
+    launcher = ["python"]
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # one of torchrun's processes: the user typed torchrun, once per node
+        launcher = ["torchrun", f"--nproc-per-node={os.environ.get('LOCAL_WORLD_SIZE', '1')}"]
+        if int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1:
+            launcher.append(f"--nnodes={os.environ['GROUP_WORLD_SIZE']}")
+    return shlex.join([*launcher, "-m", module, *sys.argv[1:]])
 
 
 def _module_name() -> str:
