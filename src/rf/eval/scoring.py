@@ -45,6 +45,7 @@ from rf.metrics import (
 )
 from rf.metrics.drift import drift_segments
 from rf.toy.world import ToyWorld
+from rf.utils.files import atomic_write
 from rf.utils.instantiate import instantiate, pick_device, to_dict
 from rf.utils.video import read_video
 
@@ -349,9 +350,8 @@ def score_videos(
                 video, _ = read_video(path)
             row, curve = scorer.score(video, e)
             cached = {"key": key, "row": row, "curves": curve, "scored_from": scored_from}
-            tmp = file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cached))
-            tmp.replace(file)
+            text = json.dumps(cached)
+            atomic_write(file, lambda tmp, text=text: tmp.write_text(text), fsync=False)
         fields = {"file": e.file, "prompt": e.prompt, "seed_index": e.seed_index, "seed": e.seed}
         rows.append(fields | {"scored_from": cached.get("scored_from", "mp4")} | cached["row"])
         curves[e.file] = cached["curves"]
