@@ -26,13 +26,13 @@ import warnings
 
 import torch
 
-from rf.diffusion.flow import add_noise, sample_timesteps, x0_from_flow
+from rf.diffusion.flow import add_noise, cfg, sample_timesteps, sigma_of, x0_from_flow
 from rf.diffusion.sampler import SampleNoise, StreamSampler
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.lit.guard import NonFiniteGuard
 from rf.lit.parallel import data_parallel_mesh, shard_wan
-from rf.losses.dmd import cfg, dmd_gradient, dmd_loss, flow_matching_loss
+from rf.losses.dmd import dmd_gradient, dmd_loss, flow_matching_loss
 from rf.losses.re_dmd import check_method, reward_weights, weighted_mean
 from rf.models.cache import CacheConfig
 from rf.models.compile import compile_blocks
@@ -204,7 +204,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         hp = self.hparams
         t = torch.cat([sample_timesteps(1, hp.time_shift, g, self.device, hp.t_min, hp.t_max) for g in gens])  # [B]
         noise = torch.stack([torch.randn(x.shape[1:], generator=g, device=self.device, dtype=x.dtype) for g in gens])
-        sigma = (t / 1000).view(-1, 1, 1, 1, 1)
+        sigma = sigma_of(t).view(-1, 1, 1, 1, 1)
         return add_noise(x, noise, sigma), t, sigma, noise
 
     def dmd_losses(self, x: torch.Tensor, text, uncond, gens: list[torch.Generator]) -> torch.Tensor:
