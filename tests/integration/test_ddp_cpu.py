@@ -45,7 +45,7 @@ class RankDump(L.Callback):
 
     def setup(self, trainer, module, stage):
         reward = next(c for c in trainer.callbacks if type(c).__name__ == "RewardCallback")
-        rewards, weights = reward.rewards, module.weights
+        rewards, weights = reward.rollout_rewards, module.weights
 
         def scored(module, latents, prompts):
             r = rewards(module, latents, prompts)  # [W B]: every rank's rewards, rank order
@@ -58,7 +58,7 @@ class RankDump(L.Callback):
             self.weights.update(zip(self.index, w.tolist(), strict=True))
             return w
 
-        reward.rewards, module.weights = scored, weighted
+        reward.rollout_rewards, module.weights = scored, weighted
         self.start = {k: v.clone() for k, v in module.generator.state_dict().items()}
         writer, log_metrics, writes = video_log.StreamingVideoWriter, _ExperimentWriter.log_metrics, self.writes
 

@@ -108,7 +108,7 @@ def test_checkpoint_holds_no_frozen_models(tmp_path):
 
 def test_nonfinite_reward_drops_the_sample_and_the_step_goes_on():
     module = make(iterations=1)
-    black = SimpleNamespace(rewards=lambda module, x, prompts: Brightness()(torch.zeros(2, 3, 6, 16, 16), prompts))
+    black = SimpleNamespace(rollout_rewards=lambda module, x, p: Brightness()(torch.zeros(2, 3, 6, 16, 16), p))
     module.reward_source = black  # a RewardSource (rf.rewards.base), as on_fit_start finds among the callbacks
     with pytest.warns(UserWarning, match="dropped"):
         w = module.weights(torch.zeros(2, 12, 6, 8, 8), ["a purple circle moving", "a red circle moving"])

@@ -1,7 +1,7 @@
 """The frozen reward model of Re-DMD, outside the module and outside checkpoints.
 
 The callback is the module's RewardSource (rf.rewards.base): DistillModule finds it among the trainer's
-callbacks and asks `rewards(module, latents, prompts)`. It decodes the rollout through `module.decode`
+callbacks and asks `rollout_rewards(module, latents, prompts)`. It decodes the rollout through `module.decode`
 without gradient, scores the video (one reward per sample), gathers the rewards of every rank once and
 returns them all [W B]; the module turns them into weights exp(r / beta) (rf.losses.re_dmd) and keeps its
 own rank's slice. Running statistics of the rewards (Welford: count, mean, M2) and of the dropped samples
@@ -46,7 +46,7 @@ class RewardCallback(L.Callback):
             self.reward.to(module.device).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def rewards(self, module, latents: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    def rollout_rewards(self, module, latents: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """latents [B, C, F, h, w] -> rewards [W B] of every rank, rank order (float32, on the CPU; NaN where
         a sample could not be scored), standardized as configured."""
         rewards = []

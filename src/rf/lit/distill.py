@@ -241,7 +241,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         """
         method = self.hparams.method
         source = self.reward_source
-        rewards = source.rewards(self, x.detach(), prompts) if source is not None else None  # [W B] or None
+        rewards = source.rollout_rewards(self, x.detach(), prompts) if source is not None else None  # [W B] or None
         b = x.shape[0]
         w, valid = reward_weights(
             rewards, method.get("beta"), method.get("normalize", False), batch=b, method=method["name"]

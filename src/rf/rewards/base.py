@@ -34,7 +34,7 @@ class RewardSource(Protocol):
     `log_dict`, `device` and `trainer.world_size`.
     """
 
-    def rewards(self, module, latents: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    def rollout_rewards(self, module, latents: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """latents [B, C, F, h, w] and this rank's prompts -> rewards [W B] float32 on the CPU: every rank's
         samples in rank order (gathered once, the same on every rank); NaN where a sample could not be scored."""
         ...
