@@ -24,7 +24,7 @@ from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.lit.prompts import PromptDataModule
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.loading import load_lightning_weights
+from rf.models.loading import load_weights
 from rf.rewards.motion import MotionReward
 from rf.utils.cli import CONF_DIR
 from rf.utils.instantiate import instantiate, pick_device
@@ -33,7 +33,7 @@ from rf.utils.instantiate import instantiate, pick_device
 @torch.no_grad()
 def evaluate(cfg, ckpt: str, prompts: list[str], seconds: float, use_ema: bool, device, batch: int) -> dict:
     model = CausalWanTransformer3DModel(**OmegaConf.to_container(cfg.model.transformer, resolve=True))
-    load_lightning_weights(model, ckpt, use_ema=use_ema)
+    load_weights(model, ckpt, use_ema=use_ema)
     model = model.to(device).eval()
     ae = instantiate(cfg.model.autoencoder).to(device)
     text_encoder = instantiate(cfg.model.text_encoder).to(device)

@@ -13,10 +13,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from rf.lit.prompts import read_prompt_file
 from rf.models.text_cache import WAN_NEGATIVE_PROMPT, CachedTextEncoder, CorruptEntryError
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
+from rf.utils.files import read_prompt_file
 from rf.utils.instantiate import instantiate, pick_device
 from rf.utils.stop import Stop
 

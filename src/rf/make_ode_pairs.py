@@ -17,10 +17,11 @@ from tqdm import tqdm
 from rf.diffusion.flow import warp_timesteps
 from rf.diffusion.ode import cfg_velocity, euler_solve, sigma_grid
 from rf.lit.ode_pairs import MANIFEST, OdePairWriter
-from rf.lit.prompts import PromptDataModule, read_prompt_file
+from rf.lit.prompts import PromptDataModule
 from rf.models.loading import build_transformer
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
+from rf.utils.files import read_prompt_file
 from rf.utils.instantiate import instantiate, pick_device
 from rf.utils.stop import Stop
 from rf.utils.video import check_frame_size

@@ -25,10 +25,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from rf.callbacks.checkpoint import LastCheckpoint, iteration_of
-from rf.lit.prompts import read_prompt_file
 from rf.models.loading import check_torch_file, damaged
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
+from rf.utils.files import read_prompt_file
 from rf.utils.instantiate import instantiate
 from rf.utils.stop import continue_command
 from rf.utils.video import check_frame_size

@@ -44,11 +44,13 @@ class RankDump(L.Callback):
         self.out, self.rewards, self.weights, self.writes = out, {}, {}, []
 
     def setup(self, trainer, module, stage):
-        reward_fn, weights = module.reward_fn, module.weights
+        reward = next(c for c in trainer.callbacks if type(c).__name__ == "RewardCallback")
+        rewards, weights = reward.rollout_rewards, module.weights
 
-        def scored(latents, prompts):
-            r = reward_fn(latents, prompts)
-            self.rewards.update(zip(self.index, r.tolist(), strict=True))
+        def scored(module, latents, prompts):
+            r = rewards(module, latents, prompts)  # [W B]: every rank's rewards, rank order
+            b, rank = len(self.index), trainer.global_rank
+            self.rewards.update(zip(self.index, r[rank * b : (rank + 1) * b].tolist(), strict=True))
             return r
 
         def weighted(x, prompts):
@@ -56,7 +58,7 @@ class RankDump(L.Callback):
             self.weights.update(zip(self.index, w.tolist(), strict=True))
             return w
 
-        module.reward_fn, module.weights = scored, weighted
+        reward.rollout_rewards, module.weights = scored, weighted
         self.start = {k: v.clone() for k, v in module.generator.state_dict().items()}
         writer, log_metrics, writes = video_log.StreamingVideoWriter, _ExperimentWriter.log_metrics, self.writes
 

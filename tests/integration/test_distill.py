@@ -1,5 +1,7 @@
 """Re-DMD in one process on a tiny toy config: step counts, exact resume, what checkpoints hold."""
 
+from types import SimpleNamespace
+
 import lightning as L
 import pytest
 import torch
@@ -106,7 +108,8 @@ def test_checkpoint_holds_no_frozen_models(tmp_path):
 
 def test_nonfinite_reward_drops_the_sample_and_the_step_goes_on():
     module = make(iterations=1)
-    module.reward_fn = lambda latents, prompts: Brightness()(torch.zeros(2, 3, 6, 16, 16), prompts)
+    black = SimpleNamespace(rollout_rewards=lambda module, x, p: Brightness()(torch.zeros(2, 3, 6, 16, 16), p))
+    module.reward_source = black  # a RewardSource (rf.rewards.base), as on_fit_start finds among the callbacks
     with pytest.warns(UserWarning, match="dropped"):
         w = module.weights(torch.zeros(2, 12, 6, 8, 8), ["a purple circle moving", "a red circle moving"])
     assert w[0].item() == 0.0 and w[1].item() == pytest.approx(1.0)  # exp(0 / beta)

@@ -15,10 +15,10 @@ from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProce
 from rf.eval.layout import VideoEntry
 from rf.eval.references import compute_references, reference_video
 from rf.eval.scoring import COLUMNS, TOY_V2_COLUMNS, VideoScorer, frames_file, score_videos
-from rf.rewards.videoalign_tiny import BASE_NAME, build_tiny_videoreward
 from rf.toy.world import ToyWorld
 from rf.utils.cli import CONF_DIR
 from rf.utils.video import write_video
+from tests.fixtures.videoalign_tiny import BASE_NAME, build_tiny_videoreward
 
 WORLD = ToyWorld(height=32, width=32, fps=8, max_objects=1, preset="v1")
 V2 = ToyWorld(height=32, width=32, fps=8)  # the default world (model/world=v2)

@@ -13,7 +13,7 @@ import torch
 from rf.diffusion.sampler import StreamSampler, TensorNoise
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.loading import load_original_wan
+from rf.models.loading import load_state, to_diffusers_names
 
 GOLDEN = Path(__file__).parents[1] / "data" / "self_forcing_tiny.pt"
 
@@ -38,7 +38,7 @@ def tiny_wan_from_golden(golden) -> CausalWanTransformer3DModel:
         cross_attn_norm=k["cross_attn_norm"],
         eps=k["eps"],
     )
-    load_original_wan(model, golden["state_dict"])
+    load_state(model, to_diffusers_names(golden["state_dict"]), "original Wan checkpoint")
     return model.eval()
 
 

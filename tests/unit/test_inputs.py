@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from rf.lit.ode_pairs import MANIFEST, OdePairDataset, OdePairWriter
-from rf.lit.prompts import read_prompt_file
 from rf.models.loading import read_state_dict
 from rf.toy.text import check_toy_prompts
+from rf.utils.files import read_prompt_file
 from rf.utils.stop import Stop, Terminated
 
 PROMPT = "a red circle moving fast to the right on a striped background"

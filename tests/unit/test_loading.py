@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.loading import build_transformer, convert_original_wan, read_state_dict
+from rf.models.loading import build_transformer, read_state_dict, to_diffusers_names
 from tests.unit.test_golden_parity import GOLDEN, tiny_wan_from_golden
 
 
@@ -30,7 +30,7 @@ def formats(original, tmp_path_factory):
     arch, sd = original
     root = tmp_path_factory.mktemp("weights")
     reference = CausalWanTransformer3DModel(**arch)
-    reference.load_state_dict(convert_original_wan(sd))
+    reference.load_state_dict(to_diffusers_names(sd))
     reference.save_pretrained(root / "Wan-Diffusers" / "transformer")
     save_file({k: v.contiguous() for k, v in sd.items()}, root / "original.safetensors")
     torch.save(sd, root / "original.pth")
@@ -78,7 +78,7 @@ def test_generator_ema_is_taken_on_request(formats):
     arch, root, reference, ema = formats
     model = build_transformer(arch, root / "self_forcing_dmd.pt", causal=True, use_ema=True)
     expected = CausalWanTransformer3DModel(**arch)
-    expected.load_state_dict(convert_original_wan(ema))
+    expected.load_state_dict(to_diffusers_names(ema))
     assert same(model, expected) == 0.0
     assert same(model, reference) == pytest.approx(0.5)
 

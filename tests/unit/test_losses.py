@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from rf.losses.dmd import cfg, dmd_gradient, dmd_loss, flow_matching_loss
+from rf.diffusion.flow import cfg
+from rf.losses.dmd import dmd_gradient, dmd_loss, flow_matching_loss
 from rf.losses.re_dmd import reward_weights, weighted_mean
 
 

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-import rf.lit.ode_pairs as ode_pairs
+import rf.utils.files as files
 from rf.lit.ode_pairs import MANIFEST, OdePairDataModule, OdePairDataset, OdePairWriter, sha256
 
 SHAPE = (5, 2, 3, 4, 4)  # [K+1, C, F, H, W] with K = 4
@@ -89,7 +89,7 @@ def test_manifest_only_lists_complete_shards(tmp_path, monkeypatch):
         replaced.append(os.path.basename(dst))
         real_replace(src, dst)
 
-    monkeypatch.setattr(ode_pairs.os, "replace", replace)
+    monkeypatch.setattr(files.os, "replace", replace)
     fill(folder, counts=(4, 2))
     assert replaced == [MANIFEST, "shard_00000.safetensors", MANIFEST, "shard_00001.safetensors", MANIFEST]
 

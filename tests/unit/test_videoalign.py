@@ -1,4 +1,4 @@
-"""VideoAlignReward on a tiny random VideoReward folder (rf.rewards.videoalign_tiny), loaded through the real
+"""VideoAlignReward on a tiny random VideoReward folder (tests.fixtures.videoalign_tiny), loaded through the real
 path: folder checks, tokenizer + reward tokens, Qwen2-VL, LoRA, checkpoint keys in the released layout."""
 
 import json
@@ -14,8 +14,8 @@ from transformers import Qwen2VLImageProcessorPil
 import rf.rewards.videoalign as va
 from rf.rewards import RewardModel
 from rf.rewards.videoalign import HEADS, VideoAlignReward, sample_frame_indices
-from rf.rewards.videoalign_tiny import BASE_NAME, build_tiny_videoreward
 from rf.utils.instantiate import instantiate
+from tests.fixtures.videoalign_tiny import BASE_NAME, build_tiny_videoreward
 
 PROMPTS = ["a red ball rolls across a table", "a dog runs on the beach"]
 FRAME = (16, 24)  # multiples of the tiny tower's 4 px patch x 2 merge

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import lightning as L
 
+from rf.utils.files import replace_file
+
 TMP_PREFIX = ".last.ckpt.tmp-"
 
 
@@ -48,11 +50,9 @@ class LastCheckpoint(L.Callback):
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
         tmp = self.dirpath / f"{TMP_PREFIX}{os.getpid()}"
-        trainer.save_checkpoint(tmp, weights_only=False)  # optimisers and callback states too
+        trainer.save_checkpoint(tmp, weights_only=False)  # every rank takes part; rank 0 writes the file
         if trainer.is_global_zero:
-            with open(tmp, "rb+") as f:  # on disk before the rename: a power cut cannot leave a name on no data
-                os.fsync(f.fileno())
-            os.replace(tmp, self.last_path)
+            replace_file(tmp, self.last_path)  # fsynced first: a power cut cannot leave the name on no data
         self._saved_at = it
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:

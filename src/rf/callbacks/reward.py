@@ -1,10 +1,12 @@
 """The frozen reward model of Re-DMD, outside the module and outside checkpoints.
 
-At setup it gives the module its `reward_fn`: decode a rollout's latents without gradient, score
-the video (one reward per sample) and return the rewards; the module turns them into weights
-exp(r / beta) (rf.losses.re_dmd). Running statistics of the rewards (Welford: count, mean, M2)
-and of the dropped samples are this callback's state, so they survive a resume; they are taken over
-every rank's rewards. Each scored batch logs the reward mean, spread and min/max.
+The callback is the module's RewardSource (rf.rewards.base): DistillModule finds it among the trainer's
+callbacks and asks `rollout_rewards(module, latents, prompts)`. It decodes the rollout through `module.decode`
+without gradient, scores the video (one reward per sample), gathers the rewards of every rank once and
+returns them all [W B]; the module turns them into weights exp(r / beta) (rf.losses.re_dmd) and keeps its
+own rank's slice. Running statistics of the rewards (Welford: count, mean, M2) and of the dropped samples
+are this callback's state, so they survive a resume; they are taken over every rank's rewards. Each scored
+batch logs the reward mean, spread and min/max.
 
 `standardize`:
     none      the reward model's own scale is used (rf.rewards.motion is z-scored against real clips);
@@ -42,16 +44,16 @@ class RewardCallback(L.Callback):
     def setup(self, trainer, module, stage: str) -> None:
         if isinstance(self.reward, torch.nn.Module):
             self.reward.to(module.device).eval().requires_grad_(False)
-        module.reward_fn = lambda latents, prompts: self.score(module, latents, prompts)
 
     @torch.no_grad()
-    def score(self, module, latents: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        """latents [B, C, F, h, w] -> rewards [B] (float32, on the CPU; NaN where a sample could not be scored)."""
+    def rollout_rewards(self, module, latents: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """latents [B, C, F, h, w] -> rewards [W B] of every rank, rank order (float32, on the CPU; NaN where
+        a sample could not be scored), standardized as configured."""
         rewards = []
         for i in range(0, latents.shape[0], self.decode_batch):
-            video = module.autoencoder.decode(latents[i : i + self.decode_batch].float())  # [b, 3, T, H, W]
+            video = module.decode(latents[i : i + self.decode_batch])  # [b, 3, T, H, W]
             rewards.append(self.reward(video, prompts[i : i + self.decode_batch]).float().cpu())
-        r = torch.cat(rewards)
+        r = self._gather(torch.cat(rewards), module)  # [W B]
         self._update(r, module)
         if self.standardize == "running":
             std = math.sqrt(self.m2 / max(self.count - 1, 1))
@@ -61,10 +63,15 @@ class RewardCallback(L.Callback):
             module.log("reward/z_max", r[torch.isfinite(r)].max().item() if torch.isfinite(r).any() else 0.0)
         return r
 
-    def _update(self, r: torch.Tensor, module) -> None:
-        """Running statistics over every rank's rewards, so that each rank holds the same (and rank 0 saves them)."""
+    @staticmethod
+    def _gather(r: torch.Tensor, module) -> torch.Tensor:
+        """This rank's rewards [B] -> every rank's [W B], rank order (the only all-gather of a generator step)."""
         if module.trainer.world_size > 1:
-            r = module.all_gather(r.to(module.device)).flatten().cpu()  # [world * B], rank order
+            r = module.all_gather(r.to(module.device)).reshape(-1).cpu()
+        return r
+
+    def _update(self, r: torch.Tensor, module) -> None:
+        """Running statistics over every rank's rewards [W B], so that each rank holds the same (rank 0 saves them)."""
         finite = r[torch.isfinite(r)]
         self.nonfinite += int(r.numel() - finite.numel())
         for x in finite.tolist():  # Welford: exact running mean and variance over the whole run

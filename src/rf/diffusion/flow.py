@@ -14,6 +14,11 @@ import torch
 NUM_TRAIN_TIMESTEPS = 1000
 
 
+def sigma_of(t: torch.Tensor | float) -> torch.Tensor | float:
+    """The noise level of timestep t: s = t / 1000 (t in [0, 1000], s in [0, 1])."""
+    return t / NUM_TRAIN_TIMESTEPS
+
+
 def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor | float:
     """s' = k s / (1 + (k - 1) s)."""
     return shift * sigma / (1 + (shift - 1) * sigma)
@@ -36,6 +41,13 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float
 def x0_from_flow(x_t: torch.Tensor, flow: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     """x0 = x_t - s v, in fp32 whatever the model's dtype (bf16 here costs visible error)."""
     return (x_t.float() - sigma * flow.float()).to(x_t.dtype)
+
+
+def cfg(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance of two predictions (velocities or x0, as the formula is linear) [B, ...]:
+    cond + (w - 1)(cond - uncond) = uncond + w (cond - uncond) (PAPER.md §3, Eq. CFG; the released code writes
+    cond + 3(cond - uncond) for w = 4). w = 1 is the plain conditional prediction."""
+    return cond + (guidance - 1.0) * (cond - uncond)
 
 
 def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

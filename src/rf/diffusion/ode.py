@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from rf.diffusion.flow import shift_sigma
+from rf.diffusion.flow import NUM_TRAIN_TIMESTEPS, cfg, shift_sigma
 
 
 def sigma_grid(num_steps: int, shift: float) -> torch.Tensor:
@@ -24,14 +24,15 @@ def sigma_grid(num_steps: int, shift: float) -> torch.Tensor:
 
 
 def cfg_velocity(model: torch.nn.Module, text: torch.Tensor, uncond: torch.Tensor, scale: float) -> Callable:
-    """v = v_uncond + scale (v_cond - v_uncond); scale 1 is the plain conditional flow (PAPER.md §3)."""
+    """The guided velocity (x, t) -> v = cfg(v_cond, v_uncond, scale) (rf.diffusion.flow.cfg); scale 1 is the
+    plain conditional flow, one forward pass instead of two (PAPER.md §3)."""
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if scale == 1.0:
             return model(x, t, text).sample
         v = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([text, uncond])).sample
         v_cond, v_uncond = v.chunk(2)
-        return v_uncond + scale * (v_cond - v_uncond)
+        return cfg(v_cond, v_uncond, scale)
 
     return velocity
 
@@ -50,7 +51,7 @@ def euler_solve(
     for k in range(len(sigmas) - 1):
         if k in record:
             states.append(x.clone())
-        t = torch.full((x.shape[0],), float(sigmas[k]) * 1000, device=x.device)
+        t = torch.full((x.shape[0],), float(sigmas[k]) * NUM_TRAIN_TIMESTEPS, device=x.device)
         v = velocity(x, t)
         x = (x.float() + float(sigmas[k + 1] - sigmas[k]) * v.float()).to(noise.dtype)
         if progress is not None:

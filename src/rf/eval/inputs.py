@@ -10,8 +10,8 @@ from omegaconf import DictConfig, ListConfig
 
 from rf.eval.layout import VideoEntry
 from rf.eval.toy_truth import is_toy_prompt
-from rf.lit.prompts import read_prompt_file
 from rf.toy.world import ToyWorld
+from rf.utils.files import read_prompt_file
 from rf.utils.video import probe
 
 TOY_PROMPT_SEED = 1_000_000_007  # toy scenes for evaluation: a seed stream training prompts do not reach
@@ -32,10 +32,7 @@ def load_prompts(cfg: DictConfig) -> list[str]:
         world = ToyWorld(height=video.height, width=video.width, fps=video.fps, **dict(cfg.model.get("world") or {}))
         lines = [world.sample_scene(TOY_PROMPT_SEED + i).prompt() for i in range(cfg.toy_prompts)]
     else:
-        try:
-            lines = read_prompt_file(cfg.prompts)
-        except (ValueError, FileNotFoundError) as err:  # its messages name the training key, data.prompts
-            raise type(err)(str(err).replace("data.prompts=", "prompts=")) from None
+        lines = read_prompt_file(cfg.prompts, key="prompts")
     prompts = list(dict.fromkeys(lines))
     if len(prompts) < len(lines):
         print(f"prompts: {len(lines) - len(prompts)} duplicate lines ignored ({len(prompts)} prompts)")

@@ -20,11 +20,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from rf.utils.files import atomic_write
 
 VIDEO_DIR = "videos"
 MANIFEST = "manifest.json"
@@ -103,12 +104,6 @@ def plan_videos(prompts: list[str], seeds: int, base_seed: int, switch_at: float
     return entries
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class Manifest:
     """OUT/manifest.json and OUT/index.csv: the finished videos and the settings that made them."""
 
@@ -132,14 +127,17 @@ class Manifest:
 
     def save(self) -> None:
         videos = {name: asdict(e) for name, e in sorted(self.videos.items())}
-        _write_atomic(self.out / MANIFEST, json.dumps({"settings": self.settings, "videos": videos}, indent=1))
+        text = json.dumps({"settings": self.settings, "videos": videos}, indent=1)
+        atomic_write(self.out / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=False)
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["file", "prompt", "seed_index", "seed", "frames", "fps", "height", "width", "schedule"])
         for name, e in sorted(self.videos.items()):
             switches = " | ".join(f"{s['at']:g}s: {s['prompt']}" for s in e.schedule[1:])
             writer.writerow([name, e.prompt, e.seed_index, e.seed, e.frames, e.fps, e.height, e.width, switches])
-        _write_atomic(self.out / "index.csv", buffer.getvalue())
+        atomic_write(
+            self.out / "index.csv", lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"), fsync=False
+        )
 
 
 def settings_difference(old: dict, new: dict, prefix: str = "") -> str | None:

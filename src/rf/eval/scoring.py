@@ -34,9 +34,7 @@ from rf.eval.layout import VIDEO_DIR, VideoEntry
 from rf.eval.toy_truth import toy_truth
 from rf.eval.weights import build_clip, build_videoalign
 from rf.metrics import (
-    Drift,
     DynamicDegree,
-    FirstFrameCopying,
     MotionSmoothness,
     TemporalFlicker,
     drift,
@@ -45,6 +43,7 @@ from rf.metrics import (
 )
 from rf.metrics.drift import drift_segments
 from rf.toy.world import ToyWorld
+from rf.utils.files import atomic_write
 from rf.utils.instantiate import instantiate, pick_device, to_dict
 from rf.utils.video import read_video
 
@@ -165,11 +164,12 @@ class VideoScorer:
         self.copy_args = dict(
             segment_frames=m.copying.segment_frames, first_segment_frames=m.copying.first_segment_frames
         )
-        self.quality = instantiate(m.quality)
+        self.quality = instantiate(m.quality)  # drift's per-frame scorer
+        if isinstance(self.quality, torch.nn.Module):
+            self.quality.to(self.device)
+        # Copying and drift are scored through their functions (score): their per-segment curves come with them.
         self.metrics = torch.nn.ModuleDict({
             "dynamics": DynamicDegree(fps=fps, flow_side=m.flow_side),
-            "copying": FirstFrameCopying(**self.copy_args),
-            "drift": Drift(scorer=self.quality, fps=fps, seconds_per_segment=m.segment_seconds),
             "flicker": TemporalFlicker(static_threshold=m.flicker_static_threshold, flow_side=m.flow_side),
             "smoothness": MotionSmoothness(flow_side=m.flow_side),
         })  # fmt: skip
@@ -203,13 +203,14 @@ class VideoScorer:
         v = video[None].to(self.device)  # [1, 3, T, H, W]
         frames = v.shape[2]
         dyn = self.metrics["dynamics"](v)
-        quality = self.metrics["drift"](v)
+        copying = first_frame_copying(v, **self.copy_args)  # copying [1], curve [1, S]
+        quality = drift(v, self.quality, fps=self.fps, seconds_per_segment=self.cfg.metrics.segment_seconds)
         row = {
             "dynamic": dyn["dynamic_degree"],
             "mean_flow": dyn["mean_flow"],
-            "copying": self.metrics["copying"](v),
-            "drift": quality["drift"],
-            "quality": quality["quality"],
+            "copying": copying["copying"][0],
+            "drift": quality["drift"][0],
+            "quality": quality["quality"][0],
             "flicker": self.metrics["flicker"](v),
             "smoothness": self.metrics["smoothness"](v),
             "motion_score": self.motion.score(v)[0],
@@ -225,7 +226,7 @@ class VideoScorer:
             row["videoalign_reward"] = self.videoalign(v, [entry.prompt])[0]
         row = {k: float(x) for k, x in row.items()}
 
-        curves = self._curves(v)
+        curves = self._curves(v, copying["curve"][0], quality["segment_scores"][0])
         if self.world is not None:
             row |= self.toy_v2(video, entry)
         elif self.toy:
@@ -272,7 +273,9 @@ class VideoScorer:
     def _mids(self, segments: list[tuple[int, int]]) -> list[float]:
         return [(a + b) / 2 / self.fps for a, b in segments]
 
-    def _curves(self, v: torch.Tensor) -> dict[str, dict]:
+    def _curves(self, v: torch.Tensor, copying: torch.Tensor, quality: torch.Tensor) -> dict[str, dict]:
+        """Per-segment curves over time: copying [S] and segment quality [S'] as scored for the row, and the
+        mean flow of each metric segment."""
         frames = v.shape[2]
         seg, first = (
             self.copy_args["segment_frames"],
@@ -288,16 +291,8 @@ class VideoScorer:
             for a, b in flow_segments
         ]
         return {
-            "copying": {
-                "t": self._mids(copy_segments),
-                "y": first_frame_copying(v, **self.copy_args)["curve"][0].tolist(),
-            },
-            "quality": {
-                "t": self._mids(quality_segments),
-                "y": drift(v, self.quality, fps=self.fps, seconds_per_segment=self.cfg.metrics.segment_seconds)[
-                    "segment_scores"
-                ][0].tolist(),
-            },
+            "copying": {"t": self._mids(copy_segments), "y": copying.tolist()},
+            "quality": {"t": self._mids(quality_segments), "y": quality.tolist()},
             "flow": {"t": self._mids(flow_segments), "y": flow},
         }
 
@@ -349,9 +344,8 @@ def score_videos(
                 video, _ = read_video(path)
             row, curve = scorer.score(video, e)
             cached = {"key": key, "row": row, "curves": curve, "scored_from": scored_from}
-            tmp = file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cached))
-            tmp.replace(file)
+            text = json.dumps(cached)
+            atomic_write(file, lambda tmp, text=text: tmp.write_text(text), fsync=False)
         fields = {"file": e.file, "prompt": e.prompt, "seed_index": e.seed_index, "seed": e.seed}
         rows.append(fields | {"scored_from": cached.get("scored_from", "mp4")} | cached["row"])
         curves[e.file] = cached["curves"]

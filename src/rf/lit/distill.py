@@ -9,7 +9,7 @@ Lightning's global step; rf counts iterations):
 
     if iteration % generator_every == 0:                     # every 5th iteration
         x   = rollout(prompts), gradient through one random denoising step (truncation)
-        w   = exp(reward(x) / beta)  per sample               # Re-DMD; all ones for plain DMD
+        w   = exp(reward(x) / beta)  per sample               # Re-DMD (the RewardSource callback); ones for DMD
         generator step on mean_i w_i L_DMD(x_i)
     x = rollout(prompts) without gradient                    # a fresh rollout
     critic step on the flow-matching loss at x                # every iteration
@@ -26,21 +26,20 @@ import warnings
 
 import torch
 
-from rf.diffusion.flow import add_noise, sample_timesteps, x0_from_flow
+from rf.diffusion.flow import add_noise, cfg, sample_timesteps, sigma_of, x0_from_flow
 from rf.diffusion.sampler import SampleNoise, StreamSampler
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.lit.guard import NonFiniteGuard
 from rf.lit.parallel import data_parallel_mesh, shard_wan
-from rf.losses.dmd import cfg, dmd_gradient, dmd_loss, flow_matching_loss
-from rf.losses.re_dmd import reward_weights, weighted_mean
+from rf.losses.dmd import dmd_gradient, dmd_loss, flow_matching_loss
+from rf.losses.re_dmd import check_method, reward_weights, weighted_mean
 from rf.models.cache import CacheConfig
 from rf.models.compile import compile_blocks
 from rf.models.loading import build_transformer, describe_size, size_of_arch
+from rf.rewards.base import RewardSource
 from rf.utils.instantiate import instantiate, to_dict
 from rf.utils.video import check_frame_size
-
-METHODS = ("dmd", "re_dmd")
 
 
 def check_shared_spaces(student: dict, teacher: dict, text_dim: int, latent_channels: int) -> None:
@@ -88,10 +87,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         super().__init__()
         self.save_hyperparameters()
         model, method = to_dict(model), to_dict(method)
-        if method["name"] not in METHODS:
-            raise ValueError(f"method={method['name']!r}: choose one of {', '.join(METHODS)}")
-        if method["name"] == "re_dmd" and method["beta"] <= 0:
-            raise ValueError(f"method.beta={method['beta']}: must be > 0 (the paper uses 0.5)")
+        check_method(method["name"], method.get("beta"))
         for name, v in (("generator_every", generator_every), ("accumulate", accumulate)):
             if v < 1:
                 raise ValueError(f"module.{name}={v}: must be >= 1")
@@ -141,7 +137,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         self.critic_steps = 0
         self.dropped_samples = 0
         self.generator_stepped = False  # set on the micro-batch whose generator step just happened
-        self.reward_fn = None  # set by callbacks/reward.py: (latents, prompts) -> rewards [B] or None
+        self.reward_source: RewardSource | None = None  # found among the trainer's callbacks at fit start
 
     # ----- bookkeeping -----------------------------------------------------------------------------
 
@@ -208,7 +204,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         hp = self.hparams
         t = torch.cat([sample_timesteps(1, hp.time_shift, g, self.device, hp.t_min, hp.t_max) for g in gens])  # [B]
         noise = torch.stack([torch.randn(x.shape[1:], generator=g, device=self.device, dtype=x.dtype) for g in gens])
-        sigma = (t / 1000).view(-1, 1, 1, 1, 1)
+        sigma = sigma_of(t).view(-1, 1, 1, 1, 1)
         return add_noise(x, noise, sigma), t, sigma, noise
 
     def dmd_losses(self, x: torch.Tensor, text, uncond, gens: list[torch.Generator]) -> torch.Tensor:
@@ -222,28 +218,34 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
             grad = dmd_gradient(x.detach(), x0_real, x0_fake)
         return dmd_loss(x, grad)
 
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [b, C, F, h, w] -> video [b, 3, T, H, W] in [-1, 1]: what a RewardSource scores."""
+        return self.autoencoder.decode(latents.float())
+
     def on_fit_start(self) -> None:
-        if self.hparams.method["name"] == "re_dmd" and self.reward_fn is None:
+        sources = [c for c in self.trainer.callbacks if isinstance(c, RewardSource)]
+        if len(sources) > 1:
+            names = ", ".join(type(c).__name__ for c in sources)
+            raise ValueError(f"{len(sources)} reward callbacks ({names}): keep one callbacks.reward")
+        self.reward_source = sources[0] if sources else None
+        if self.hparams.method["name"] == "re_dmd" and self.reward_source is None:
             raise ValueError("method=re_dmd needs a reward: keep callbacks.reward (RewardCallback) in the config")
 
     def weights(self, x: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """Per-sample loss weights [B]: exp(r / beta) for Re-DMD, 1 for DMD; 0 where the reward is not finite.
 
-        With several processes the weights are computed over the global batch (rewards gathered from every
-        rank: `normalize` divides by the global mean, as one process with the whole batch would) and each
-        rank keeps its own slice.
+        The reward source returns the rewards of the global batch (every rank's, gathered once), so the
+        weights are computed over it (`normalize` divides by the global mean, as one process with the whole
+        batch would) and each rank keeps its own slice. Plain DMD needs no reward; one, if configured, is
+        only logged and drops the samples it cannot score.
         """
         method = self.hparams.method
-        rewards = self.reward_fn(x.detach(), prompts) if self.reward_fn is not None else None
-        b, world = x.shape[0], (self.trainer.world_size if self._trainer is not None else 1)
-        if rewards is not None and world > 1:
-            rewards = self.all_gather(rewards.float().to(self.device)).reshape(-1)  # [W B], rank-major
-        if method["name"] == "re_dmd":
-            w, valid = reward_weights(rewards.cpu(), method["beta"], method.get("normalize", False))
-        else:  # plain DMD: a reward, if configured, is only logged, and drops the samples it cannot score
-            scored = torch.ones(b) if rewards is None else rewards.float().cpu()
-            valid = torch.isfinite(scored)
-            w = valid.float()
+        source = self.reward_source
+        rewards = source.rollout_rewards(self, x.detach(), prompts) if source is not None else None  # [W B] or None
+        b = x.shape[0]
+        w, valid = reward_weights(
+            rewards, method.get("beta"), method.get("normalize", False), batch=b, method=method["name"]
+        )
         dropped = int((~valid).sum())  # over the global batch: every rank keeps the same count
         if dropped:
             self.dropped_samples += dropped

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from rf.diffusion.flow import warp_timesteps
+from rf.diffusion.flow import sigma_of, warp_timesteps, x0_from_flow
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.losses.ode import ode_regression_loss
@@ -63,11 +63,11 @@ class ODEInitModule(FrozenModulesMixin):
         idx = k[:, None, None, :, None, None].expand(b, 1, *states.shape[2:])
         x_t = states.gather(1, idx).squeeze(1)  # [B, C, F, H, W]: chunk c at its own step
         t = self.timesteps[k]  # [B, F]
-        sigma = (t / 1000)[:, None, :, None, None]  # [B, 1, F, 1, 1]
+        sigma = sigma_of(t)[:, None, :, None, None]  # [B, 1, F, 1, 1]
         with torch.no_grad():
             text = self.text_encoder(batch["prompt"]).to(x_t)
         flow = self.generator(x_t, t, text, causal_chunk=chunk).sample
-        x0_hat = x_t.float() - sigma * flow.float()
+        x0_hat = x0_from_flow(x_t.float(), flow, sigma)  # fp32
         loss = ode_regression_loss(x0_hat, states[:, -1]).mean()
         self.log("train/ode_loss", loss, prog_bar=True)
         return loss

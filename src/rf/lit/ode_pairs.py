@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from rf.lit.common import seeded_loader
+from rf.utils.files import atomic_write, read_versioned_json, replace_file
 
 MANIFEST = "manifest.json"
 VERSION = 1
@@ -44,34 +44,11 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    # the rename itself must reach the disk too, or a power cut could undo it
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """Flush tmp to disk, then atomically move it to path: readers see the old file or the new, never half."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _read_manifest(folder: Path) -> dict | None:
     path = folder / MANIFEST
-    if not path.is_file():
+    manifest = read_versioned_json(path, VERSION, f"delete {folder} and regenerate the pairs")
+    if manifest is None:
         return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): delete {folder} and regenerate the pairs") from e
-    if not isinstance(manifest, dict) or manifest.get("version") != VERSION:
-        found = manifest.get("version") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ValueError(f"{path} has version {found!r}, this code reads {VERSION}: delete {folder} and regenerate")
     # valid JSON of another layout (hand-edited, or another tool's manifest.json) is refused here, not later
     shards = manifest.get("shards")
     layout = {"meta", "shard_size", "total", "shards"} <= manifest.keys() and isinstance(shards, list)
@@ -147,9 +124,8 @@ class OdePairWriter:
 
     def _write_manifest(self) -> None:
         path = self.folder / MANIFEST
-        tmp = path.with_name(path.name + TMP)
-        tmp.write_text(json.dumps(self.manifest, indent=1))
-        _commit(tmp, path)
+        text = json.dumps(self.manifest, indent=1)
+        atomic_write(path, lambda tmp: tmp.write_text(text), tmp=path.with_name(path.name + TMP), fsync_dir=True)
 
     @property
     def completed(self) -> int:
@@ -177,7 +153,7 @@ class OdePairWriter:
         metadata = {"prompts": json.dumps(list(prompts)), "seeds": json.dumps([int(s) for s in seeds])}
         save_file({"states": states.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
         digest = sha256(tmp)
-        _commit(tmp, path)  # the shard is complete on disk before the manifest names it
+        replace_file(tmp, path, fsync_dir=True)  # the shard is complete on disk before the manifest names it
 
         self.manifest["shards"].append({"file": path.name, "count": n, "sha256": digest, "first": self.completed})
         self.manifest["total"] += n

@@ -9,48 +9,12 @@ run sees exactly the prompts an uninterrupted one would have.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from rf.toy.world import ToyWorld
-
-# Byte-order marks of the encodings an editor may save a text file in that is not UTF-8 (UTF-8's own is dropped).
-_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
-
-
-def read_prompt_file(path: str | Path) -> list[str]:
-    """One prompt per line of a UTF-8 text file (a UTF-8 byte-order mark is dropped, blank lines skipped).
-
-    A file in another encoding (UTF-16 from a Windows editor, Latin-1) or a binary file is refused with a line
-    that says what it is and how to convert it: read as UTF-8 it would give mojibake prompts, silently.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data.prompts={path}: no such prompt file (one prompt per line)")
-    data = path.read_bytes()
-    bom = next((name for mark, name in _BOMS.items() if data.startswith(mark)), None)
-    if bom is not None:
-        raise ValueError(
-            f"data.prompts={path} is not UTF-8 text but {bom} (it starts with a {bom} byte-order mark): convert it, "
-            f"e.g. `iconv -f {bom} -t UTF-8 {path.name} > prompts.txt`"
-        )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"data.prompts={path} is not UTF-8 text (byte {err.start} is not UTF-8): a binary file, or text in "
-            f"another encoding such as Latin-1; convert it, e.g. `iconv -f LATIN1 -t UTF-8 {path.name} > prompts.txt`"
-        ) from err
-    if "\x00" in text:
-        raise ValueError(f"data.prompts={path} is not UTF-8 text (it holds NUL bytes: a binary file?)")
-    lines = text.splitlines()
-    prompts = [line.strip() for line in lines if line.strip()]
-    if not prompts:
-        raise ValueError(f"data.prompts={path} holds no prompts (one prompt per line)")
-    return prompts
+from rf.utils.files import read_prompt_file
 
 
 class PromptStream(IterableDataset):

@@ -17,7 +17,7 @@ import copy
 import torch
 from diffusers import WanTransformer3DModel
 
-from rf.diffusion.flow import add_noise, flow_target, sample_timesteps
+from rf.diffusion.flow import add_noise, flow_target, sample_timesteps, sigma_of
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.models.loading import build_transformer
@@ -64,7 +64,7 @@ class TeacherModule(FrozenModulesMixin):
             text = torch.where(drop[:, None, None], torch.zeros_like(text), text)
         t = sample_timesteps(x0.shape[0], self.hparams.time_shift, device=x0.device)  # [B]
         noise = torch.randn_like(x0)
-        x_t = add_noise(x0, noise, (t / 1000).view(-1, 1, 1, 1, 1))
+        x_t = add_noise(x0, noise, sigma_of(t).view(-1, 1, 1, 1, 1))
         flow = self.transformer(x_t, t, text).sample
         loss = (flow.float() - flow_target(x0, noise).float()).square().mean()
         self.log("train/loss", loss, prog_bar=True)

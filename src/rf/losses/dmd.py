@@ -2,7 +2,7 @@
 
 For a clean sample x from the student, noised to x_t at a random t:
 
-    x0_real = teacher with CFG:  cond + (w - 1) (cond - uncond)                 (Eq. CFG, w = 4)
+    x0_real = teacher with CFG:  cond + (w - 1) (cond - uncond)      (Eq. CFG, w = 4; rf.diffusion.flow.cfg)
     x0_fake = critic (the student's current distribution), no CFG
     g       = (x0_fake - x0_real) / mean|x - x0_real|       mean per sample over C, F, H, W
     L_DMD   = 0.5 || x - stopgrad(x - g) ||^2                                      (Eq. DMD)
@@ -15,11 +15,6 @@ each sample by its reward (rf.losses.re_dmd).
 from __future__ import annotations
 
 import torch
-
-
-def cfg(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance: cond + (w - 1)(cond - uncond) (the released code writes cond + 3(cond - uncond))."""
-    return cond + (guidance - 1.0) * (cond - uncond)
 
 
 def dmd_gradient(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:

@@ -160,7 +160,9 @@ def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _to_diffusers_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_diffusers_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Original Wan names (`blocks.0.self_attn.q.weight`), with any wrapper prefixes, -> diffusers names
+    (`blocks.0.attn1.to_q.weight`); a state dict already in diffusers names passes unchanged."""
     state = _strip(state)
     if any(".self_attn." in k or k.startswith("head.head") or "diffusion_model." in k for k in state):
         return convert_wan_transformer_to_diffusers(dict(state))
@@ -206,7 +208,7 @@ def read_state_dict(
             f"ckpt={path} is a checkpoint of another kind: its {found} is not a table of named tensors (an optimiser "
             "state or a pickled object?): point to model weights (rf's last.ckpt, a Self Forcing .pt, Wan weights)"
         )
-    return _to_diffusers_names(state), found
+    return to_diffusers_names(state), found
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source) -> None:
@@ -230,16 +232,6 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source) -
 # ----- the entry points ----------------------------------------------------------------------------------
 
 
-def convert_original_wan(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Original Wan names (`blocks.0.self_attn.q.weight`) -> diffusers (`blocks.0.attn1.to_q.weight`)."""
-    return _to_diffusers_names(state_dict)
-
-
-def load_original_wan(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load an original-format Wan state dict into a diffusers-named model; every key must match."""
-    load_state(model, convert_original_wan(state_dict), "original Wan checkpoint")
-
-
 def load_weights(
     model: torch.nn.Module, source, prefixes: tuple[str, ...] = STUDENT_PREFIXES, use_ema: bool = False
 ) -> str:
@@ -247,13 +239,6 @@ def load_weights(
     state, found = read_state_dict(source, prefixes, use_ema)
     load_state(model, state, f"ckpt={source}")
     return found
-
-
-def load_lightning_weights(
-    model: torch.nn.Module, ckpt_path, prefixes: tuple[str, ...] = STUDENT_PREFIXES, use_ema: bool = False
-) -> str:
-    """Load a transformer from an rf Lightning checkpoint (or any file `read_state_dict` knows)."""
-    return load_weights(model, ckpt_path, prefixes, use_ema)
 
 
 def build_transformer(

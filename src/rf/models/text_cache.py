@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import warnings
 from itertools import chain
@@ -32,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from rf.models.text import TextEncoder, short
+from rf.utils.files import atomic_write, read_versioned_json
 from rf.utils.instantiate import resolve_dtype
 
 # Wan2.1's default negative prompt, verbatim: `sample_neg_prompt` in Wan-Video/Wan2.1
@@ -54,15 +54,6 @@ def fill_command(folder: Path) -> str:
 
 class CorruptEntryError(ValueError):
     """A cache file that does not read back as it was written."""
-
-
-def _atomic_write(path: Path, write) -> None:
-    # per-process temp name: data-parallel ranks may store the same prompt at the same moment
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _digest(tokens: torch.Tensor) -> str:
@@ -119,7 +110,7 @@ class EmbeddingCache:
                 if not self.folder.parent.is_dir():
                     raise FileNotFoundError(f"{self.folder.parent} does not exist: create it or pick another cache")
                 self.folder.mkdir(exist_ok=True)
-                _atomic_write(self.folder / META, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+                atomic_write(self.folder / META, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
             else:
                 for key in sorted(stored.keys() | meta.keys()):
                     if stored.get(key) != meta.get(key):
@@ -133,17 +124,9 @@ class EmbeddingCache:
 
     def _read_meta(self) -> dict | None:
         path = self.folder / META
-        if not path.is_file():
+        meta = read_versioned_json(path, VERSION, f"delete {self.folder} and fill it again")
+        if meta is None:
             return None
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not valid JSON ({err}): delete {self.folder} and fill it again") from err
-        if not isinstance(meta, dict) or meta.get("version") != VERSION:
-            found = meta.get("version") if isinstance(meta, dict) else type(meta).__name__
-            raise ValueError(
-                f"{path} has version {found!r}, this code reads {VERSION}: delete {self.folder} and fill it again"
-            )
         missing = [k for k in ("identity", "dim", "max_length", "dtype") if k not in meta]
         if missing:
             raise ValueError(
@@ -195,7 +178,7 @@ class EmbeddingCache:
         path = self.path(prompt)
         path.parent.mkdir(exist_ok=True)
         metadata = {"prompt": prompt, "sha256": _digest(tokens)}
-        _atomic_write(path, lambda tmp: save_file({"tokens": tokens}, str(tmp), metadata=metadata))
+        atomic_write(path, lambda tmp: save_file({"tokens": tokens}, str(tmp), metadata=metadata))
         return path
 
     def remove_strays(self) -> int:

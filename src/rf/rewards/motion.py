@@ -10,7 +10,7 @@ sampled at a higher fps scores lower. Frames whose shorter side is above 128 px 
 to 128: the flow's pyramid is built for motions up to ~8 px/frame, and the unit does not change.
 
 The reward is the raw score z-scored with a mean and std calibrated on typical videos (`calibrate`, or
-`python src/rf/rewards/motion.py` for the toy world).
+`python experiments/toy_re_dmd/calibrate_motion.py` for the toy world).
 """
 
 from collections.abc import Iterable
@@ -71,12 +71,3 @@ def calibrate(videos: Iterable[torch.Tensor], levels: int = 3, top_fraction: flo
     if len(scores) < 2:
         raise ValueError(f"calibrate got {len(scores)} scorable videos; it needs at least 2 for a std")
     return scores.mean().item(), scores.std().item()
-
-
-if __name__ == "__main__":
-    from rf.toy.world import ToyWorld
-
-    world = ToyWorld(height=32, width=32, fps=8)
-    clips = (torch.stack([world.sample(seed, 21).video for seed in range(s, s + 32)]) for s in range(0, 256, 32))
-    mean, std = calibrate(clips)
-    print(f"toy world, 256 clips of 21 frames at 32x32: mean {mean:.4f} std {std:.4f}")

@@ -18,12 +18,13 @@ stays in NAME.partial.mp4 (nothing stays if no frame was written).
 import contextlib
 import functools
 import math
-import os
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
+
+from rf.utils.files import replace_file
 
 # frag_every_frame: each frame becomes its own fragment as soon as the next one arrives (see above).
 # empty_moov: the header is written first, so the file never needs the moov that a clean close appends.
@@ -166,13 +167,7 @@ class StreamingVideoWriter:
                 self._finish()
             except OSError as err:
                 raise _write_error(err, self.partial_path) from err
-            # fsync before the rename, so a power cut cannot leave a final name on missing data
-            fd = os.open(self.partial_path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(self.partial_path, self.path)
+            replace_file(self.partial_path, self.path)  # fsynced first: a power cut cannot name missing data
         return self.path
 
     def abort(self) -> Path | None:
