@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from rf.eval import toy_metrics as tm
-from rf.toy.world import BACKGROUNDS, SHAPES, TINTS, ObjectSpec, SceneSpec, ToyWorld
+from rf.toy.rules import BACKGROUNDS, SHAPES, TINTS
+from rf.toy.scene import ObjectSpec, SceneSpec
+from rf.toy.world import ToyWorld
 
 WORLD = ToyWorld()  # v2: 32x32, 8 fps, wrapping edges
 ASKED = {"slow": 0.6, "fast": 2.0}  # px/frame on a 32-px frame at 8 fps

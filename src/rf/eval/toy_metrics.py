@@ -80,7 +80,10 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from rf.toy.world import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, TINTS, ObjectSpec, SceneSpec, ToyWorld, parse_prompt
+from rf.toy.grammar import parse_prompt
+from rf.toy.rules import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, TINTS
+from rf.toy.scene import ObjectSpec, SceneSpec
+from rf.toy.world import ToyWorld
 from rf.utils.optical_flow import optical_flow
 
 PALETTE = list(COLOURS)

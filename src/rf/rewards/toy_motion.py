@@ -33,7 +33,8 @@ import torch
 
 from rf.eval.toy_metrics import TOLERANCE, calibration, integrity, motion_metrics, nearest_colour, track
 from rf.eval.toy_metrics import background_flow as measure_background_flow
-from rf.toy.world import ToyWorld, parse_prompt
+from rf.toy.grammar import parse_prompt
+from rf.toy.world import ToyWorld
 
 
 class ToyMotionReward(torch.nn.Module):
