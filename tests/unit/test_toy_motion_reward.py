@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rf.eval.toy_metrics import reference_videos
+from rf.eval.toy_references import reference_videos
 from rf.rewards.toy_motion import ToyMotionReward
 from rf.toy.rules import TINTS
 from rf.toy.scene import ObjectSpec, SceneSpec
