@@ -3,12 +3,7 @@
 The closed sets every scene is drawn from (shapes, colours, directions, speed classes, background types and
 the v2 background tints) and `WorldRules`, everything a world decides: edges (wrap or bounce), which colours,
 how many objects, their sizes, speed changes, where they start, the background textures and tints.
-`PRESETS` names the two rule sets (`rf.toy.world` has the overview):
-
-- **v2** (the default): wrap-around edges, 4 colours, large objects near fixed anchors, no speed changes,
-  coarse textures with a fixed tint per background type.
-- **v1**: the first world: bouncing edges, 6 colours, smaller objects, speed changes, fine random textures
-  with a random tint (`model/world=v1`).
+`PRESETS` names the two rule sets, v2 (the default) and v1 (`model/world=v1`); `rf.toy.world` tells them apart.
 """
 
 from __future__ import annotations
