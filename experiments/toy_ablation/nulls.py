@@ -12,7 +12,7 @@ import argparse
 import torch
 
 from rf.eval.inputs import TOY_PROMPT_SEED
-from rf.eval.toy_metrics import reference_videos
+from rf.eval.toy_references import reference_videos
 from rf.eval.toy_truth import toy_truth
 from rf.toy.world import ToyWorld
 

@@ -51,7 +51,8 @@ def report(frames_file: Path, seconds: int) -> None:
     """The toy metrics of each prompt's span of the stream, beside real, frozen and random-walk rows."""
     import torch
 
-    from rf.eval.toy_metrics import reference_videos, score
+    from rf.eval.toy_metrics import score
+    from rf.eval.toy_references import reference_videos
     from rf.toy.world import ToyWorld
 
     world = ToyWorld()  # world v2, the shipped weights' world

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rf.eval.toy_truth import colour_masks, toy_truth
-from rf.toy.world import ObjectSpec, SceneSpec, ToyWorld
+from rf.toy.scene import ObjectSpec, SceneSpec
+from rf.toy.world import ToyWorld
 from rf.utils.video import read_video, write_video
 
 WORLD = ToyWorld(height=32, width=32, fps=8, max_objects=2, preset="v1")

@@ -19,7 +19,8 @@ from rf.metrics import (
 )
 from rf.metrics.drift import drift_segments
 from rf.metrics.dynamics import vbench_rule
-from rf.toy.world import ObjectSpec, SceneSpec, ToyWorld
+from rf.toy.scene import ObjectSpec, SceneSpec
+from rf.toy.world import ToyWorld
 
 
 def _texture(h: int, w: int, seed: int, shift_x: float = 0.0) -> torch.Tensor:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rf.toy import VOCABULARY, ObjectSpec, SceneSpec, ToyAutoencoder, ToyTextEncoder, ToyWorld
-from rf.toy.world import COLOURS
+from rf.toy.rules import COLOURS
 
 
 def one_object_scene(direction="right", speed="slow", change_speed_at=None, shape="circle"):

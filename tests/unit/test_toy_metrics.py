@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from rf.eval import toy_metrics as tm
-from rf.toy.world import BACKGROUNDS, SHAPES, TINTS, ObjectSpec, SceneSpec, ToyWorld
+from rf.eval import toy_tracking
+from rf.toy.rules import BACKGROUNDS, SHAPES, TINTS
+from rf.toy.scene import ObjectSpec, SceneSpec
+from rf.toy.world import ToyWorld
 
 WORLD = ToyWorld()  # v2: 32x32, 8 fps, wrapping edges
 ASKED = {"slow": 0.6, "fast": 2.0}  # px/frame on a 32-px frame at 8 fps
@@ -48,10 +51,10 @@ def test_components_join_across_the_frame_edges():
     mask[0, 5:8, :2] = mask[0, 5:8, -2:] = True  # split across the left/right edges
     mask[1, :2, :2] = mask[1, -2:, -2:] = mask[1, :2, -2:] = mask[1, -2:, :2] = True  # the four corners
     mask[2, 2:4, 2:4] = mask[2, 9:12, 9:12] = True  # two blobs
-    labels = tm.torus_components(mask)
+    labels = toy_tracking.torus_components(mask)
     counts = [len(labels[t].unique()) - 1 for t in range(3)]
     assert counts == [1, 1, 2]
-    centre = tm._circular_mean(mask[:1].float())[0]  # the split blob is centred on the edge, not mid-frame
+    centre = toy_tracking._circular_mean(mask[:1].float())[0]  # the split blob is centred on the edge, not mid-frame
     assert abs(centre[0].item() % 16) < 1e-4 or abs(centre[0].item() - 16) < 1e-4
     assert abs(centre[1].item() - 6.5) < 1e-4
 
@@ -84,7 +87,7 @@ def test_reference_kinds_separate_on_motion(speed):
 def test_objects_crossing_the_edges_are_followed(direction):
     s = scene("square", "blue", direction, "fast", start=(0.9, 0.95), background="dotted")
     video = WORLD.render(s, 24).video  # 48 px travelled on a 32-px torus: crosses an edge 1-2 times
-    masks = tm.nearest_colour(video) == tm.PALETTE.index("blue")
+    masks = tm.nearest_colour(video) == toy_tracking.PALETTE.index("blue")
     split = (masks[:, :, 0].any(1) & masks[:, :, -1].any(1)) | (masks[:, 0].any(1) & masks[:, -1].any(1))
     assert split.sum() >= 3  # frames where the mask touches two opposite edges (wrapped)
     values = tm.score(video, s.prompt(), WORLD)

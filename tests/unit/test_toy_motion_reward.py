@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
-from rf.eval.toy_metrics import reference_videos
+from rf.eval.toy_references import reference_videos
 from rf.rewards.toy_motion import ToyMotionReward
-from rf.toy.world import TINTS, ObjectSpec, SceneSpec, ToyWorld
+from rf.toy.rules import TINTS
+from rf.toy.scene import ObjectSpec, SceneSpec
+from rf.toy.world import ToyWorld
 
 WORLD = ToyWorld()
 REWARD = ToyMotionReward({"preset": "v2"}, height=32, width=32, fps=8)

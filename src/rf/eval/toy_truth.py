@@ -40,7 +40,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rf.toy.world import COLOURS, DIRECTIONS, SPEEDS, parse_prompt
+from rf.toy.grammar import parse_prompt
+from rf.toy.rules import COLOURS, DIRECTIONS, SPEEDS
 from rf.utils.optical_flow import optical_flow
 
 PALETTE = list(COLOURS)

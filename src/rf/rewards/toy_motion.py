@@ -31,9 +31,12 @@ from collections.abc import Mapping
 
 import torch
 
-from rf.eval.toy_metrics import TOLERANCE, calibration, integrity, motion_metrics, nearest_colour, track
-from rf.eval.toy_metrics import background_flow as measure_background_flow
-from rf.toy.world import ToyWorld, parse_prompt
+from rf.eval.toy_calibration import calibration
+from rf.eval.toy_object_metrics import integrity, motion_metrics
+from rf.eval.toy_scene_metrics import background_flow as measure_background_flow
+from rf.eval.toy_tracking import TOLERANCE, nearest_colour, track
+from rf.toy.grammar import parse_prompt
+from rf.toy.world import ToyWorld
 
 
 class ToyMotionReward(torch.nn.Module):

@@ -2,8 +2,10 @@
 encoder. Each mirrors the interface of the real component it stands in for."""
 
 from rf.toy.autoencoder import ToyAutoencoder, ToyStreamDecoder
+from rf.toy.grammar import VOCABULARY, parse_prompt
+from rf.toy.scene import ObjectSpec, SceneSpec, ToyClip
 from rf.toy.text import ToyTextEncoder
-from rf.toy.world import VOCABULARY, ObjectSpec, SceneSpec, ToyClip, ToyWorld, parse_prompt
+from rf.toy.world import ToyWorld
 
 __all__ = [
     "VOCABULARY",

@@ -16,7 +16,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from rf.toy.world import VOCABULARY, parse_prompt, split_words
+from rf.toy.grammar import VOCABULARY, parse_prompt, split_words
 
 PAD, UNK = "<pad>", "<unk>"
 # The toy grammar in one line, for the error a prompt outside it gets (rf.toy.world.parse_prompt is the grammar).
