@@ -134,8 +134,11 @@ def toy_world(cfg: DictConfig, height: int, width: int, fps: float) -> ToyWorld:
 
 
 def toy_code_version() -> str:
-    """A hash of rf.eval.toy_metrics' source: cached v2 scores and references are redone when the metrics change."""
-    return hashlib.sha1(Path(toy_metrics.__file__).read_bytes()).hexdigest()[:12]
+    """A hash of the toy metrics' source (rf/eval/toy_*.py) and the world's (rf/toy/*.py): cached v2 scores and
+    references are redone when either changes."""
+    here = Path(toy_metrics.__file__).parent
+    files = sorted(here.glob("toy_*.py")) + sorted((here.parent / "toy").glob("*.py"))
+    return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
 
 
 def min_frames(metrics: DictConfig) -> int:
