@@ -43,7 +43,7 @@ def test_every_experiment_is_a_global_delta():
 def test_every_primary_config_composes_and_resolves(name):
     cfg = compose_cfg(name, "paths.weights=/weights")
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert resolved["debug"] is False
+    assert resolved["traceback"] is False
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -155,3 +155,30 @@ def test_rf_train_without_the_cache_owner_is_one_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "no callbacks.ema_sink: keep it (choose the policy with sink=NAME" in lines[0], lines
     assert not (tmp_path / "toy_re_dmd").exists()  # nothing left behind
+
+
+@pytest.mark.parametrize("preset", ["fdr", "limit"])
+def test_debug_presets_compose_over_an_experiment(preset):
+    cfg = compose_cfg("train", "experiment=toy_re_dmd", f"debug={preset}")
+    assert cfg.traceback is True and cfg.ckpt_path is None and cfg.name == "toy_re_dmd"
+    assert cfg.trainer.get("fast_dev_run", False) is (preset == "fdr")
+
+
+def test_debug_fdr_runs_one_distillation_batch_in_the_debug_folder(tmp_path):
+    from tests.cli import run_rf, write_tiny_re_dmd
+
+    r = run_rf("train", *write_tiny_re_dmd(tmp_path), "debug=fdr", runs=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "debug" / "toy_re_dmd"  # the experiment's name
+    assert run.is_dir() and not (tmp_path / "toy_re_dmd").exists()
+    assert not (run / "checkpoints").exists()  # fdr keeps nothing
+
+
+def test_the_old_traceback_switch_names_the_new_one(tmp_path):
+    from tests.cli import run_rf
+
+    r = run_rf("generate", "debug=true", runs=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: debug=true: tracebacks are switched with traceback=true; debug=NAME picks a preset of conf/debug/ "
+        "(rf.train: debug=fdr, debug=limit)"
+    ), r.stderr

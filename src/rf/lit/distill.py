@@ -91,8 +91,8 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         # the EMA-Sink callback (rf.callbacks.ema_sink), which keeps them across the run. Built in Python without
         # one: a dict or CacheConfig, or None for CacheConfig()'s defaults (EMA-Sink, S=3, W=9, chunk 3, alpha 0.99).
         cache = sink if isinstance(sink, CacheConfig) else CacheConfig(**to_dict(sink or {}))
-        self.save_hyperparameters(ignore=["sink"])
-        self.hparams["sink"] = asdict(cache)  # plain numbers: rf checkpoints load with torch.load(weights_only=True)
+        sink = asdict(cache)  # what save_hyperparameters records (it reads this frame's arguments): plain numbers,
+        self.save_hyperparameters()  # as rf checkpoints load with torch.load(weights_only=True)
         model, method = to_dict(model), to_dict(method)
         if method["name"] not in METHODS:
             raise ValueError(f"method={method['name']!r}: choose one of {', '.join(METHODS)}")
