@@ -11,6 +11,7 @@ itself: Lightning's own re-launch breaks Hydra multirun.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -20,11 +21,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from rf.callbacks.checkpoint import LastCheckpoint, iteration_of
+from rf.callbacks.ema_sink import EMASinkCallback
 from rf.models.loading import check_torch_file, damaged
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
@@ -113,12 +114,30 @@ def check_training_prompts(cfg: DictConfig) -> None:
         check_toy_prompts(read_prompt_file(prompts), cfg.get("strict_prompts", True), f"data.prompts={prompts}")
 
 
+def cache_settings(module_class: type, callbacks: list) -> dict:
+    """The module's rollouts stream with the cache settings of their one owner in a run, the EMA-Sink callback
+    (rf.callbacks.ema_sink; `callbacks.ema_sink`, filled from `sink`): {"sink": that callback's CacheConfig itself}
+    for a module that streams rollouts (one with a `sink` argument: DistillModule), {} for the others (teacher,
+    ODE init). A distillation run without the callback is refused: its rollouts would have no policy."""
+    if "sink" not in inspect.signature(module_class).parameters:
+        return {}
+    owners = [c for c in callbacks if isinstance(c, EMASinkCallback)]
+    if not owners:
+        raise ValueError(
+            f"module={module_class.__name__} streams its rollouts with the cache settings that callbacks.ema_sink "
+            "owns, and this run has no callbacks.ema_sink: keep it (choose the policy with sink=NAME, sink.alpha=...)"
+        )
+    return {"sink": owners[0].config}
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """One Lightning logger per entry of `logger` (conf/logger/), all writing in the run's folder; an entry set to
+    false or null (logger.tensorboard=false) is switched off."""
+    return [instantiate(c, save_dir=run_dir) for c in cfg.get("logger", {}).values() if c]
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
-    loggers = []
-    if cfg.logger.csv:
-        loggers.append(CSVLogger(run_dir, name="logs"))
-    if cfg.logger.tensorboard:
-        loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
+    loggers = build_loggers(cfg, run_dir)
     # checkpoint_every=null: no checkpoints at all (throughput measurements; a full-size one is 40 GB)
     checkpoints = []
     if cfg.checkpoint_every is not None:
@@ -186,9 +205,11 @@ def main(cfg: DictConfig) -> None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = instantiate(cfg.data)
         check_training_prompts(cfg)
-        module = instantiate(cfg.module, model=cfg.model, optim=cfg.optim, _recursive_=False)
+        with torch.random.fork_rng(devices=[]):  # the module's random init draws what it drew before them
+            callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]  # null: removed
+        build = instantiate(cfg.module, model=cfg.model, optim=cfg.optim, _partial_=True, _recursive_=False)
+        module = build(**cache_settings(build.func, callbacks))  # the callback's CacheConfig object, not a copy
         check_video_size(cfg, module)
-        callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]  # null: removed
         ckpt = resolve_ckpt(cfg.ckpt_path, run_dir)  # before the trainer, which prints what it found on this machine
         trainer = build_trainer(cfg, run_dir, callbacks)
     except Exception:

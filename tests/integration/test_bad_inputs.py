@@ -3,7 +3,7 @@
 One table: entry point x case. A bad input exits with status 2 and one line on stderr, `error: ...`,
 naming the offending value and what to do, leaves no file behind (the one documented exception, a
 `NAME.partial.mp4` holding what a stream wrote before failing, does not arise here since each failure
-happens before the first frame), and shows a traceback only with `debug=true` (checked on a row of each
+happens before the first frame), and shows a traceback only with `traceback=true` (checked on a row of each
 entry point). An over-long prompt is not an error: it is truncated, with a warning that says by how much.
 
 How the harder cases are made, honestly and without root:
@@ -379,7 +379,7 @@ def test_bad_input(tmp_path, store, entry, args, needle, debug):
     if debug:  # the same inputs afresh (the full-disk row's symlink is gone)
         paths = make_inputs(tmp_path / "again", store)
         args = [a.format(**paths) for a in row_args]
-        r = run_rf(entry, *args, "debug=true", runs=paths["tmp"])
+        r = run_rf(entry, *args, "traceback=true", runs=paths["tmp"])
         assert r.returncode != 0 and "Traceback (most recent call last)" in r.stderr, r.stderr[-3000:]
 
 

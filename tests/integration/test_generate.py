@@ -56,7 +56,7 @@ def test_unknown_sink_value_names_the_choices(tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    r = run_rf("generate", "frames=10", "debug=true", runs=tmp_path)
+    r = run_rf("generate", "frames=10", "traceback=true", runs=tmp_path)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 

@@ -1,9 +1,11 @@
-"""The cache policy through a run: owns `sink` (policy, alpha, sizes) and logs what the sink does.
+"""The cache policy through a run: the one owner of `sink` (policy, sizes, alpha) in training.
 
-The module's StreamSampler uses this callback's CacheConfig for every rollout, so training
-rollouts stream with the same cache as inference (PAPER.md §2: no train/test gap; `sink=full`
-reproduces the released recipe). After each training batch it logs, from the latest rollout:
-evicted frames and the sink's drift from the first chunk (||S - S0|| / ||S0||, first block).
+Every policy, not only EMA-Sink (the name is the paper's method). The settings are built once, here, as a
+CacheConfig; rf.train hands that object to the module (DistillModule's `sink`), whose StreamSampler streams
+every rollout with it, so training rollouts stream with the same cache as inference (PAPER.md §2: no
+train/test gap; `sink=full` reproduces the released recipe). Nothing else sets them: in `setup` a module
+built with other settings is refused, not silently changed. After each training batch it logs, from the
+latest rollout: evicted frames and the sink's drift from the first chunk (||S - S0|| / ||S0||, first block).
 The settings are kept in the checkpoint, and a resumed run with different settings is refused.
 """
 
@@ -27,7 +29,18 @@ class EMASinkCallback(L.Callback):
         return "EMASink"
 
     def setup(self, trainer, module, stage: str) -> None:
-        module.sampler.cache_config = self.config
+        """The module streams with these settings: it was built with them (rf.train), or it is refused."""
+        sampler = getattr(module, "sampler", None)
+        if sampler is None:
+            raise ValueError(
+                f"callbacks.ema_sink: {type(module).__name__} streams no rollouts, so it has no cache to set: "
+                "remove callbacks.ema_sink (callbacks.ema_sink=null), or train a distillation module"
+            )
+        if sampler.cache_config != self.config:
+            raise ValueError(
+                f"the module streams with sink {asdict(sampler.cache_config)} but callbacks.ema_sink owns "
+                f"{asdict(self.config)}: build the module with the callback's, DistillModule(sink=callback.config)"
+            )
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         cache = module.sampler.last_cache

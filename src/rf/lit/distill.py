@@ -23,6 +23,7 @@ exactly, and N processes with batch B train as one process with batch N B (same 
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 
 import torch
 
@@ -64,9 +65,9 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         self,
         model: dict,
         optim: dict,
-        sink: dict,
         sampler: dict,
         method: dict,
+        sink: CacheConfig | dict | None = None,
         teacher_ckpt: str | None = None,
         student_ckpt: str | None = None,
         critic_ckpt: str | None = None,
@@ -85,7 +86,12 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # The rollouts' cache settings are not the module's own: rf.train hands it the CacheConfig of their owner,
+        # the EMA-Sink callback (rf.callbacks.ema_sink), which keeps them across the run. Built in Python without
+        # one: a dict or CacheConfig, or None for CacheConfig()'s defaults (EMA-Sink, S=3, W=9, chunk 3, alpha 0.99).
+        cache = sink if isinstance(sink, CacheConfig) else CacheConfig(**to_dict(sink or {}))
+        sink = asdict(cache)  # what save_hyperparameters records (it reads this frame's arguments): plain numbers,
+        self.save_hyperparameters()  # as rf checkpoints load with torch.load(weights_only=True)
         model, method = to_dict(model), to_dict(method)
         check_method(method["name"], method.get("beta"))
         for name, v in (("generator_every", generator_every), ("accumulate", accumulate)):
@@ -128,7 +134,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
             video["height"] // f,
             video["width"] // f,
         )
-        self.sampler = StreamSampler(self.generator, CacheConfig(**to_dict(sink)), **to_dict(sampler))
+        self.sampler = StreamSampler(self.generator, cache, **to_dict(sampler))
         self.sampler.num_chunks(latent_frames)  # validates the rollout length now, not mid-run
         self.automatic_optimization = False
 

@@ -2,7 +2,7 @@
 
 Every `python -m rf.<name>` wraps its main in `entry(config_name)`: configuration comes from conf/.
 What a user can get wrong ends the process with one line on stderr, `error: ...`, naming the value
-and the fix, and exit status 2; `debug=true` (or HYDRA_FULL_ERROR=1) shows the traceback instead:
+and the fix, and exit status 2; `traceback=true` (or HYDRA_FULL_ERROR=1) shows the traceback instead:
 
     a bad value          a ValueError or a missing file raised by rf, also from a constructor Hydra called
     a bad command line   an unknown option or config name, an override Hydra cannot parse
@@ -14,7 +14,8 @@ and the fix, and exit status 2; `debug=true` (or HYDRA_FULL_ERROR=1) shows the t
 A stop (SIGINT, SIGTERM) is one line too, `stopped by SIG...: what was kept; continue with: COMMAND`, and exit
 status 130 or 143: the long loops stop between units (rf.utils.stop), anywhere else this wrapper ends the run.
 
-Warnings print as one line each too, `warning: ...` (`debug=true`: Python's usual two lines).
+Warnings print as one line each too, `warning: ...` (`traceback=true`: Python's usual two lines).
+(`debug=NAME` is another thing: a preset of conf/debug/ for rf.train, e.g. debug=fdr.)
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from rf.utils.stop import Terminated, continue_command
 CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, FloatingPointError)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
-_DEBUG_ARG = re.compile(r"\+{0,2}debug=(true|True|1|yes)")
+_DEBUG_ARG = re.compile(r"\+{0,2}traceback=(true|True|1|yes)")
+_OLD_DEBUG_ARG = re.compile(r"\+{0,2}debug=(true|True|false|False|1|0|yes|no)")  # the switch before conf/debug/
 
 
 def one_line(text: object) -> str:
@@ -117,7 +119,7 @@ def entry(config_name: str, outputs: tuple[str, ...] = ("out",)):
         def run(cfg: DictConfig):
             nonlocal started
             started = True
-            debug = cfg.get("debug", False)
+            debug = cfg.get("traceback", False)
             if not debug:
                 warnings.showwarning = _one_line_warning
             previous = signal.signal(signal.SIGTERM, _terminate)
@@ -146,6 +148,12 @@ def entry(config_name: str, outputs: tuple[str, ...] = ("out",)):
         def main():
             # Hydra prints its own errors over several lines and exits 1; HYDRA_FULL_ERROR makes it raise them
             # here instead, where they become one line (composition fails before `run` is called).
+            old = next((a for a in sys.argv[1:] if _OLD_DEBUG_ARG.fullmatch(a)), None)
+            if old is not None:  # Hydra would stop with a traceback: `debug` is the config group conf/debug/
+                value = old.split("=", 1)[1]
+                print(f"error: {old}: tracebacks are switched with traceback={value}; debug=NAME picks a preset of "
+                      "conf/debug/ (rf.train: debug=fdr, debug=limit)", file=sys.stderr)  # fmt: skip
+                sys.exit(2)
             debug = any(_DEBUG_ARG.fullmatch(a) for a in sys.argv[1:]) or os.environ.get("HYDRA_FULL_ERROR") == "1"
             previous = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"
