@@ -13,7 +13,7 @@ StreamSampler that training and generation use. For every cache policy:
 `memory_limit` of the card or its stream passes `full_max_seconds`. The JSON holds the device, the
 versions, every setting, the method and every number; the last lines printed are a table.
 A roofline counts the DiT's FLOPs per chunk against the card's measured bf16 matmul rate.
-The timing itself (CUDA-event clock, the timed stream, latency windows, the roofline counts) is rf.timing.
+The timing itself (CUDA-event clock, the timed stream, latency windows, the roofline counts) is rf.fast.timing.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from rf.diffusion.sampler import StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds
+from rf.fast.fast_path import FastPath
+from rf.fast.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.models.cache import CacheConfig
-from rf.models.fast_path import FastPath
 from rf.models.loading import build_transformer
-from rf.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.utils.cli import entry
 from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
 from rf.utils.stop import Stop

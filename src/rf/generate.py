@@ -1,6 +1,6 @@
 """python -m rf.generate ckpt=PATH prompt="..." seconds=30: stream a video to an mp4.
 
-Chunks are denoised by the StreamSampler (on the fast path with fast=exact: rf.models.fast_path),
+Chunks are denoised by the StreamSampler (on the fast path with fast=exact: rf.fast.fast_path),
 decoded as they arrive (the VAE keeps its causal cache across chunks) and written at once to
 NAME.partial.mp4, renamed to NAME.mp4 when the stream ends: a crash at minute 3 leaves three
 playable minutes. A prompt schedule switches the text mid-stream without resetting the attention cache.
@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds, parse_schedule, switches_to_chunks
+from rf.fast.fast_path import FastPath
 from rf.models.cache import CacheConfig
-from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
 from rf.toy.shipped import is_shipped, use_shipped
 from rf.toy.text import check_toy_prompts, is_toy_encoder
@@ -83,7 +83,7 @@ def main(cfg: DictConfig) -> Path:
     model = cast(model, dtype).to(device).eval()
 
     latent_frames = latent_frames_for(cfg, autoencoder, cache_cfg.chunk_frames)
-    runner = fast.prepare_model(model)  # the fast path's model switches (rf.models.fast_path), plain: the model
+    runner = fast.prepare_model(model)  # the fast path's model switches (rf.fast.fast_path), plain: the model
     sampler = StreamSampler(runner, cache_cfg, **OmegaConf.to_container(cfg.sampler, resolve=True),
                             **fast.sampler_kwargs())  # fmt: skip
     n_chunks = sampler.num_chunks(latent_frames)

@@ -20,9 +20,9 @@ from tqdm import tqdm
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.diffusion.schedule import PromptSwitch, switches_to_chunks
 from rf.eval.layout import VIDEO_DIR, Manifest, VideoEntry, settings_difference
+from rf.fast.fast_path import FastPath
 from rf.generate import latent_frames_for
 from rf.models.cache import CacheConfig
-from rf.models.fast_path import FastPath
 from rf.models.loading import cast, load_transformer
 from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
 from rf.utils.stop import Stop
@@ -70,7 +70,7 @@ class StreamGenerator:
         print(f"weights: {cfg.ckpt} ({found})" if cfg.ckpt else "weights: random (no ckpt= given)")
         self.model = cast(model, dtype).to(self.device).eval()
         self.latent_frames = latent_frames_for(cfg, self.autoencoder, self.cache_cfg.chunk_frames)
-        fast = FastPath(**to_dict(cfg.fast))  # rf.models.fast_path: fast=exact on a GPU
+        fast = FastPath(**to_dict(cfg.fast))  # rf.fast.fast_path: fast=exact on a GPU
         if self.device.type != "cuda" and fast.gpu_only():
             raise ValueError(f"fast path switches {', '.join(fast.gpu_only())} need a CUDA GPU, this run is on "
                              f"{self.device}: use fast=plain (the default)")  # fmt: skip
