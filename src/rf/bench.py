@@ -35,6 +35,7 @@ from rf.fast.fast_path import FastPath
 from rf.fast.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.models.cache import CacheConfig
 from rf.models.loading import build_transformer
+from rf.stream import build_decoder, build_sampler
 from rf.utils.cli import entry
 from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
 from rf.utils.stop import Stop
@@ -127,14 +128,11 @@ class Setup:
         """Every policy of one variant: warm-up (+ the check's chunks), clips, the long stream."""
         cfg, device, sink = self.cfg, self.device, to_dict(self.cfg.sink)
         runner = fast.prepare_model(self.model)  # in place and cumulative: list variants plain first
-        autoencoder = self.wan_vae
-        if fast.decoder == "taehv":  # random weights, like everything here
-            autoencoder = instantiate({**to_dict(cfg.taehv), "path": None}).to(device)
-        decoder = fast.prepare_decoder(autoencoder, device)
+        # the stream's sampler and decoder as rf.stream builds them; TAEHV with random weights, like everything here
+        decoder = build_decoder(fast, self.wan_vae, {**to_dict(cfg.taehv), "path": None}, device)
         out = {"fast": fast.describe(), "approximate": fast.approximate, "policies": {}}
         for policy in policies:
-            sampler = StreamSampler(runner, CacheConfig(**{**sink, "policy": policy}), **to_dict(cfg.sampler),
-                                    **fast.sampler_kwargs())  # fmt: skip
+            sampler = build_sampler(runner, CacheConfig(**{**sink, "policy": policy}), cfg.sampler, fast)
             limit = cfg.memory_limit if policy == "full" else None
             timed = Stream(sampler, decoder, self.text, self.shape, device, cfg.seed, limit)
             keep = cfg.check_chunks if policy == cfg.check_policy else 0
