@@ -28,7 +28,8 @@ from rf.models.causal_wan import TextContext
 
 
 class CudaGraphModel:
-    """The causal model as StreamSampler calls it, each pass replayed from a CUDA graph."""
+    """The causal model as StreamSampler calls it (a rf.diffusion.sampler.StreamModel), each pass replayed from a
+    CUDA graph."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model

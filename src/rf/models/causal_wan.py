@@ -45,6 +45,8 @@ def block_causal_mask(frames: int, tokens_per_frame: int, chunk_frames: int, dev
 
 
 class CausalWanTransformer3DModel(WanTransformer3DModel):
+    """The causal student; as the sampler calls it, a rf.diffusion.sampler.StreamModel."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for block in self.blocks:  # same parameters, the causal forward; blocks stay called as modules
