@@ -20,18 +20,23 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rf.diffusion.sampler import GeneratorNoise, StreamSampler
+from rf.diffusion.sampler import GeneratorNoise
 from rf.lit.prompts import PromptDataModule
+<<<<<<< HEAD
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
 from rf.models.loading import load_weights
+=======
+>>>>>>> 2c1c1cdd23b1c44a245b42a7ac1faad3bb2a3c15
 from rf.rewards.motion import MotionReward
+from rf.stream import Streamer
 from rf.utils.cli import CONF_DIR
-from rf.utils.instantiate import instantiate, pick_device
+from rf.utils.instantiate import pick_device
 
 
 @torch.no_grad()
 def evaluate(cfg, ckpt: str, prompts: list[str], seconds: float, use_ema: bool, device, batch: int) -> dict:
+<<<<<<< HEAD
     model = CausalWanTransformer3DModel(**OmegaConf.to_container(cfg.model.transformer, resolve=True))
     load_weights(model, ckpt, use_ema=use_ema)
     model = model.to(device).eval()
@@ -40,14 +45,20 @@ def evaluate(cfg, ckpt: str, prompts: list[str], seconds: float, use_ema: bool, 
     sink = CacheConfig(**OmegaConf.to_container(cfg.sink, resolve=True))
     sampler = StreamSampler(model, sink, **OmegaConf.to_container(cfg.sampler, resolve=True))
     fps, f = cfg.model.video.fps, ae.spatial_factor
+=======
+    streamer = Streamer.from_config(cfg, ckpt=ckpt, device=device, use_ema=use_ema)  # rf.stream: the one builder
+    sampler, ae, text_encoder, sink = streamer.sampler, streamer.autoencoder, streamer.text_encoder, streamer.cache
+    fps = cfg.model.video.fps
+>>>>>>> 2c1c1cdd23b1c44a245b42a7ac1faad3bb2a3c15
     frames = int(seconds * fps) // sink.chunk_frames * sink.chunk_frames
     reward = MotionReward()
     scores, first5, last5, nonfinite = [], [], [], 0
     for i in range(0, len(prompts), batch):
         p = prompts[i : i + batch]
         text = text_encoder(p).to(device)
-        shape = (len(p), ae.latent_channels, frames, cfg.model.video.height // f, cfg.model.video.width // f)
-        latents = sampler.rollout([(0, text)], shape, GeneratorNoise(10_000 + i, device))
+        latents = sampler.rollout(
+            [(0, text)], streamer.latent_shape(frames, len(p)), GeneratorNoise(10_000 + i, device)
+        )
         video = ae.decode(latents.float())  # [b, 3, T, H, W]
         nonfinite += int((~torch.isfinite(video)).any(dim=(1, 2, 3, 4)).sum())
         scores += reward.score(video).tolist()

@@ -28,10 +28,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from rf.diffusion.ode import cfg_velocity, euler_solve, sigma_grid
-from rf.diffusion.sampler import GeneratorNoise, StreamSampler
+from rf.diffusion.sampler import GeneratorNoise
 from rf.eval import toy_metrics
-from rf.models.cache import CacheConfig
 from rf.models.loading import load_transformer
+from rf.stream import Streamer
 from rf.toy.world import ToyWorld
 from rf.utils.cli import CONF_DIR
 from rf.utils.instantiate import instantiate, pick_device
@@ -203,20 +203,14 @@ def teacher(args, cfg, world, world_kwargs, prompts, device) -> dict:
 @torch.no_grad()
 def stream_student(cfg, ckpt, use_ema, texts, seconds, device, batch=128, seed=HELD_OUT):
     """Streams [N, 3, T, H, W] in [-1, 1] through the one StreamSampler; batch i's noise is the same for every ckpt."""
-    arch = OmegaConf.to_container(cfg.model.transformer, resolve=True)
-    model = load_transformer(arch, ckpt, causal=True, use_ema=use_ema)[0].to(device).eval()
-    ae = instantiate(cfg.model.autoencoder).to(device)
-    text_encoder = instantiate(cfg.model.text_encoder).to(device)
-    sink = CacheConfig(**OmegaConf.to_container(cfg.sink, resolve=True))
-    sampler = StreamSampler(model, sink, **OmegaConf.to_container(cfg.sampler, resolve=True))
-    fps, f = cfg.model.video.fps, ae.spatial_factor
-    frames = math.ceil(seconds * fps / sink.chunk_frames) * sink.chunk_frames
+    streamer = Streamer.from_config(cfg, ckpt=ckpt, device=device, use_ema=use_ema)  # rf.stream: the one builder
+    sampler, ae, text_encoder, sink = streamer.sampler, streamer.autoencoder, streamer.text_encoder, streamer.cache
+    frames = math.ceil(seconds * cfg.model.video.fps / sink.chunk_frames) * sink.chunk_frames
     out = []
     for i in range(0, len(texts), batch):
         p = texts[i : i + batch]
         text = text_encoder(p).to(device)
-        shape = (len(p), ae.latent_channels, frames, cfg.model.video.height // f, cfg.model.video.width // f)
-        latents = sampler.rollout([(0, text)], shape, GeneratorNoise(seed + i, device))
+        latents = sampler.rollout([(0, text)], streamer.latent_shape(frames, len(p)), GeneratorNoise(seed + i, device))
         out.append(ae.decode(latents.float()).clamp(-1, 1).cpu())
     return torch.cat(out)
 

@@ -13,16 +13,13 @@ import argparse
 
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from rf.diffusion.sampler import GeneratorNoise, StreamSampler
+from rf.diffusion.sampler import GeneratorNoise
 from rf.eval import toy_metrics
-from rf.models.cache import CacheConfig
-from rf.models.loading import load_transformer
+from rf.stream import Streamer
 from rf.toy.shipped import SAMPLER_SHIFT
 from rf.toy.world import ToyWorld
 from rf.utils.cli import CONF_DIR
-from rf.utils.instantiate import instantiate
 
 PROMPTS_SEED = 3_000_000_019  # the regression test's held-out scenes
 
@@ -38,11 +35,9 @@ def main() -> None:
         cfg = compose("generate", overrides=["model=toy_large", "sink=ema_sink", f"sampler.shift={args.shift}"])
     world = ToyWorld(cfg.model.video.height, cfg.model.video.width, cfg.model.video.fps)
     prompts = [world.sample_scene(PROMPTS_SEED + i, objects=1).prompt() for i in range(4)]
-    model = load_transformer(OmegaConf.to_container(cfg.model.transformer, resolve=True), args.ckpt, causal=True)[0]
-    ae, text_encoder = instantiate(cfg.model.autoencoder), instantiate(cfg.model.text_encoder)
-    sink = CacheConfig(**OmegaConf.to_container(cfg.sink, resolve=True))
-    sampler = StreamSampler(model.eval(), sink, **OmegaConf.to_container(cfg.sampler, resolve=True))
-    chunk = sink.chunk_frames
+    streamer = Streamer.from_config(cfg, ckpt=args.ckpt, device=torch.device("cpu"))  # rf.stream: the one builder
+    sampler, ae, text_encoder = streamer.sampler, streamer.autoencoder, streamer.text_encoder
+    chunk = streamer.cache.chunk_frames
     frames = chunk * max(2, round(args.seconds * cfg.model.video.fps / chunk))
     latents = sampler.rollout([(0, text_encoder(prompts))], (4, ae.latent_channels, frames, 16, 16),
                               GeneratorNoise(0, torch.device("cpu")))  # fmt: skip

@@ -13,7 +13,7 @@ StreamSampler that training and generation use. For every cache policy:
 `memory_limit` of the card or its stream passes `full_max_seconds`. The JSON holds the device, the
 versions, every setting, the method and every number; the last lines printed are a table.
 A roofline counts the DiT's FLOPs per chunk against the card's measured bf16 matmul rate.
-The timing itself (CUDA-event clock, the timed stream, latency windows, the roofline counts) is rf.timing.
+The timing itself (CUDA-event clock, the timed stream, latency windows, the roofline counts) is rf.fast.timing.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from rf.diffusion.sampler import StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds
+from rf.fast.fast_path import FastPath
+from rf.fast.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.models.cache import CacheConfig
-from rf.models.fast_path import FastPath
 from rf.models.loading import build_transformer
-from rf.timing import Stream, dit_flops, matmul_tflops, windows
+from rf.stream import build_decoder, build_sampler
 from rf.utils.cli import entry
 from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
 from rf.utils.stop import Stop
@@ -127,14 +128,11 @@ class Setup:
         """Every policy of one variant: warm-up (+ the check's chunks), clips, the long stream."""
         cfg, device, sink = self.cfg, self.device, to_dict(self.cfg.sink)
         runner = fast.prepare_model(self.model)  # in place and cumulative: list variants plain first
-        autoencoder = self.wan_vae
-        if fast.decoder == "taehv":  # random weights, like everything here
-            autoencoder = instantiate({**to_dict(cfg.taehv), "path": None}).to(device)
-        decoder = fast.prepare_decoder(autoencoder, device)
+        # the stream's sampler and decoder as rf.stream builds them; TAEHV with random weights, like everything here
+        decoder = build_decoder(fast, self.wan_vae, {**to_dict(cfg.taehv), "path": None}, device)
         out = {"fast": fast.describe(), "approximate": fast.approximate, "policies": {}}
         for policy in policies:
-            sampler = StreamSampler(runner, CacheConfig(**{**sink, "policy": policy}), **to_dict(cfg.sampler),
-                                    **fast.sampler_kwargs())  # fmt: skip
+            sampler = build_sampler(runner, CacheConfig(**{**sink, "policy": policy}), cfg.sampler, fast)
             limit = cfg.memory_limit if policy == "full" else None
             timed = Stream(sampler, decoder, self.text, self.shape, device, cfg.seed, limit)
             keep = cfg.check_chunks if policy == cfg.check_policy else 0

@@ -1,9 +1,10 @@
 """python -m rf.generate ckpt=PATH prompt="..." seconds=30: stream a video to an mp4.
 
-Chunks are denoised by the StreamSampler (on the fast path with fast=exact: rf.models.fast_path),
-decoded as they arrive (the VAE keeps its causal cache across chunks) and written at once to
-NAME.partial.mp4, renamed to NAME.mp4 when the stream ends: a crash at minute 3 leaves three
-playable minutes. A prompt schedule switches the text mid-stream without resetting the attention cache.
+The streaming generator is built by rf.stream (on the fast path with fast=exact: rf.fast.fast_path).
+Its StreamSampler denoises the chunks; they are decoded as they arrive (the VAE keeps its causal cache
+across chunks) and written at once to NAME.partial.mp4, renamed to NAME.mp4 when the stream ends: a
+crash at minute 3 leaves three playable minutes. A prompt schedule switches the text mid-stream without
+resetting the attention cache.
 """
 
 from __future__ import annotations
@@ -16,43 +17,20 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from rf.diffusion.sampler import GeneratorNoise, StreamSampler
-from rf.diffusion.schedule import chunks_for_seconds, parse_schedule, switches_to_chunks
-from rf.models.cache import CacheConfig
-from rf.models.fast_path import FastPath
-from rf.models.loading import cast, load_transformer
+from rf.diffusion.sampler import GeneratorNoise
+from rf.diffusion.schedule import parse_schedule, switches_to_chunks
+from rf.stream import Streamer, latent_frames_for, text_encoder_config
 from rf.toy.shipped import is_shipped, use_shipped
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
-from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype
 from rf.utils.stop import Stop
-from rf.utils.video import StreamingVideoWriter, check_frame_size, contact_sheet
-
-
-def latent_frames_for(cfg: DictConfig, autoencoder, chunk: int) -> int:
-    """Latent frames of the stream: `frames` exactly, or `seconds` rounded up to whole chunks."""
-    if cfg.frames is not None:
-        if cfg.frames < chunk or cfg.frames % chunk:
-            raise ValueError(
-                f"frames={cfg.frames} is not a whole number of {chunk}-frame chunks: use a multiple of {chunk}"
-            )
-        return int(cfg.frames)
-    if cfg.seconds is None or cfg.seconds <= 0:
-        raise ValueError(f"seconds={cfg.seconds}: give a positive stream length")
-    return chunk * chunks_for_seconds(cfg.seconds, cfg.model.video.fps, autoencoder.temporal_factor, chunk)
+from rf.utils.video import StreamingVideoWriter, contact_sheet
 
 
 @entry("generate")
 def main(cfg: DictConfig) -> Path:
-    device, dtype = pick_device(cfg.device), resolve_dtype(cfg.dtype)
-    cache_cfg = CacheConfig(**OmegaConf.to_container(cfg.sink, resolve=True))
-    fast = FastPath(**OmegaConf.to_container(cfg.fast, resolve=True))
-    check_dtype(device, dtype, fp8=fast.fp8)
-    if device.type != "cuda" and fast.gpu_only():
-        raise ValueError(f"fast path switches {', '.join(fast.gpu_only())} need a CUDA GPU, this run is on {device}: "
-                         "use fast=plain (the default), or fast.static_cache=true on a CPU")  # fmt: skip
     switches = parse_schedule(OmegaConf.to_container(cfg.schedule) if cfg.schedule is not None else None, cfg.prompt)
-    if is_toy_encoder(cfg.model.get("text_encoder_online") or cfg.model.text_encoder):
+    if is_toy_encoder(text_encoder_config(cfg)):
         check_toy_prompts(
             [s.prompt for s in switches], cfg.strict_prompts, "prompt" if cfg.schedule is None else "schedule"
         )
@@ -63,44 +41,26 @@ def main(cfg: DictConfig) -> Path:
     if not out.parent.is_dir() and out.parent != Path(cfg.paths.runs) / "generate":  # rf's own: made below
         raise FileNotFoundError(f"out={out}: folder {out.parent} does not exist; create it or choose another out=")
 
-    autoencoder = instantiate(cfg.model.autoencoder).to(device)
-    # the encoder for new prompts where the model has one (umT5 behind the cache), else the training one
-    text_encoder = instantiate(cfg.model.get("text_encoder_online") or cfg.model.text_encoder).to(device)
-    transformer = OmegaConf.to_container(cfg.model.transformer, resolve=True)
-    h, w, fps = cfg.model.video.height, cfg.model.video.width, cfg.model.video.fps
-    check_frame_size(h, w, autoencoder.spatial_factor, transformer["patch_size"][1])
-
-    # rf checkpoints, Self Forcing / Reward Forcing releases, original or diffusers Wan: rf.models.loading
+    # the model, its cache policy, the fast path, decoder and text encoder: rf.stream
     ckpt = use_shipped(cfg) if is_shipped(cfg.ckpt) else cfg.ckpt
-    model, found = load_transformer(transformer, ckpt or None, causal=True, use_ema=cfg.use_ema)
+    streamer = Streamer.from_config(cfg, ckpt=ckpt)
     if is_shipped(cfg.ckpt):
         print(
             f"weights: rf's shipped toy {cfg.ckpt.partition(':')[2] or 'student'} ({ckpt}, sha256 checked; "
             f"what it can and cannot do: {ckpt.parent / 'MODEL_CARD.md'})"
         )
     else:
-        print(f"weights: {cfg.ckpt} ({found})" if cfg.ckpt else "weights: random (no ckpt= given)")
-    model = cast(model, dtype).to(device).eval()
+        print(f"weights: {cfg.ckpt} ({streamer.weights})" if cfg.ckpt else "weights: random (no ckpt= given)")
+    cache_cfg, sampler, autoencoder = streamer.cache, streamer.sampler, streamer.autoencoder
+    h, w, fps = streamer.height, streamer.width, streamer.fps
 
     latent_frames = latent_frames_for(cfg, autoencoder, cache_cfg.chunk_frames)
-    runner = fast.prepare_model(model)  # the fast path's model switches (rf.models.fast_path), plain: the model
-    sampler = StreamSampler(runner, cache_cfg, **OmegaConf.to_container(cfg.sampler, resolve=True),
-                            **fast.sampler_kwargs())  # fmt: skip
     n_chunks = sampler.num_chunks(latent_frames)
     plan = switches_to_chunks(switches, fps, cache_cfg.chunk_frames, autoencoder.num_frames, n_chunks)
     with torch.no_grad():
-        prompts = [(chunk, text_encoder([p])) for chunk, p in plan]
-    shape = (
-        1,
-        autoencoder.latent_channels,
-        latent_frames,
-        h // autoencoder.spatial_factor,
-        w // autoencoder.spatial_factor,
-    )
-
-    if fast.decoder == "taehv":  # the approximate tiny decoder, same latents
-        autoencoder = instantiate(cfg.taehv).to(device)
-    decoder = fast.prepare_decoder(autoencoder, device)
+        prompts = [(chunk, streamer.text_encoder([p])) for chunk, p in plan]
+    shape = streamer.latent_shape(latent_frames)
+    decoder = streamer.decoder
     total = autoencoder.num_frames(latent_frames)
     keep = set(torch.linspace(0, total - 1, min(total, 32)).round().long().tolist())  # frames for the sheet
     sheet, kept = [], []  # kept: every frame as uint8, when frames_out= asks for them (lossless, for scoring)
@@ -110,7 +70,7 @@ def main(cfg: DictConfig) -> Path:
     with Stop() as stop, torch.inference_mode(), StreamingVideoWriter(out, fps, h, w) as writer:
         bar = tqdm(total=n_chunks, unit="chunk", desc=f"streaming {cache_cfg.policy}")
         for chunk in sampler.stream(
-            prompts, shape, GeneratorNoise(cfg.seed, device), recache_on_switch=cfg.recache_on_switch
+            prompts, shape, GeneratorNoise(cfg.seed, streamer.device), recache_on_switch=cfg.recache_on_switch
         ):
             frames = decoder.decode(chunk.latents).float().cpu()  # [1, 3, t, H, W]
             first = writer.frames_written

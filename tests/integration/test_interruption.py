@@ -106,7 +106,7 @@ elif point == "after_encode":
 
     after(ToyTextEncoder, "forward")
 elif point == "before_variant":
-    from rf.models.fast_path import FastPath
+    from rf.fast.fast_path import FastPath
 
     after(FastPath, "prepare_model", before=True)
 elif point == "mid_iteration":

@@ -7,12 +7,12 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
+from rf.fast.compile import compile_blocks
+from rf.fast.fast_path import FastPath
+from rf.fast.graphs import CudaGraphModel
+from rf.fast.static_cache import StaticKVCache
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.compile import compile_blocks
-from rf.models.fast_path import FastPath
-from rf.models.graphs import CudaGraphModel
-from rf.models.static_cache import StaticKVCache
 from rf.models.vae import WanVideoAutoencoder
 from tests.conftest import tiny_wan_config
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from rf.fast.fp8 import Fp8Linear, fp8_linears, fp8_mm, fp8_mm_reference, quantize_rowwise
 from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.fp8 import Fp8Linear, fp8_linears, fp8_mm, fp8_mm_reference, quantize_rowwise
 from tests.conftest import tiny_wan_config
 
 

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from rf.models.taehv import TAEHVAutoencoder
+from rf.fast.taehv import TAEHVAutoencoder
 from rf.utils.instantiate import instantiate
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "decoder" / "taehv.yaml"

@@ -14,8 +14,8 @@ Training (Self Forcing's gradient truncation): `exit_step=k` stops each chunk's 
 step k; only that forward carries gradient, the steps before it and the cache pass run without,
 and the cache holds detached K/V, so no gradient crosses chunks.
 
-Inference options of the fast path (rf.models.fast_path): `static_cache=True` keeps the cache in
-preallocated buffers (rf.models.static_cache, the same function), and `cache_pass="reuse"` lets the
+Inference options of the fast path (rf.fast.fast_path): `static_cache=True` keeps the cache in
+preallocated buffers (rf.fast.static_cache, the same function), and `cache_pass="reuse"` lets the
 last denoising pass write the cache instead of the t = 0 pass (an approximation, one pass fewer).
 """
 
@@ -24,12 +24,35 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from rf.diffusion.flow import add_noise, warp_timesteps, x0_from_flow
-from rf.models.cache import CacheConfig
+from rf.diffusion.flow import NUM_TRAIN_TIMESTEPS, add_noise, warp_timesteps, x0_from_flow
+from rf.models.cache import CacheConfig, StreamCache
+
+if TYPE_CHECKING:
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    from rf.models.causal_wan import TextContext
+
+
+class StreamModel(Protocol):
+    """What the sampler calls: rf.models.causal_wan.CausalWanTransformer3DModel, or the same model behind
+    the fast path's CUDA graphs (rf.fast.graphs.CudaGraphModel)."""
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
+    def encode_text(self, encoder_hidden_states: torch.Tensor) -> TextContext:
+        """Text embeddings [B, Lt, text_dim] -> the per-block cross-attention K/V, once per prompt."""
+
+    def new_cache(self, config: CacheConfig, static: bool = False) -> StreamCache:
+        """A fresh KV cache for a stream (static: preallocated, rf.fast.static_cache)."""
+
+    def __call__(
+        self, x: torch.Tensor, t: torch.Tensor, *, text: TextContext, cache: StreamCache, write_cache: bool = False
+    ) -> Transformer2DModelOutput:
+        """x [B, C, f, H, W], t [B] -> .sample: the flow prediction [B, C, f, H, W]; write_cache commits K/V."""
 
 
 class NoiseSource(Protocol):
@@ -99,7 +122,7 @@ class StreamChunk:
 class StreamSampler:
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: StreamModel,
         cache: CacheConfig,
         denoising_steps: tuple[float, ...] = (1000, 750, 500, 250),
         shift: float = 5.0,
@@ -108,14 +131,17 @@ class StreamSampler:
         cache_pass: str = "clean",
     ):
         if cache_pass not in ("clean", "reuse"):
-            raise ValueError(f"cache_pass={cache_pass!r}: choose clean (exact) or reuse (approximation)")
+            raise ValueError(
+                f"fast.cache_pass={cache_pass!r} (the sampler's cache_pass): choose clean (exact) or reuse "
+                "(approximation)"
+            )
         self.model = model
         self.cache_config = cache
         self.chunk_frames = cache.chunk_frames
         self.timesteps = warp_timesteps(denoising_steps, shift)  # e.g. [1000, 937.5, 833.3, 625]
-        self.sigmas = [t / 1000 for t in self.timesteps]
+        self.sigmas = [t / NUM_TRAIN_TIMESTEPS for t in self.timesteps]
         self.context_timestep = context_timestep
-        self.static_cache = static_cache  # preallocated buffers (rf.models.static_cache): the fast path's cache
+        self.static_cache = static_cache  # preallocated buffers (rf.fast.static_cache): the fast path's cache
         # clean: a t=0 pass over the chunk's x0 writes its K/V (exact). reuse: the last denoising pass writes
         # the K/V it computed from its noisy input instead: one pass fewer per chunk, an approximation
         self.cache_pass = cache_pass

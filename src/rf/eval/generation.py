@@ -1,4 +1,4 @@
-"""Generate an evaluation's videos: fixed seeds, resumable, through the StreamSampler of rf.generate.
+"""Generate an evaluation's videos: fixed seeds, resumable, through the streaming generator of rf.stream.
 
 Each video streams into OUT/videos/NAME.partial.mp4 and is renamed to NAME.mp4 when complete
 (rf.utils.video.StreamingVideoWriter), then recorded in the manifest. A killed run therefore leaves finished
@@ -17,16 +17,13 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from rf.diffusion.sampler import GeneratorNoise, StreamSampler
+from rf.diffusion.sampler import GeneratorNoise
 from rf.diffusion.schedule import PromptSwitch, switches_to_chunks
 from rf.eval.layout import VIDEO_DIR, Manifest, VideoEntry, settings_difference
-from rf.generate import latent_frames_for
-from rf.models.cache import CacheConfig
-from rf.models.fast_path import FastPath
-from rf.models.loading import cast, load_transformer
-from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
+from rf.stream import Streamer, latent_frames_for
+from rf.utils.instantiate import to_dict
 from rf.utils.stop import Stop
-from rf.utils.video import StreamingVideoWriter, check_frame_size, probe
+from rf.utils.video import StreamingVideoWriter, probe
 
 
 def generation_settings(cfg: DictConfig) -> dict:
@@ -53,31 +50,17 @@ def generation_settings(cfg: DictConfig) -> dict:
 
 
 class StreamGenerator:
-    """rf.generate's model, loaded once, streaming one video per call."""
+    """rf.stream's generator, built once, streaming one video per call."""
 
     def __init__(self, cfg: DictConfig):
-        self.device, dtype = pick_device(cfg.device), resolve_dtype(cfg.dtype)
-        check_dtype(self.device, dtype, fp8=bool(cfg.fast.fp8))
-        self.cache_cfg = CacheConfig(**to_dict(cfg.sink))
-        self.autoencoder = instantiate(cfg.model.autoencoder).to(self.device)
-        self.text_encoder = instantiate(cfg.model.get("text_encoder_online") or cfg.model.text_encoder).to(self.device)
-        transformer = to_dict(cfg.model.transformer)
-        self.height, self.width, self.fps = cfg.model.video.height, cfg.model.video.width, cfg.model.video.fps
-        check_frame_size(self.height, self.width, self.autoencoder.spatial_factor, transformer["patch_size"][1])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)  # random weights (no ckpt): the same ones in every run, so a resume fits
-            model, found = load_transformer(transformer, cfg.ckpt or None, causal=True, use_ema=cfg.use_ema)
-        print(f"weights: {cfg.ckpt} ({found})" if cfg.ckpt else "weights: random (no ckpt= given)")
-        self.model = cast(model, dtype).to(self.device).eval()
+        # random weights (no ckpt) are seeded with cfg.seed: the same ones in every run, so a resume fits
+        self.streamer = Streamer.from_config(cfg, seed=cfg.seed)
+        print(f"weights: {cfg.ckpt} ({self.streamer.weights})" if cfg.ckpt else "weights: random (no ckpt= given)")
+        self.device, self.cache_cfg = self.streamer.device, self.streamer.cache
+        self.autoencoder, self.text_encoder = self.streamer.autoencoder, self.streamer.text_encoder
+        self.sampler, self.decoder = self.streamer.sampler, self.streamer.decoder
+        self.height, self.width, self.fps = self.streamer.height, self.streamer.width, self.streamer.fps
         self.latent_frames = latent_frames_for(cfg, self.autoencoder, self.cache_cfg.chunk_frames)
-        fast = FastPath(**to_dict(cfg.fast))  # rf.models.fast_path: fast=exact on a GPU
-        if self.device.type != "cuda" and fast.gpu_only():
-            raise ValueError(f"fast path switches {', '.join(fast.gpu_only())} need a CUDA GPU, this run is on "
-                             f"{self.device}: use fast=plain (the default)")  # fmt: skip
-        runner = fast.prepare_model(self.model)
-        self.sampler = StreamSampler(runner, self.cache_cfg, **to_dict(cfg.sampler), **fast.sampler_kwargs())
-        decoding = instantiate(cfg.taehv).to(self.device) if fast.decoder == "taehv" else self.autoencoder
-        self.decoder = fast.prepare_decoder(decoding, self.device)  # once: its switches (compile) apply in place
         self.n_chunks = self.sampler.num_chunks(self.latent_frames)
         self.frames = self.autoencoder.num_frames(self.latent_frames)
         self.recache_on_switch = bool(cfg.recache_on_switch)
@@ -100,14 +83,7 @@ class StreamGenerator:
     def generate(self, entry: VideoEntry, path: Path) -> int:
         """Stream one video to `path` (via path.partial.mp4); returns its frame count."""
         prompts = [(chunk, self.text_encoder([p])) for chunk, p in self.plan(entry)]
-        ae = self.autoencoder
-        shape = (
-            1,
-            ae.latent_channels,
-            self.latent_frames,
-            self.height // ae.spatial_factor,
-            self.width // ae.spatial_factor,
-        )
+        shape = self.streamer.latent_shape(self.latent_frames)
         self.decoder.reset()
         noise = GeneratorNoise(entry.seed, self.device)
         with StreamingVideoWriter(path, self.fps, self.height, self.width) as writer:

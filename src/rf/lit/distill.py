@@ -29,6 +29,7 @@ import torch
 
 from rf.diffusion.flow import add_noise, cfg, sample_timesteps, sigma_of, x0_from_flow
 from rf.diffusion.sampler import SampleNoise, StreamSampler
+from rf.fast.compile import compile_blocks
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.lit.guard import NonFiniteGuard
@@ -36,7 +37,6 @@ from rf.lit.parallel import data_parallel_mesh, shard_wan
 from rf.losses.dmd import dmd_gradient, dmd_loss, flow_matching_loss
 from rf.losses.re_dmd import check_method, reward_weights, weighted_mean
 from rf.models.cache import CacheConfig
-from rf.models.compile import compile_blocks
 from rf.models.loading import build_transformer, describe_size, size_of_arch
 from rf.rewards.base import RewardSource
 from rf.utils.instantiate import instantiate, to_dict
@@ -123,7 +123,7 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
         if activation_checkpointing:  # diffusers' switch; CausalWanTransformer3DModel honours it per block
             self.generator.enable_gradient_checkpointing()
             self.critic.enable_gradient_checkpointing()
-        if compile:  # every block of the three transformers under torch.compile (rf.models.compile)
+        if compile:  # every block of the three transformers under torch.compile (rf.fast.compile)
             for net in (self.generator, self.critic, self.teacher):
                 compile_blocks(net)
         self.freeze_modules()

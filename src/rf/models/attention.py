@@ -11,6 +11,8 @@ import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttention, WanRotaryPosEmbed
 
+from rf.models.cache import Context
+
 
 def backend(attn: WanAttention):
     """The attention kernel diffusers' `model.set_attention_backend(...)` chose for this module (None: its default)."""
@@ -53,7 +55,7 @@ def self_attention(
     frames: int,
     rope_q: tuple[torch.Tensor, torch.Tensor],
     rope_k: tuple[torch.Tensor, torch.Tensor],
-    context: tuple[torch.Tensor, torch.Tensor] | None = None,
+    context: Context | None = None,
     mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [B, L, dim] (L = frames * tokens per frame) -> (out [B, L, dim], k, v [B, L, H, D] before RoPE).
@@ -61,8 +63,8 @@ def self_attention(
     The chunk attends to [context ; itself], context being the cache's [sink ; window] K/V taken
     when the block was called (a snapshot: activation checkpointing recomputes this attention after
     the cache has moved on). Keys are cached before RoPE; RoPE is applied here to the whole key
-    sequence with the positions in `rope_k`. A static cache (rf.models.static_cache) hands over its
-    context already rotated; then only the chunk's keys are rotated, at the queries' positions.
+    sequence with the positions in `rope_k`. A context whose `rotated` is True (the static cache's,
+    rf.fast.static_cache) carries RoPE already; then only the chunk's keys are rotated, at the queries' positions.
     The chunk's own K/V are returned for the caller to commit: the function has no side effects,
     so it can be recomputed and compiled.
     """
@@ -70,14 +72,14 @@ def self_attention(
     k = attn.norm_k(attn.to_k(x)).unflatten(2, (attn.heads, -1))
     v = attn.to_v(x).unflatten(2, (attn.heads, -1))
 
-    if getattr(context, "rotated", False):  # a static cache's context: its keys already carry RoPE
+    if context is not None and context.rotated:  # a static cache's context: its keys already carry RoPE
         k_all = torch.cat([context.k, apply_rope(k, *rope_q)], dim=1)  # [B, Lctx + L, H, D]
         v_all = torch.cat([context.v, v], dim=1)
     else:
         k_all, v_all = k, v
         if context is not None:
-            k_all = torch.cat([context[0].to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
-            v_all = torch.cat([context[1].to(v.dtype), v], dim=1)
+            k_all = torch.cat([context.k.to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
+            v_all = torch.cat([context.v.to(v.dtype), v], dim=1)
         k_all = apply_rope(k_all, *rope_k)
     q = apply_rope(q, *rope_q)
     out = dispatch_attention_fn(q, k_all, v_all, attn_mask=mask, backend=backend(attn))  # [B, L, H, D]

@@ -23,8 +23,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
 
 from rf.models.attention import cross_attention, rope_tables, self_attention, text_kv
-from rf.models.cache import KVCache
-from rf.models.static_cache import StaticKVCache
+from rf.models.cache import Context, KVCache, StreamCache
 
 
 @dataclass
@@ -46,6 +45,8 @@ def block_causal_mask(frames: int, tokens_per_frame: int, chunk_frames: int, dev
 
 
 class CausalWanTransformer3DModel(WanTransformer3DModel):
+    """The causal student; as the sampler calls it, a rf.diffusion.sampler.StreamModel."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for block in self.blocks:  # same parameters, the causal forward; blocks stay called as modules
@@ -77,9 +78,13 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         text = self.condition_embedder.text_embedder(encoder_hidden_states)  # [B, Lt, dim]
         return TextContext([text_kv(block.attn2, text) for block in self.blocks])
 
-    def new_cache(self, config, static: bool = False) -> KVCache | StaticKVCache:
-        """The stream's KV cache; static=True preallocates it (rf.models.static_cache: the exact fast path)."""
-        return (StaticKVCache if static else KVCache)(config, num_blocks=len(self.blocks))
+    def new_cache(self, config, static: bool = False) -> StreamCache:
+        """The stream's KV cache; static=True preallocates it (rf.fast.static_cache: the exact fast path)."""
+        if not static:
+            return KVCache(config, num_blocks=len(self.blocks))
+        from rf.fast.static_cache import StaticKVCache  # the fast path's: imported only when asked for
+
+        return StaticKVCache(config, num_blocks=len(self.blocks))
 
     def _embed_time(self, timestep: torch.Tensor, batch: int, frames: int, dtype: torch.dtype):
         """timestep [B] or [B, F] -> temb [B, F, 1, dim], modulation [B, F, 6, dim] (float32)."""
@@ -103,7 +108,7 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         encoder_hidden_states: torch.Tensor | None = None,
         *,
         text: TextContext | None = None,
-        cache: KVCache | None = None,
+        cache: StreamCache | None = None,
         write_cache: bool = False,
         causal_chunk: int | None = None,
         return_dict: bool = True,
@@ -140,7 +145,7 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         pos_k = torch.arange(offset + ppf, device=device)
         rope_k = rope_tables(self.rope, pos_k, pph, ppw, torch.float32)
         rope_q = tuple(t[:, offset * tokens_per_frame :] for t in rope_k)
-        if cache is not None and cache.rotates_context:  # static cache: keys stored rotated, only the chunk's to do
+        if cache is not None:  # the stream's shapes (a static cache allocates its buffers, rotated at these tables)
             heads = self.config.num_attention_heads
             cache.prepare(b, tokens_per_frame, heads, self.config.attention_head_dim, hidden_states.dtype, device,
                           rope=lambda pos: rope_tables(self.rope, pos, pph, ppw, torch.float32))  # fmt: skip
@@ -192,7 +197,7 @@ class CausalWanBlock(WanTransformerBlock):
         kv: tuple[torch.Tensor, torch.Tensor],
         rope_q,
         rope_k,
-        context: tuple[torch.Tensor, torch.Tensor] | None,
+        context: Context | None,
         mask: torch.Tensor | None,
         frames: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

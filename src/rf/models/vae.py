@@ -1,11 +1,12 @@
-"""The Wan VAE behind rf's autoencoder interface, with a streaming decoder.
+"""rf's autoencoder interface (`VideoAutoencoder`, `StreamDecoder`) and the Wan VAE behind it.
 
-Interface shared with `rf.toy.ToyAutoencoder` (what the sampler's callers rely on):
+The interface, shared with rf.toy.autoencoder.ToyAutoencoder and rf.fast.taehv.TAEHVAutoencoder:
 
     encode(video [B, 3, T, H, W] in [-1, 1]) -> latents [B, C, F, h, w]   (normalised)
     decode(latents) -> video
     num_frames(latent_frames) -> video frames they decode to
-    stream_decoder() -> object with decode(chunk) -> frames, and reset()
+    stream_decoder() -> StreamDecoder: decode(chunk) -> frames, keeping its causal state; reset()
+    speed_up(...) -> the fast path's decoder switches (a no-op where an autoencoder has none)
 
 diffusers' `AutoencoderKLWan.decode` clears its causal-conv cache on every call, so decoding
 chunk by chunk through it would restart the temporal convolutions at each chunk boundary.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -51,7 +53,42 @@ def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Ten
     return y.view(b, t_out, out_channels, *y.shape[-2:]).transpose(1, 2)
 
 
+class StreamDecoder(Protocol):
+    """Decodes a stream chunk by chunk, its causal state carried from one chunk to the next."""
+
+    overlapped: bool  # True: decode runs on a side CUDA stream and submit() returns at once (rf.fast.overlap)
+
+    def reset(self) -> None:
+        """Start a new stream."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B, C, f, h, w] (normalised) -> frames [B, 3, T, H, W] in [-1, 1]."""
+
+
+class VideoAutoencoder(Protocol):
+    """What the stream builder, training and evaluation ask of an autoencoder (see the module docstring)."""
+
+    latent_channels: int  # C
+    spatial_factor: int  # H / h
+    temporal_factor: int  # video frames per latent frame after the first
+
+    def num_frames(self, latent_frames: int) -> int: ...
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    def stream_decoder(self) -> StreamDecoder: ...
+
+    def speed_up(self, channels_last: bool = False, compile: bool = False, conv2d: bool = False) -> None:
+        """The fast path's decoder switches (rf.fast.fast_path): the Wan VAE's; the others have none."""
+
+
 class WanStreamDecoder:
+    """The Wan VAE's StreamDecoder: one latent frame at a time through diffusers' decoder, its cache kept."""
+
+    overlapped = False
+
     def __init__(self, vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False):
         self.vae, self.mean, self.std = vae, mean, std
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -80,7 +117,9 @@ class WanStreamDecoder:
 
 
 class WanVideoAutoencoder(torch.nn.Module):
-    """AutoencoderKLWan with Wan's latent normalisation: 4x in time (first frame alone), 8x in space."""
+    """AutoencoderKLWan with Wan's latent normalisation: 4x in time (first frame alone), 8x in space.
+
+    A VideoAutoencoder."""
 
     def __init__(self, vae: AutoencoderKLWan):
         super().__init__()
@@ -122,7 +161,7 @@ class WanVideoAutoencoder(torch.nn.Module):
         return (z - self.mean.to(z)) / self.std.to(z)
 
     def speed_up(self, channels_last: bool = False, compile: bool = False, conv2d: bool = False) -> None:
-        """Decoder speed switches of the fast path (rf.models.fast_path); the function decoded stays the same.
+        """Decoder speed switches of the fast path (rf.fast.fast_path); the function decoded stays the same.
 
         channels_last: 3-D convolutions in channels-last-3d layout (cuDNN's fast kernels on tensor cores).
         compile: torch.compile the decoder (the causal-conv cache is a list it mutates: Dynamo replays that).

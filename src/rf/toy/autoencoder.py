@@ -21,7 +21,7 @@ def _check_5d(x: torch.Tensor, name: str, channels: int, factor: int) -> None:
 
 
 class ToyAutoencoder(torch.nn.Module):
-    """Exact, parameter-free 'VAE': pixel-unshuffle in space, 1:1 in time."""
+    """Exact, parameter-free 'VAE': pixel-unshuffle in space, 1:1 in time (a rf.models.vae.VideoAutoencoder)."""
 
     def __init__(self, factor: int = 2, scale: float = 1.0):
         super().__init__()
@@ -56,6 +56,9 @@ class ToyAutoencoder(torch.nn.Module):
     def stream_decoder(self) -> ToyStreamDecoder:
         return ToyStreamDecoder(self)
 
+    def speed_up(self, channels_last: bool = False, compile: bool = False, conv2d: bool = False) -> None:
+        """The Wan VAE's decoder switches (rf.fast.fast_path): nothing to speed up here."""
+
 
 class ToyStreamDecoder:
     """Chunk-by-chunk decoding with the Wan streaming decoder's API.
@@ -63,6 +66,8 @@ class ToyStreamDecoder:
     Wan's decoder carries a causal-conv cache from chunk to chunk; the toy decoder sees one frame at a
     time, so it has no state and `reset` has nothing to clear.
     """
+
+    overlapped = False  # rf.models.vae.StreamDecoder
 
     def __init__(self, autoencoder: ToyAutoencoder):
         self.autoencoder = autoencoder

@@ -31,6 +31,8 @@ class PendingFrames:
 class OverlappedDecoder:
     """A stream decoder (reset / decode) whose decode runs on a side stream: submit() returns at once."""
 
+    overlapped = True  # rf.models.vae.StreamDecoder: the timed stream (rf.fast.timing) submits, then waits
+
     def __init__(self, decoder, device: torch.device):
         if device.type != "cuda":
             raise ValueError(f"overlapping the decode needs a CUDA device, not {device}: leave overlap=false")

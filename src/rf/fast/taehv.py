@@ -118,6 +118,8 @@ class TAEHVDecoder(nn.Sequential):
 class TAEHVStreamDecoder:
     """Decodes a latent stream chunk by chunk; the MemBlocks' last frames carry over between chunks."""
 
+    overlapped = False
+
     def __init__(self, decoder: TAEHVDecoder):
         self.decoder = decoder
         self.reset()
@@ -144,7 +146,8 @@ class TAEHVStreamDecoder:
 
 
 class TAEHVAutoencoder(nn.Module):
-    """TAEHV's decoder behind rf's autoencoder interface (decoding only): an approximate Wan 2.1 VAE."""
+    """TAEHV's decoder behind rf's autoencoder interface (rf.models.vae.VideoAutoencoder, decoding only): an
+    approximate Wan 2.1 VAE."""
 
     latent_channels = TAEHVDecoder.latent_channels
     spatial_factor = 8
@@ -175,6 +178,9 @@ class TAEHVAutoencoder(nn.Module):
 
     def stream_decoder(self) -> TAEHVStreamDecoder:
         return TAEHVStreamDecoder(self.decoder)
+
+    def speed_up(self, channels_last: bool = False, compile: bool = False, conv2d: bool = False) -> None:
+        """The Wan VAE's decoder switches (rf.fast.fast_path): TAEHV has none, it runs as it is."""
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

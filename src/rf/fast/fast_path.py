@@ -2,21 +2,21 @@
 
 Exact (the plain path's function; only bf16 rounding differs):
 
-    compile          torch.compile each causal block                      rf.models.compile
-    static_cache     preallocated KV buffers with a ring-buffer window    rf.models.static_cache
-    graphs           one CUDA graph per pass (implies static_cache)       rf.models.graphs
+    compile          torch.compile each causal block                      rf.fast.compile
+    static_cache     preallocated KV buffers with a ring-buffer window    rf.fast.static_cache
+    graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
     attention        the DiT's attention kernel, through diffusers' set_attention_backend: cudnn | flash |
                      efficient | math (null: PyTorch picks; on the H100 it picks flash, cuDNN is 1.7x faster)
     cudnn_benchmark  let cuDNN time its convolution algorithms (the VAE's 3-D convolutions)
     vae_channels_last / vae_conv2d / vae_compile   the Wan VAE decoder in channels-last layout / its causal 3-D
                      convolutions as 2-D ones over stacked frames / under torch.compile      rf.models.vae
-    overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.models.overlap
+    overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
 
 Approximations (each changes the video; the bench measures by how much against the exact path):
 
-    fp8              FP8 matmuls in the blocks' Linear layers (Hopper)    rf.models.fp8
+    fp8              FP8 matmuls in the blocks' Linear layers (Hopper)    rf.fast.fp8
     cache_pass       reuse: the last denoising pass writes the cache, no t=0 pass (rf.diffusion.sampler)
-    decoder          taehv: the tiny TAEHV decoder instead of the Wan VAE rf.models.taehv
+    decoder          taehv: the tiny TAEHV decoder instead of the Wan VAE rf.fast.taehv
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from rf.models.compile import compile_blocks
-from rf.models.graphs import CudaGraphModel
-from rf.models.overlap import OverlappedDecoder
+from rf.fast.compile import compile_blocks
+from rf.fast.graphs import CudaGraphModel
+from rf.fast.overlap import OverlappedDecoder
 
 BACKENDS = {"cudnn": "_native_cudnn", "flash": "_native_flash", "efficient": "_native_efficient",
             "math": "_native_math"}  # fmt: skip
@@ -49,11 +49,9 @@ class FastPath:
     cache_pass: str = "clean"
     decoder: str = "wan"
 
-    def __post_init__(self):
+    def __post_init__(self):  # cache_pass is checked where it is used: rf.diffusion.sampler.StreamSampler
         if self.attention is not None and self.attention not in BACKENDS:
             raise ValueError(f"fast.attention={self.attention!r}: choose one of {', '.join(BACKENDS)} or null")
-        if self.cache_pass not in ("clean", "reuse"):
-            raise ValueError(f"fast.cache_pass={self.cache_pass!r}: choose clean (exact) or reuse (approximation)")
         if self.decoder not in DECODERS:
             raise ValueError(f"fast.decoder={self.decoder!r}: choose one of {', '.join(DECODERS)}")
 
@@ -75,7 +73,7 @@ class FastPath:
         if self.attention is not None:  # before compiling: the kernel is fixed when the blocks are traced
             model.set_attention_backend(BACKENDS[self.attention])
         if self.fp8:
-            from rf.models.fp8 import fp8_linears  # Hopper matmuls: imported only when asked for
+            from rf.fast.fp8 import fp8_linears  # Hopper matmuls: imported only when asked for
 
             fp8_linears(model)
         if self.compile:
@@ -89,7 +87,7 @@ class FastPath:
         """The stream decoder with the decode switches applied: OverlappedDecoder when overlap is on."""
         if self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
-        if hasattr(autoencoder, "speed_up"):  # the Wan VAE's switches (TAEHV has none)
-            autoencoder.speed_up(channels_last=self.vae_channels_last, compile=self.vae_compile, conv2d=self.vae_conv2d)
+        # the Wan VAE's switches (rf.models.vae.VideoAutoencoder.speed_up; TAEHV and the toy one have none)
+        autoencoder.speed_up(channels_last=self.vae_channels_last, compile=self.vae_compile, conv2d=self.vae_conv2d)
         decoder = autoencoder.stream_decoder()
         return OverlappedDecoder(decoder, device) if self.overlap else decoder

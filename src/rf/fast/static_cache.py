@@ -2,7 +2,7 @@
 
 rf.models.cache keeps [sink ; window] as tensors that grow by concatenation and shrink by slicing:
 simple, and what training uses. Streaming inference wants fixed addresses instead, so that a chunk
-step can be captured once as a CUDA graph and replayed for as long as the stream runs (rf.models.graphs).
+step can be captured once as a CUDA graph and replayed for as long as the stream runs (rf.fast.graphs).
 This cache computes the same function with, per transformer block,
 
     k_raw [B, S + Wc, T, H, D]   keys before RoPE   (what EMA-Sink fuses)
@@ -10,12 +10,13 @@ This cache computes the same function with, per transformer block,
     v     [B, S + Wc, T, H, D]
 
 slots 0..S-1 holding the sink and slots S..S+Wc-1 a ring buffer for the window (Wc = the policy's
-window capacity). A commit writes the chunk's frames one by one, in the plain cache's order:
+window capacity). A commit writes the chunk's frames one by one, as the policy's plan says
+(rf.models.cache.plan_commit, the same plan the plain cache follows):
 
     sink not full   -> next sink slot
     window not full -> next ring slot
     window full     -> the oldest frame (at the ring pointer) leaves: fused into the sink slot by slot
-                       (ema_sink, S <- alpha S + (1 - alpha) E) or dropped (window, sink); the new
+                       (ema_sink, rf.models.cache.ema_fuse) or dropped (window, sink); the new
                        frame takes its ring slot
 
 then re-rotates the context once: ring slot r holds the frame of age (r - oldest) mod Wc, at position
@@ -31,17 +32,14 @@ fill stages, then a short cycle of ring pointers; one stage for the default S = 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
 from rf.models.attention import apply_rope
-from rf.models.cache import CacheConfig
-
-Rope = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # frame positions [F] -> cos, sin [1, F*T, 1, D]
+from rf.models.cache import CacheConfig, Fill, Rope, ema_fuse, plan_commit
 
 
 class RotatedContext(NamedTuple):
@@ -49,17 +47,23 @@ class RotatedContext(NamedTuple):
 
     k: torch.Tensor
     v: torch.Tensor
-    rotated = True  # what rf.models.attention.self_attention checks
+    rotated = True  # attention appends the chunk's own rotated keys and rotates nothing else
 
 
 @dataclass(frozen=True)
 class Stage:
     """Host-side fill state of the cache: everything a commit's indices depend on."""
 
-    sink_len: int = 0
-    window_len: int = 0
+    fill: Fill = Fill()  # sink and window lengths, next sink slot: the policy's state (plan_commit)
     pointer: int = 0  # next ring slot to write; the oldest window frame once the ring is full
-    sink_slot: int = 0  # next sink slot an evicted frame fuses into
+
+    @property
+    def sink_len(self) -> int:
+        return self.fill.sink_len
+
+    @property
+    def window_len(self) -> int:
+        return self.fill.window_len
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,7 @@ class Write:
 
 
 class StaticKVCache:
-    """One set of static buffers per block; the same policies as rf.models.cache.KVCache."""
-
-    rotates_context = True  # the model passes RotatedContext to attention (rf.models.causal_wan)
+    """One set of static buffers per block; the same policies as rf.models.cache.KVCache (a StreamCache)."""
 
     def __init__(self, config: CacheConfig, num_blocks: int):
         if config.policy == "full":
@@ -159,27 +161,22 @@ class StaticKVCache:
     # ---- the commit -------------------------------------------------------------------------------------------
 
     def plan(self, frames: int) -> tuple[list[Write], Stage, int]:
-        """Where each of `frames` committed frames goes, the stage after them, and how many frames leave."""
-        cfg, s, wc = self.config, self.stage, self.capacity
-        writes, evicted = [], 0
-        for j in range(frames):
-            if s.sink_len < self.sink_frames:
-                writes.append(Write(j, s.sink_len))
-                s = replace(s, sink_len=s.sink_len + 1)
-                continue
-            fuse = s.sink_slot if cfg.policy == "ema_sink" else None
-            next_slot = (s.sink_slot + 1) % self.sink_frames if fuse is not None else s.sink_slot
-            if wc == 0:  # no window: the frame passes straight into the sink (or is dropped)
-                writes.append(Write(j, -1, fuse_into=fuse))
-                s, evicted = replace(s, sink_slot=next_slot), evicted + 1
-            elif s.window_len == wc:
-                slot = self.sink_frames + s.pointer
-                writes.append(Write(j, slot, evict_from=slot, fuse_into=fuse))
-                s, evicted = replace(s, pointer=(s.pointer + 1) % wc, sink_slot=next_slot), evicted + 1
+        """Where each of `frames` committed frames goes, the stage after them, and how many frames leave.
+
+        The policy's plan (plan_commit) placed in the buffers: sink slot j is slot j, and the window is a
+        ring of Wc slots after the sink whose pointer is the next slot to write (the oldest frame once full)."""
+        steps, fill = plan_commit(self.config, self.stage.fill, frames)
+        pointer, wc, writes = self.stage.pointer, self.capacity, []
+        for j, step in enumerate(steps):
+            if step.to_sink is not None:
+                writes.append(Write(j, step.to_sink))
+            elif step.evicts and wc == 0:  # no window: the frame passes straight into the sink (or is dropped)
+                writes.append(Write(j, -1, fuse_into=step.fuse_into))
             else:
-                writes.append(Write(j, self.sink_frames + s.pointer))
-                s = replace(s, window_len=s.window_len + 1, pointer=(s.pointer + 1) % wc)
-        return writes, s, evicted
+                slot = self.sink_frames + pointer
+                writes.append(Write(j, slot, evict_from=slot if step.evicts else None, fuse_into=step.fuse_into))
+                pointer = (pointer + 1) % wc
+        return writes, Stage(fill, pointer), sum(step.evicts for step in steps)
 
     def committed(self, frames: int) -> tuple[list[Write], Stage, int, tuple[torch.Tensor, torch.Tensor]]:
         """plan(frames) and the RoPE tables of the context after it ([1, n*T, 1, D] cos, sin), worked out once
@@ -210,8 +207,8 @@ class StaticKVCache:
                 leaving = (buf["k_raw"][:, w.evict_from].clone(), buf["v"][:, w.evict_from].clone())
             if w.fuse_into is not None:
                 s = w.fuse_into
-                buf["k_raw"][:, s] = alpha * buf["k_raw"][:, s] + (1 - alpha) * leaving[0]
-                buf["v"][:, s] = alpha * buf["v"][:, s] + (1 - alpha) * leaving[1]
+                buf["k_raw"][:, s] = ema_fuse(buf["k_raw"][:, s], leaving[0], alpha)
+                buf["v"][:, s] = ema_fuse(buf["v"][:, s], leaving[1], alpha)
             if w.slot >= 0:
                 buf["k_raw"][:, w.slot] = k[:, w.frame]
                 buf["v"][:, w.slot] = v[:, w.frame]
@@ -230,4 +227,4 @@ class StaticKVCache:
 
     def drop_window(self) -> None:
         """Forget the window, keep the sink (re-caching under a new prompt)."""
-        self.stage = replace(self.stage, window_len=0, pointer=0)
+        self.stage = Stage(self.stage.fill._replace(window_len=0), pointer=0)

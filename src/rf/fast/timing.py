@@ -18,7 +18,6 @@ import torch
 from tqdm import tqdm
 
 from rf.diffusion.sampler import GeneratorNoise
-from rf.models.overlap import OverlappedDecoder
 
 
 def sync(device: torch.device) -> float:
@@ -78,7 +77,7 @@ class Stream:
     def __init__(self, sampler, decoder, text, shape, device, seed: int, memory_limit: float | None):
         self.sampler, self.decoder, self.text, self.shape = sampler, decoder, text, shape
         self.device, self.seed, self.memory_limit = device, seed, memory_limit
-        self.overlap = isinstance(decoder, OverlappedDecoder)
+        self.overlap = decoder.overlapped  # rf.models.vae.StreamDecoder: an OverlappedDecoder submits
 
     def run(self, chunks: int, wall_limit: float = math.inf, desc: str = "", keep: int = 0) -> dict:
         """Stream `chunks` chunks; `keep` > 0 also returns the first `keep` chunks' latents and frames."""

@@ -1,6 +1,6 @@
 """CUDA graphs over the stream's passes: the exact fast path without launch gaps or host syncs.
 
-With a static KV cache (rf.models.static_cache) a denoising pass or a cache pass is a fixed-shape
+With a static KV cache (rf.fast.static_cache) a denoising pass or a cache pass is a fixed-shape
 function of fixed addresses, given the cache's host-side stage. `CudaGraphModel` wraps the causal
 model for StreamSampler: the first time a (stage, pass kind, shape) comes up it runs eagerly, the
 second time it is captured as a CUDA graph, and from then on it is one graph launch:
@@ -13,7 +13,7 @@ position (one in all for the default 3-frame sink, 9-frame span, 3-frame chunks)
 kinds. All graphs share one memory pool: they never run at the same time.
 
 One stream at a time: `new_cache` resets and hands back the same static cache, whose buffers the
-graphs were captured on. Compiled blocks (rf.models.compile) can run inside the graphs; the eager
+graphs were captured on. Compiled blocks (rf.fast.compile) can run inside the graphs; the eager
 first call of every key compiles them before any capture.
 """
 
@@ -22,13 +22,14 @@ from __future__ import annotations
 import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
+from rf.fast.static_cache import StaticKVCache
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import TextContext
-from rf.models.static_cache import StaticKVCache
 
 
 class CudaGraphModel:
-    """The causal model as StreamSampler calls it, each pass replayed from a CUDA graph."""
+    """The causal model as StreamSampler calls it (a rf.diffusion.sampler.StreamModel), each pass replayed from a
+    CUDA graph."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
@@ -68,14 +69,20 @@ class CudaGraphModel:
                 return self.model(x, t, text=text, cache=cache, write_cache=write_cache)
             self.graphs[key] = self._capture(x, t, text, write_cache)
         graph, out = self.graphs[key]
-        static_x, static_t = self.inputs[tuple(x.shape)]
-        static_x.copy_(x)
-        static_t.copy_(t)
-        self._load_text(text)
+        self._load(x, t, text)
         graph.replay()
         if write_cache:
             cache.end_write(x.shape[2] // self.model.config.patch_size[0])
         return Transformer2DModelOutput(sample=out.clone())
+
+    def _load(self, x: torch.Tensor, t: torch.Tensor, text: TextContext) -> None:
+        """Copy a pass's inputs into the static tensors the graphs read (allocated at the first capture)."""
+        if tuple(x.shape) not in self.inputs:
+            self.inputs[tuple(x.shape)] = (torch.empty_like(x), torch.empty_like(t))
+        static_x, static_t = self.inputs[tuple(x.shape)]
+        static_x.copy_(x)
+        static_t.copy_(t)
+        self._load_text(text)
 
     def _load_text(self, text: TextContext) -> None:
         shapes = [k.shape for k, _ in text.kv]
@@ -89,12 +96,8 @@ class CudaGraphModel:
             self.text_source = text
 
     def _capture(self, x, t, text, write_cache) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        if tuple(x.shape) not in self.inputs:
-            self.inputs[tuple(x.shape)] = (torch.empty_like(x), torch.empty_like(t))
+        self._load(x, t, text)
         static_x, static_t = self.inputs[tuple(x.shape)]
-        static_x.copy_(x)
-        static_t.copy_(t)
-        self._load_text(text)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with self.cache.frozen(), torch.cuda.graph(graph, pool=self.pool):  # records; nothing runs

@@ -1,0 +1,14 @@
+"""The fast path: speed switches for streaming inference, each its own file, all chosen by one FastPath.
+
+    fast_path.py     FastPath: every switch in one frozen dataclass, applied to the model, the sampler and
+                     the decoder (what `fast=plain | exact | approximate` and `make bench` turn on)
+    compile.py       torch.compile each causal block
+    static_cache.py  StaticKVCache: the bounded cache policies in preallocated buffers, a ring-buffer window
+    graphs.py        CudaGraphModel: one CUDA graph per (cache stage, pass kind), over the static cache
+    overlap.py       OverlappedDecoder: decode chunk i on a second CUDA stream while chunk i+1 denoises
+    fp8.py           FP8 matmuls in the blocks' Linear layers (Hopper; an approximation)
+    taehv.py         TAEHV, the tiny approximate decoder that can stand in for the Wan VAE
+    timing.py        the bench's measuring half: the CUDA-event clock, a timed stream, latency windows, roofline
+
+The plain path needs none of this: rf.models holds the model, its cache, loading, text and VAE.
+"""

@@ -1,0 +1,138 @@
+"""A config in, a ready streaming generator out: the one place that assembles one.
+
+    cfg (generate.yaml, eval.yaml: model, sink, sampler, fast, taehv, device, dtype, ckpt, use_ema)
+      1. device and dtype, checked against the card; the fast path's switches (FastPath), the GPU-only
+         ones refused on a CPU
+      2. the model's autoencoder (latent shape, frame counts) and its text encoder (the online one where
+         the model has one: umT5 behind the embedding cache), on the device
+      3. the frame size, checked against the autoencoder's and the patch's factors
+      4. the causal transformer: weights loaded (rf.models.loading), cast, on the device, in eval mode;
+         the fast path's model switches applied (prepare_model: compile, FP8, CUDA graphs, ...)
+      5. StreamSampler(that model, CacheConfig(sink), sampler settings, the fast path's sampler switches)
+      6. the stream decoder: the autoencoder's, or TAEHV's (fast.decoder=taehv), with the decode switches
+
+rf.generate, rf.eval.generation, rf.bench (steps 1, 5 and 6, over its random full-size model) and the
+experiment scripts all build their streams here; what they do with the chunks is their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from rf.diffusion.sampler import StreamSampler
+from rf.diffusion.schedule import chunks_for_seconds
+from rf.fast.fast_path import FastPath
+from rf.models.cache import CacheConfig
+from rf.models.loading import cast, load_transformer
+from rf.models.vae import StreamDecoder, VideoAutoencoder
+from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
+from rf.utils.video import check_frame_size
+
+
+def text_encoder_config(cfg: DictConfig) -> DictConfig:
+    """The encoder for new prompts where the model has one (umT5 behind the cache), else the training one."""
+    return cfg.model.get("text_encoder_online") or cfg.model.text_encoder
+
+
+def check_fast_path(fast: FastPath, device: torch.device) -> None:
+    """Refuse, before any work, fast-path switches this device cannot run."""
+    if device.type != "cuda" and fast.gpu_only():
+        raise ValueError(f"fast path switches {', '.join(fast.gpu_only())} need a CUDA GPU, this run is on {device}: "
+                         "use fast=plain (the default), or fast.static_cache=true on a CPU")  # fmt: skip
+
+
+def latent_frames_for(cfg: DictConfig, autoencoder: VideoAutoencoder, chunk: int) -> int:
+    """Latent frames of the stream: `frames` exactly, or `seconds` rounded up to whole chunks."""
+    if cfg.frames is not None:
+        if cfg.frames < chunk or cfg.frames % chunk:
+            raise ValueError(
+                f"frames={cfg.frames} is not a whole number of {chunk}-frame chunks: use a multiple of {chunk}"
+            )
+        return int(cfg.frames)
+    if cfg.seconds is None or cfg.seconds <= 0:
+        raise ValueError(f"seconds={cfg.seconds}: give a positive stream length")
+    return chunk * chunks_for_seconds(cfg.seconds, cfg.model.video.fps, autoencoder.temporal_factor, chunk)
+
+
+def build_sampler(runner, cache: CacheConfig, sampler: DictConfig | dict, fast: FastPath) -> StreamSampler:
+    """The StreamSampler over `runner` (the model as fast.prepare_model returned it)."""
+    return StreamSampler(runner, cache, **to_dict(sampler), **fast.sampler_kwargs())
+
+
+def build_decoder(
+    fast: FastPath, autoencoder: VideoAutoencoder, taehv: DictConfig | dict, device: torch.device
+) -> StreamDecoder:
+    """The stream decoder: the autoencoder's, or the tiny TAEHV one (`taehv` config) when fast.decoder=taehv;
+    the decode switches applied (once: compile works in place)."""
+    if fast.decoder == "taehv":  # the approximate tiny decoder, same latents
+        autoencoder = instantiate(taehv).to(device)
+    return fast.prepare_decoder(autoencoder, device)
+
+
+@dataclass
+class Streamer:
+    """A streaming generator, ready: `sampler.stream(prompts, latent_shape(n), noise)` yields latent chunks,
+    `decoder.decode` turns each into frames."""
+
+    device: torch.device
+    cache: CacheConfig
+    fast: FastPath
+    autoencoder: VideoAutoencoder  # the model's own: latent channels, factors, frame counts, batch decode
+    text_encoder: torch.nn.Module  # prompts [str] -> embeddings [B, Lt, text_dim]
+    model: torch.nn.Module  # the causal transformer, cast, on the device, in eval mode
+    sampler: StreamSampler
+    decoder: StreamDecoder
+    height: int  # video frame size and rate
+    width: int
+    fps: int
+    weights: str  # which weights were loaded: "random", "generator_ema", "diffusers folder", ...
+
+    @classmethod
+    def from_config(
+        cls, cfg: DictConfig, ckpt: str | Path | None = None, device: torch.device | None = None,
+        seed: int | None = None, use_ema: bool | None = None,
+    ) -> Streamer:  # fmt: skip
+        """Build it from a generate / eval config.
+
+        ckpt:    the weights (default cfg.ckpt; null: random weights)
+        device:  overrides cfg.device (the experiment scripts pick their own)
+        use_ema: overrides cfg.use_ema (the generator EMA of a distillation checkpoint)
+        seed:    seed random weights with it, without touching the global RNG (a resumed evaluation
+                 draws the same ones); None: random weights from the global RNG
+        """
+        device = device if device is not None else pick_device(cfg.device)
+        dtype = resolve_dtype(cfg.dtype)
+        fast = FastPath(**to_dict(cfg.fast))
+        check_dtype(device, dtype, fp8=fast.fp8)
+        check_fast_path(fast, device)
+        cache = CacheConfig(**to_dict(cfg.sink))
+
+        autoencoder = instantiate(cfg.model.autoencoder).to(device)
+        text_encoder = instantiate(text_encoder_config(cfg)).to(device)
+        arch = to_dict(cfg.model.transformer)
+        h, w = cfg.model.video.height, cfg.model.video.width
+        check_frame_size(h, w, autoencoder.spatial_factor, arch["patch_size"][1])
+
+        # rf checkpoints, Self Forcing / Reward Forcing releases, original or diffusers Wan: rf.models.loading
+        ckpt = cfg.ckpt if ckpt is None else ckpt
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            use_ema = cfg.use_ema if use_ema is None else use_ema
+            model, weights = load_transformer(arch, ckpt or None, causal=True, use_ema=use_ema)
+        model = cast(model, dtype).to(device).eval()
+
+        runner = fast.prepare_model(model)  # the fast path's model switches (rf.fast.fast_path); plain: the model
+        sampler = build_sampler(runner, cache, cfg.sampler, fast)
+        decoder = build_decoder(fast, autoencoder, cfg.taehv, device)
+        return cls(device, cache, fast, autoencoder, text_encoder, model, sampler, decoder, h, w,
+                   cfg.model.video.fps, weights)  # fmt: skip
+
+    def latent_shape(self, latent_frames: int, batch: int = 1) -> tuple[int, int, int, int, int]:
+        """(B, C, F, h, w) of a stream of `latent_frames` latent frames."""
+        f = self.autoencoder.spatial_factor
+        return (batch, self.autoencoder.latent_channels, latent_frames, self.height // f, self.width // f)
