@@ -22,12 +22,6 @@ from omegaconf import OmegaConf
 
 from rf.diffusion.sampler import GeneratorNoise
 from rf.lit.prompts import PromptDataModule
-<<<<<<< HEAD
-from rf.models.cache import CacheConfig
-from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.loading import load_weights
-=======
->>>>>>> 2c1c1cdd23b1c44a245b42a7ac1faad3bb2a3c15
 from rf.rewards.motion import MotionReward
 from rf.stream import Streamer
 from rf.utils.cli import CONF_DIR
@@ -36,20 +30,9 @@ from rf.utils.instantiate import pick_device
 
 @torch.no_grad()
 def evaluate(cfg, ckpt: str, prompts: list[str], seconds: float, use_ema: bool, device, batch: int) -> dict:
-<<<<<<< HEAD
-    model = CausalWanTransformer3DModel(**OmegaConf.to_container(cfg.model.transformer, resolve=True))
-    load_weights(model, ckpt, use_ema=use_ema)
-    model = model.to(device).eval()
-    ae = instantiate(cfg.model.autoencoder).to(device)
-    text_encoder = instantiate(cfg.model.text_encoder).to(device)
-    sink = CacheConfig(**OmegaConf.to_container(cfg.sink, resolve=True))
-    sampler = StreamSampler(model, sink, **OmegaConf.to_container(cfg.sampler, resolve=True))
-    fps, f = cfg.model.video.fps, ae.spatial_factor
-=======
     streamer = Streamer.from_config(cfg, ckpt=ckpt, device=device, use_ema=use_ema)  # rf.stream: the one builder
     sampler, ae, text_encoder, sink = streamer.sampler, streamer.autoencoder, streamer.text_encoder, streamer.cache
     fps = cfg.model.video.fps
->>>>>>> 2c1c1cdd23b1c44a245b42a7ac1faad3bb2a3c15
     frames = int(seconds * fps) // sink.chunk_frames * sink.chunk_frames
     reward = MotionReward()
     scores, first5, last5, nonfinite = [], [], [], 0
