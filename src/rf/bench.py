@@ -37,6 +37,7 @@ from rf.models.cache import CacheConfig
 from rf.models.loading import build_transformer
 from rf.stream import build_decoder, build_sampler
 from rf.utils.cli import entry
+from rf.utils.files import atomic_write
 from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
 from rf.utils.stop import Stop
 from rf.utils.video import check_frame_size
@@ -242,9 +243,7 @@ def main(cfg: DictConfig) -> Path:
 
 def write_json(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(results, indent=1)), fsync=False)
 
 
 def table(results: dict) -> str:

@@ -21,7 +21,6 @@ read back from mp4, area ratios move by ~10% and the static background shows ~0.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from rf.eval.scoring import VideoScorer, frames_file, min_frames, score_videos, 
 from rf.toy.shipped import is_shipped, use_shipped
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
+from rf.utils.files import atomic_write
 from rf.utils.instantiate import pick_device
 
 
@@ -68,9 +68,7 @@ def keep_frames(enabled: bool) -> Iterator[None]:
             if self.kept:
                 file = frames_file(self.path.parent, self.path.name)
                 file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = file.with_name(file.name + ".tmp")
-                torch.save(torch.cat(self.kept, dim=1), tmp)
-                os.replace(tmp, file)
+                atomic_write(file, lambda tmp: torch.save(torch.cat(self.kept, dim=1), tmp), fsync=False)
                 self.kept = []
             return super().close()
 

@@ -50,7 +50,7 @@ class VideoLogCallback(L.Callback):
         module.generator.eval()
         latents = module.sampler.rollout([(0, text)], shape, GeneratorNoise(self.seed, module.device))
         module.generator.train(was_training)
-        video = module.autoencoder.decode(latents.float()).cpu()  # [B, 3, T, H, W]
+        video = module.decode(latents).cpu()  # [B, 3, T, H, W]
         grid = torch.cat(list(video), dim=-1)  # prompts side by side: [3, T, H, B*W]
         path = folder / f"iter_{it:06d}.mp4"
         with StreamingVideoWriter(path, self.fps, grid.shape[-2], grid.shape[-1]) as writer:

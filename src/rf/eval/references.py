@@ -27,6 +27,7 @@ import torch
 from rf.eval import toy_metrics
 from rf.eval.layout import VideoEntry, seed_for
 from rf.eval.scoring import VideoScorer, toy_code_version
+from rf.utils.files import atomic_write
 
 REFERENCES = "references.json"
 LABELS = {
@@ -105,7 +106,5 @@ def compute_references(
     clean = {k: [{c: None if isinstance(x, float) and math.isnan(x) else x for c, x in r.items()} for r in v]
              for k, v in rows.items()}  # fmt: skip
     text = json.dumps({"key": key, "references": references, "rows": clean}, indent=1, allow_nan=False)
-    tmp = file.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(file)
+    atomic_write(file, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=False)
     return references
