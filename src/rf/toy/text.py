@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from rf.toy.grammar import VOCABULARY, parse_prompt, split_words
 
 PAD, UNK = "<pad>", "<unk>"
-# The toy grammar in one line, for the error a prompt outside it gets (rf.toy.world.parse_prompt is the grammar).
+# The toy grammar in one line, for the error a prompt outside it gets (rf.toy.grammar.parse_prompt is the grammar).
 GRAMMAR = (
     "toy prompts read 'a <colour> <shape> [and a <colour> <shape>] moving <slowly|fast> <to the left|to the right|"
     "upwards|downwards> [and a ... moving ...] on a <pattern> background', e.g. 'a red circle moving fast to the "
