@@ -34,7 +34,7 @@ from rf.diffusion.schedule import chunks_for_seconds
 from rf.fast.fast_path import FastPath
 from rf.fast.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.models.cache import CacheConfig
-from rf.models.loading import build_transformer
+from rf.models.loading import load_transformer
 from rf.stream import build_decoder, build_sampler
 from rf.utils.cli import entry
 from rf.utils.files import atomic_write
@@ -46,7 +46,7 @@ from rf.utils.video import check_frame_size
 def build(cfg: DictConfig, device, dtype):
     """The full-size student (random weights), its Wan VAE (random), and a text of the right shape."""
     arch = to_dict(cfg.model.transformer)
-    model = build_transformer(arch, None, causal=True, dtype=dtype).to(device).eval().requires_grad_(False)
+    model = load_transformer(arch, None, causal=True, dtype=dtype)[0].to(device).eval().requires_grad_(False)
     vae = to_dict(cfg.model.autoencoder)
     if "path" in vae:  # the Wan VAE: its published architecture with random weights, like the DiT
         vae["path"] = None

@@ -18,7 +18,7 @@ from rf.diffusion.flow import warp_timesteps
 from rf.diffusion.ode import cfg_velocity, euler_solve, sigma_grid
 from rf.lit.ode_pairs import MANIFEST, OdePairWriter
 from rf.lit.prompts import PromptDataModule
-from rf.models.loading import build_transformer
+from rf.models.loading import load_transformer
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
 from rf.utils.files import read_prompt_file
@@ -78,7 +78,7 @@ def main(cfg: DictConfig) -> None:
                                world=cfg.model.get("world"), seed=cfg.seed).prompt_of  # fmt: skip
 
     def load_teacher():
-        return build_transformer(arch, cfg.teacher_ckpt, causal=False).to(device).eval()
+        return load_transformer(arch, cfg.teacher_ckpt, causal=False)[0].to(device).eval()
 
     # Every input is checked before the store is created: a bad prompt file or teacher leaves no folder behind.
     # A store that exists may be complete already, and then the teacher is not needed at all.

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rf.models.loading import build_transformer
+from rf.models.loading import load_transformer
 from rf.utils.instantiate import instantiate
 
 CONF = Path(__file__).parents[2] / "conf"
@@ -61,7 +61,7 @@ def test_sizes_match_the_published_configs(experiment, student, teacher):
         published = PUBLISHED[size]
         assert {k: arch.get(k) for k in published["transformer"]} == published["transformer"]
         with torch.device("meta"):
-            model = build_transformer(arch, causal=True)
+            model = load_transformer(arch, causal=True)[0]
         assert count(model) == published["parameters"] == wan_parameters(arch)
 
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.loading import build_transformer, read_state_dict, to_diffusers_names
+from rf.models.loading import load_transformer, read_state_dict, to_diffusers_names
 from tests.unit.test_golden_parity import GOLDEN, tiny_wan_from_golden
 
 
@@ -68,7 +68,7 @@ def output(model, seed=0):
 )  # fmt: skip
 def test_every_format_loads_the_same_weights(formats, source):
     arch, root, reference, _ = formats
-    model = build_transformer(arch, root / source, causal=True)
+    model = load_transformer(arch, root / source, causal=True)[0]
     assert type(model) is CausalWanTransformer3DModel
     assert same(model, reference) == 0.0
     assert torch.equal(output(model), output(reference))
@@ -76,7 +76,7 @@ def test_every_format_loads_the_same_weights(formats, source):
 
 def test_generator_ema_is_taken_on_request(formats):
     arch, root, reference, ema = formats
-    model = build_transformer(arch, root / "self_forcing_dmd.pt", causal=True, use_ema=True)
+    model = load_transformer(arch, root / "self_forcing_dmd.pt", causal=True, use_ema=True)[0]
     expected = CausalWanTransformer3DModel(**arch)
     expected.load_state_dict(to_diffusers_names(ema))
     assert same(model, expected) == 0.0
@@ -86,7 +86,7 @@ def test_generator_ema_is_taken_on_request(formats):
 def test_missing_ema_names_the_alternative(formats):
     arch, root, _, _ = formats
     with pytest.raises(ValueError, match=r"has no 'generator_ema'.*use_ema=false"):
-        build_transformer(arch, root / "ode_init.pt", causal=True, use_ema=True)
+        load_transformer(arch, root / "ode_init.pt", causal=True, use_ema=True)[0]
 
 
 def test_wrong_size_names_both_sizes_before_building(formats, monkeypatch):
@@ -96,7 +96,7 @@ def test_wrong_size_names_both_sizes_before_building(formats, monkeypatch):
     bigger = {**arch, "num_layers": 3}
     for source in ("original.safetensors", "self_forcing_dmd.pt", "Wan-Diffusers"):
         with pytest.raises(ValueError, match=r"another model size, a Wan of width 64, 2 blocks.*is width 64, 3 b"):
-            build_transformer(bigger, root / source, causal=True)
+            load_transformer(bigger, root / source, causal=True)[0]
     assert not built  # refused before the model was allocated
 
 
@@ -106,7 +106,7 @@ def test_incomplete_folder_lists_the_missing_files(formats, tmp_path):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text((root / "Wan-Diffusers" / "transformer" / "config.json").read_text())
     with pytest.raises(FileNotFoundError, match=r"incomplete: missing diffusion_pytorch_model.safetensors"):
-        build_transformer(arch, tmp_path / "Wan", causal=True)
+        load_transformer(arch, tmp_path / "Wan", causal=True)[0]
 
 
 def test_pickled_objects_are_refused(tmp_path):
@@ -118,8 +118,8 @@ def test_pickled_objects_are_refused(tmp_path):
 
 def test_dtype_from_a_config_string(formats):
     arch, root, _, _ = formats
-    folder = build_transformer(arch, root / "Wan-Diffusers", dtype="bf16")
-    file = build_transformer(arch, root / "original.pth", dtype="bf16")
+    folder = load_transformer(arch, root / "Wan-Diffusers", dtype="bf16")[0]
+    file = load_transformer(arch, root / "original.pth", dtype="bf16")[0]
     for model in (folder, file):
         assert model.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
         assert model.scale_shift_table.dtype == torch.float32  # diffusers keeps these in fp32

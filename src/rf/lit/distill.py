@@ -37,7 +37,7 @@ from rf.lit.parallel import data_parallel_mesh, shard_wan
 from rf.losses.dmd import dmd_gradient, dmd_loss, flow_matching_loss
 from rf.losses.re_dmd import check_method, reward_weights, weighted_mean
 from rf.models.cache import CacheConfig
-from rf.models.loading import build_transformer, describe_size, size_of_arch
+from rf.models.loading import describe_size, load_transformer, size_of_arch
 from rf.rewards.base import RewardSource
 from rf.utils.instantiate import instantiate, to_dict
 from rf.utils.video import check_frame_size
@@ -111,13 +111,13 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
                 f"({describe_size(*size_of_arch(arch))}), so the critic cannot start as the teacher: "
                 "set module.critic_ckpt to weights of the critic's size"
             )
-        self.teacher = build_transformer(teacher_arch, teacher_ckpt, causal=False, dtype=teacher_dtype)
+        self.teacher = load_transformer(teacher_arch, teacher_ckpt, causal=False, dtype=teacher_dtype)[0]
         if critic_ckpt is not None:  # the paper's critic: a 1.3B Wan beside a 14B teacher
-            self.critic = build_transformer(arch, critic_ckpt, causal=False)
+            self.critic = load_transformer(arch, critic_ckpt, causal=False)[0]
         else:  # the critic starts as the teacher
-            self.critic = build_transformer(arch, None, causal=False)
+            self.critic = load_transformer(arch, None, causal=False)[0]
             self.critic.load_state_dict(self.teacher.state_dict())
-        self.generator = build_transformer(arch, student_ckpt, causal=True)  # ODE-init weights, or the critic's
+        self.generator = load_transformer(arch, student_ckpt, causal=True)[0]  # ODE-init weights, or the critic's
         if student_ckpt is None:
             self.generator.load_state_dict(self.critic.state_dict())
         if activation_checkpointing:  # diffusers' switch; CausalWanTransformer3DModel honours it per block

@@ -21,7 +21,7 @@ from rf.diffusion.flow import sigma_of, warp_timesteps, x0_from_flow
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
 from rf.losses.ode import ode_regression_loss
-from rf.models.loading import build_transformer
+from rf.models.loading import load_transformer
 from rf.utils.instantiate import instantiate, to_dict
 
 
@@ -32,7 +32,7 @@ class ODEInitModule(FrozenModulesMixin):
         super().__init__()
         self.save_hyperparameters()
         model = to_dict(model)
-        self.generator = build_transformer(model["transformer"], teacher_ckpt, causal=True)
+        self.generator = load_transformer(model["transformer"], teacher_ckpt, causal=True)[0]
         self.text_encoder = instantiate(model["text_encoder"])
         self.freeze_modules()
         sampler = to_dict(sampler)

@@ -20,7 +20,7 @@ from diffusers import WanTransformer3DModel
 from rf.diffusion.flow import add_noise, flow_target, sample_timesteps, sigma_of
 from rf.lit.common import adamw
 from rf.lit.frozen import FrozenModulesMixin
-from rf.models.loading import build_transformer
+from rf.models.loading import load_transformer
 from rf.utils.instantiate import instantiate, to_dict
 
 
@@ -42,7 +42,7 @@ class TeacherModule(FrozenModulesMixin):
         if init_ckpt is None:
             self.transformer = WanTransformer3DModel(**model["transformer"])
         else:
-            self.transformer = build_transformer(model["transformer"], init_ckpt, causal=False)
+            self.transformer = load_transformer(model["transformer"], init_ckpt, causal=False)[0]
         if ema_decay is not None:
             if not 0.0 < ema_decay < 1.0:
                 raise ValueError(f"module.ema_decay={ema_decay}: must be in (0, 1), or null for no EMA")

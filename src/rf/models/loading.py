@@ -241,24 +241,13 @@ def load_weights(
     return found
 
 
-def build_transformer(
-    arch: dict,
-    init: str | Path | None = None,
-    causal: bool = False,
-    prefixes: tuple[str, ...] = STUDENT_PREFIXES,
-    use_ema: bool = False,
-    dtype: str | torch.dtype | None = None,
-):
-    """A Wan transformer of architecture `arch` (WanTransformer3DModel kwargs), bidirectional or causal.
+def load_transformer(arch, init=None, causal=False, prefixes=STUDENT_PREFIXES, use_ema=False, dtype=None):
+    """A Wan transformer of architecture `arch` (WanTransformer3DModel kwargs), bidirectional or causal
+    -> (model, which weights were taken: "random", "generator_ema", ...).
 
     init: None (random), a diffusers folder (pipeline or transformer/), or a checkpoint file of any kind above.
     The size of the weights is checked against `arch` before the model is allocated.
     """
-    return load_transformer(arch, init, causal, prefixes, use_ema, dtype)[0]
-
-
-def load_transformer(arch, init=None, causal=False, prefixes=STUDENT_PREFIXES, use_ema=False, dtype=None):
-    """build_transformer, also returning which weights were taken ("random", "generator_ema", ...)."""
     cls = CausalWanTransformer3DModel if causal else WanTransformer3DModel
     dtype = resolve_dtype(dtype) if dtype is not None else None
     if init is not None and Path(init).is_dir():
