@@ -149,3 +149,20 @@ def test_three_nonfinite_losses_in_a_row_stop_the_run_keeping_the_checkpoint_bef
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["rf_loop"]["micro_step"] == 2  # saved before the first bad step, never after
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_a_video_log_that_cannot_be_written_costs_no_checkpoint(tmp_path, monkeypatch, capsys):
+    """The video of the last iteration is written in on_train_end, before Lightning's checkpoint callbacks:
+    a writer that fails there (no PyAV, a full disk) must warn, not take the final last.ckpt with it."""
+    from rf.callbacks import video_log
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(video_log, "StreamingVideoWriter", broken)
+    module = make(iterations=4)
+    log = video_log.VideoLogCallback(every_n_iterations=100, prompts=["a red circle moving right"], latent_frames=6)
+    fit(module, tmp_path, callbacks=[RewardCallback(Brightness()), log], every=100)
+    assert "video log of iteration 4 was not written (OSError: disk full)" in capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["rf_loop"]["micro_step"] == 4

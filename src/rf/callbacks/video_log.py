@@ -3,7 +3,8 @@
 Fixed prompts and seed, so videos of different iterations compare. The video goes through the same
 StreamSampler and cache policy as training and generation, and is written with the crash-safe mp4
 writer to RUN/videos/iter_000200.mp4, with a contact sheet (.png) beside it that is also logged to
-TensorBoard when that logger is on. Only rank 0 writes.
+TensorBoard when that logger is on. Every rank streams, only rank 0 writes; a video that cannot be written
+is a warning, never the end of the run (nor of its last checkpoint).
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ class VideoLogCallback(L.Callback):
 
     @torch.no_grad()
     def write(self, trainer, module, it: int) -> None:
+        """Every rank streams (a sharded generator needs all of them in each forward); rank 0 writes."""
         self._done_at = it
-        if not trainer.is_global_zero or not self.prompts:
+        if not self.prompts:
             return
-        folder = Path(trainer.default_root_dir) / "videos"
-        folder.mkdir(parents=True, exist_ok=True)
         text = module.text_encoder(self.prompts).to(module.device)
         c, _, h, w = module.latent_shape
         shape = (len(self.prompts), c, self.latent_frames, h, w)
@@ -51,12 +51,20 @@ class VideoLogCallback(L.Callback):
         latents = module.sampler.rollout([(0, text)], shape, GeneratorNoise(self.seed, module.device))
         module.generator.train(was_training)
         video = module.decode(latents).cpu()  # [B, 3, T, H, W]
+        if not trainer.is_global_zero:
+            return
         grid = torch.cat(list(video), dim=-1)  # prompts side by side: [3, T, H, B*W]
-        path = folder / f"iter_{it:06d}.mp4"
-        with StreamingVideoWriter(path, self.fps, grid.shape[-2], grid.shape[-1]) as writer:
-            writer.write(grid)
-        sheet = contact_sheet(grid, columns=4, max_frames=16)
-        Image.fromarray(sheet.numpy()).save(path.with_suffix(".png"))
+        path = Path(trainer.default_root_dir) / "videos" / f"iter_{it:06d}.mp4"
+        try:  # a video that cannot be written (no PyAV, a full disk) is not worth the run or its last checkpoint
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with StreamingVideoWriter(path, self.fps, grid.shape[-2], grid.shape[-1]) as writer:
+                writer.write(grid)
+            sheet = contact_sheet(grid, columns=4, max_frames=16)
+            Image.fromarray(sheet.numpy()).save(path.with_suffix(".png"))
+        except (OSError, ImportError, RuntimeError, ValueError) as err:
+            print(f"warning: the video log of iteration {it} was not written ({type(err).__name__}: {err}); "
+                  "training goes on (callbacks.video_log=null turns it off)", flush=True)  # fmt: skip
+            return
         for logger in trainer.loggers:
             if hasattr(logger.experiment, "add_image"):
                 logger.experiment.add_image("video/contact_sheet", sheet.permute(2, 0, 1), it)
