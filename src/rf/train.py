@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rf.callbacks.checkpoint import LastCheckpoint, iteration_of
 from rf.callbacks.ema_sink import EMASinkCallback
+from rf.lit.memory import check_fits
 from rf.models.loading import check_torch_file, damaged
 from rf.toy.text import check_toy_prompts, is_toy_encoder
 from rf.utils.cli import entry
@@ -103,6 +104,21 @@ def check_devices(trainer: dict) -> None:
             f"trainer.precision={trainer['precision']}: {torch.cuda.get_device_name()} cannot compute in bf16 (it "
             "needs compute capability 8.0, Ampere or newer): use trainer.precision=16-mixed or 32-true"
         )
+
+
+def check_memory(cfg: DictConfig) -> None:
+    """A distillation run on GPUs must fit its sharded states and measured activations (rf.lit.memory), checked
+    before the teacher, critic and student are built."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    target = str(OmegaConf.select(cfg, "module._target_", default=""))
+    if accelerator not in ("gpu", "cuda") or not target.endswith("DistillModule") or not torch.cuda.is_available():
+        return
+    arch = OmegaConf.to_container(cfg.model.transformer, resolve=True)
+    teacher = OmegaConf.select(cfg, "module.teacher_arch")
+    teacher = OmegaConf.to_container(teacher, resolve=True) if teacher is not None else arch
+    props = torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", 0)))
+    gpus = int(os.environ.get("WORLD_SIZE", 1))
+    check_fits(arch, teacher, OmegaConf.select(cfg, "module.teacher_dtype"), gpus, props.total_memory, props.name)
 
 
 def check_training_prompts(cfg: DictConfig) -> None:
@@ -202,6 +218,7 @@ def main(cfg: DictConfig) -> None:
     try:
         check_devices(OmegaConf.to_container(cfg.trainer, resolve=True))
         check_launch(OmegaConf.to_container(cfg.trainer, resolve=True))
+        check_memory(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = instantiate(cfg.data)
         check_training_prompts(cfg)
