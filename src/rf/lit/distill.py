@@ -325,6 +325,12 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
             opt_c.zero_grad(set_to_none=True)
             self.critic_steps += 1
         self.log("train/critic_loss", critic_loss.detach(), prog_bar=True)
+        if getattr(self, "_sharded", False):
+            # FSDP2 keeps a root module's weights gathered after a forward (no-grad rollouts included) and does not
+            # gather them again before the next one: the forward would use the root weights (patch and condition
+            # embedders, output projection) from before the optimiser steps above. Free them now.
+            for model in (self.generator, self.critic):
+                model.reshard()
 
         self.micro_step += 1
         self.log_dict({
