@@ -34,7 +34,7 @@ def main() -> None:
     a, b = summary(args.a), summary(args.b)
     ca, cb = a["ckpt"], b["ckpt"]
     ema_a, ema_b = ca["callbacks"]["GeneratorEMA"], cb["callbacks"]["GeneratorEMA"]
-    reward = [k for k in ca["callbacks"] if k == "Reward"]
+    reward = ["Reward"] if "Reward" in ca["callbacks"] else []
     out = {
         "loop": [a["loop"], b["loop"]],
         "adam_steps": [a["adam_steps"], b["adam_steps"]],

@@ -94,7 +94,11 @@ def test_fsdp2_resumed_at_one_process_continues_as_at_two(resumed):
 
 
 def test_fsdp2_resumed_equals_the_uninterrupted_run(resumed):
-    """Resumed at the same process count: the same run. Before DistillModule resharded its roots after each
-    step, this failed by 11% of the generator's update: the live run kept stale gathered root weights."""
-    for part in ("generator.", "critic."):
-        assert relative_update_difference(resumed["straight"], resumed["at_two"], resumed["saved"], part) < 0.1, part
+    """Resumed at the same process count: the same computation, so the same weights (the 1e-6 of test_distill's
+    resume test). Before DistillModule resharded its roots after each step, this differed by 11% of the
+    generator's update: the live run kept stale gathered root weights."""
+    a, b = resumed["straight"], resumed["at_two"]
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(value, b["state_dict"][name], rtol=0, atol=1e-6, msg=name)
+    for name, value in a["callbacks"]["GeneratorEMA"]["shadow"].items():
+        torch.testing.assert_close(value, b["callbacks"]["GeneratorEMA"]["shadow"][name], rtol=0, atol=1e-6, msg=name)

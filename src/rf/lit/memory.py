@@ -41,7 +41,8 @@ def state_bytes(student: int, critic: int, teacher: int, teacher_dtype: str | No
 
 def check_fits(arch: dict, teacher_arch: dict, teacher_dtype: str | None, gpus: int, gpu_bytes: int, gpu_name: str):
     """Raise ValueError, in one line, when the states per GPU plus the measured activations exceed the GPU."""
-    p_s, p_t = parameters(arch), parameters(teacher_arch)
+    p_s = parameters(arch)
+    p_t = p_s if teacher_arch == arch else parameters(teacher_arch)
     total = state_bytes(p_s, p_s, p_t, teacher_dtype)
     need = total / gpus / GIB + ACTIVATIONS_GIB
     have = gpu_bytes / GIB
