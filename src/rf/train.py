@@ -159,8 +159,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
     if cfg.checkpoint_every is not None:
         checkpoints.append(LastCheckpoint(run_dir / "checkpoints", every_n_iterations=cfg.checkpoint_every))
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if isinstance(trainer.get("strategy"), dict):  # e.g. ModelParallelStrategy for FSDP2 (trainer=fsdp2)
-        trainer["strategy"] = instantiate(trainer["strategy"])
+    for key, value in trainer.items():  # objects: the strategy (trainer=fsdp2), a profiler (trainer/profiler)
+        if isinstance(value, dict) and "_target_" in value:
+            trainer[key] = instantiate(value)
     return L.Trainer(
         **trainer,
         default_root_dir=run_dir,
@@ -246,7 +247,8 @@ def main(cfg: DictConfig) -> None:
             print(f"stopped by {sig.name}: {kept}; continue with: {continue_command('rf.train')}", file=sys.stderr)
         sys.exit(128 + int(sig))
     if trainer.is_global_zero:
-        print(f"run folder: {run_dir}  (last checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'})")
+        last = run_dir / "checkpoints" / "last.ckpt"
+        print(f"run folder: {run_dir}  ({f'last checkpoint: {last}' if last.is_file() else 'no checkpoint written'})")
 
 
 if __name__ == "__main__":

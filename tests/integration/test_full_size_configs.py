@@ -17,7 +17,7 @@ from rf.utils.instantiate import instantiate
 
 CONF = Path(__file__).parents[2] / "conf"
 PUBLISHED = json.loads((Path(__file__).parents[1] / "data" / "wan2.1_configs.json").read_text())
-EXPERIMENTS = ["rf_1_3b", "sf_baseline_1_3b", "rf_1_3b_small_teacher", "full_size_random"]
+EXPERIMENTS = ["rf_1_3b", "sf_baseline_1_3b", "rf_1_3b_small_teacher", "full_size_random", "full_size_random_14b"]
 
 
 def compose_train(*overrides: str):
@@ -53,6 +53,7 @@ def test_experiment_composes_and_resolves(experiment):
 
 @pytest.mark.parametrize(("experiment", "student", "teacher"), [
     ("rf_1_3b", "1.3B", "14B"), ("sf_baseline_1_3b", "1.3B", "14B"), ("rf_1_3b_small_teacher", "1.3B", "1.3B"),
+    ("full_size_random_14b", "1.3B", "14B"),
 ])  # fmt: skip
 def test_sizes_match_the_published_configs(experiment, student, teacher):
     cfg = compose_train(f"experiment={experiment}")
@@ -85,6 +86,28 @@ def test_the_whole_module_instantiates_on_meta():
     assert module.latent_shape == (16, 21, 60, 104)
     assert module.generator.is_gradient_checkpointing and not module.teacher.is_gradient_checkpointing
     assert all(p.device.type == "meta" for p in module.parameters())
+
+
+def test_the_14b_measurement_builds_a_random_critic_of_the_students_size():
+    """full_size_random_14b (experiments/multi_gpu): the 14B teacher beside a random 1.3B critic, as the paper's."""
+    cfg = compose_train("experiment=full_size_random_14b")
+    assert cfg.trainer.strategy._target_.endswith("ModelParallelStrategy") and cfg.module.critic_ckpt == "random"
+    with torch.device("meta"):
+        module = instantiate(cfg.module, model=cfg.model, optim=cfg.optim, _recursive_=False)
+    assert count(module.teacher) == PUBLISHED["14B"]["parameters"]
+    assert count(module.critic) == count(module.generator) == PUBLISHED["1.3B"]["parameters"]
+
+
+def test_a_profiler_config_becomes_lightnings_profiler(tmp_path):
+    """+trainer/profiler=pytorch: build_trainer instantiates every `_target_` among the trainer's arguments."""
+    from lightning.pytorch.profilers import PyTorchProfiler
+
+    from rf.train import build_trainer
+
+    cfg = compose_train("experiment=toy_teacher", "+trainer/profiler=pytorch", f"paths.runs={tmp_path}")
+    trainer = build_trainer(cfg, tmp_path, [])
+    assert isinstance(trainer.profiler, PyTorchProfiler)
+    assert trainer.profiler.dirpath == str(tmp_path / "toy_teacher" / "profile")
 
 
 def test_slurm_launcher_and_fsdp2_read_the_job_layout(monkeypatch):

@@ -112,8 +112,8 @@ class DistillModule(NonFiniteGuard, FrozenModulesMixin):
                 "set module.critic_ckpt to weights of the critic's size"
             )
         self.teacher = load_transformer(teacher_arch, teacher_ckpt, causal=False, dtype=teacher_dtype)[0]
-        if critic_ckpt is not None:  # the paper's critic: a 1.3B Wan beside a 14B teacher
-            self.critic = load_transformer(arch, critic_ckpt, causal=False)[0]
+        if critic_ckpt is not None:  # the paper's critic: a 1.3B Wan beside a 14B teacher ("random": measurements)
+            self.critic = load_transformer(arch, None if critic_ckpt == "random" else critic_ckpt, causal=False)[0]
         else:  # the critic starts as the teacher
             self.critic = load_transformer(arch, None, causal=False)[0]
             self.critic.load_state_dict(self.teacher.state_dict())
