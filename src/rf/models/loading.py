@@ -237,15 +237,6 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source) -
 # ----- the entry points ----------------------------------------------------------------------------------
 
 
-def load_weights(
-    model: torch.nn.Module, source, prefixes: tuple[str, ...] = STUDENT_PREFIXES, use_ema: bool = False
-) -> str:
-    """Load any supported checkpoint file into `model`; returns which weights were taken."""
-    state, found = read_state_dict(source, prefixes, use_ema)
-    load_state(model, state, f"ckpt={source}")
-    return found
-
-
 def load_transformer(arch, init=None, causal=False, prefixes=STUDENT_PREFIXES, use_ema=False, dtype=None):
     """A Wan transformer of architecture `arch` (WanTransformer3DModel kwargs), bidirectional or causal
     -> (model, which weights were taken: "random", "generator_ema", ...).
