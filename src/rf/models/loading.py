@@ -33,10 +33,10 @@ from rf.utils.cli import one_line
 from rf.utils.files import require_files
 from rf.utils.instantiate import resolve_dtype
 
-# rf's own checkpoints, named once here, where they are read: their writers import these names (models/ is
-# below lit/ and callbacks/). The transformer attributes of rf's LightningModules, in order of preference
-# (DistillModule and ODEInitModule: the student; TeacherModule: the teacher), and GeneratorEMA's state: its
-# key in ckpt["callbacks"] and the key of its weights. tests/integration/test_distill.py loads them back.
+# rf's own checkpoints, named once here where they are read (models/ is below lit/ and callbacks/): GeneratorEMA's
+# key in ckpt["callbacks"] and the key of its weights, which the callback takes from here, and the transformer
+# attributes of rf's LightningModules in order of preference (DistillModule, ODEInitModule: the student;
+# TeacherModule: the teacher). tests/integration/test_distill.py reads a trained checkpoint back through them.
 STUDENT_ATTRIBUTE, TEACHER_ATTRIBUTE = "generator", "transformer"
 EMA_STATE_KEY, EMA_WEIGHTS = "GeneratorEMA", "shadow"
 STUDENT_PREFIXES = (f"{STUDENT_ATTRIBUTE}.", f"{TEACHER_ATTRIBUTE}.")
