@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from rf.diffusion.ode import cfg_velocity, euler_solve, sigma_grid
 from rf.diffusion.sampler import GeneratorNoise
 from rf.eval import toy_metrics
-from rf.models.loading import load_transformer
+from rf.models.loading import TEACHER_ATTRIBUTE, load_transformer
 from rf.stream import Streamer
 from rf.toy.world import ToyWorld
 from rf.utils.cli import CONF_DIR
@@ -150,7 +150,7 @@ def references(world: ToyWorld, world_kwargs: dict, prompts, seeds: int, frames:
 def load_teacher(cfg, ckpt, device):
     """(teacher transformer, autoencoder, text encoder) on `device`: loaded once for the whole sweep."""
     arch = OmegaConf.to_container(cfg.model.transformer, resolve=True)
-    model = load_transformer(arch, ckpt, causal=False, prefixes=("transformer.",))[0].to(device).eval()
+    model = load_transformer(arch, ckpt, causal=False, prefixes=(f"{TEACHER_ATTRIBUTE}.",))[0].to(device).eval()
     return model, instantiate(cfg.model.autoencoder).to(device), instantiate(cfg.model.text_encoder).to(device)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from rf.models.loading import read_state_dict
+from rf.models.loading import STUDENT_PREFIXES, TEACHER_ATTRIBUTE, read_state_dict
 
 
 def sha256(path: Path) -> str:
@@ -69,9 +69,9 @@ def main() -> None:
         name, ckpt = spec.split("=", 1)
         use_ema = ckpt.endswith(":ema")
         ckpt = ckpt.removesuffix(":ema")
-        prefixes = ("transformer.",) if name == "teacher" else ("generator.", "transformer.")
+        prefixes = (f"{TEACHER_ATTRIBUTE}.",) if name == "teacher" else STUDENT_PREFIXES
         if name == "teacher" and use_ema:  # the teacher's EMA is a submodule of its own (rf.lit.teacher)
-            prefixes, use_ema = ("transformer_ema.",), False
+            prefixes, use_ema = (f"{TEACHER_ATTRIBUTE}_ema.",), False
         state, found = read_state_dict(ckpt, prefixes, use_ema)
         state = {k: v.to(torch.float16).contiguous() for k, v in state.items()}
         path = out / f"{name}.safetensors"

@@ -129,8 +129,9 @@ class Setup:
         """Every policy of one variant: warm-up (+ the check's chunks), clips, the long stream."""
         cfg, device, sink = self.cfg, self.device, to_dict(self.cfg.sink)
         runner = fast.prepare_model(self.model)  # in place and cumulative: list variants plain first
-        # the stream's sampler and decoder as rf.stream builds them; TAEHV with random weights, like everything here
-        decoder = build_decoder(fast, self.wan_vae, {**to_dict(cfg.taehv), "path": None}, device)
+        # the stream's sampler and decoder as rf.stream builds them; a decoder of conf/decoder/ (TAEHV) with random
+        # weights (path: null), like everything here
+        decoder = build_decoder(fast, self.wan_vae, cfg, device, path=None)
         out = {"fast": fast.describe(), "approximate": fast.approximate, "policies": {}}
         for policy in policies:
             sampler = build_sampler(runner, CacheConfig(**{**sink, "policy": policy}), cfg.sampler, fast)

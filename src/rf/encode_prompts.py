@@ -1,9 +1,12 @@
-"""python -m rf.encode_prompts prompts=FILE [text_encoder=umt5|toy] [cache=DIR]: fill a prompt-embedding cache.
+"""python -m rf.encode_prompts prompts=FILE [model=wan_1_3b|toy] [cache=DIR]: fill a prompt-embedding cache.
 
 Encodes every line of a prompt file, and the CFG negative prompt, into an EmbeddingCache
 (rf.models.text_cache) so that training reads embeddings from disk and never holds the 11 GB umT5
-encoder. Batched; prompts already in the cache are skipped, so a killed run relaunched with the same
-command continues where it stopped (and a finished one does nothing).
+encoder. The encoder is the model's (conf/model/text/): the one behind its cache (umT5 for Wan), or its
+own (the toy one); the cache is the one the model reads; the negative prompt is its cached encoder's
+(Wan's default, or +model.text_encoder.negative_prompt="..."; none for the toy encoder: zeros). Batched;
+prompts already in the cache are skipped, so a killed run relaunched with the same command continues where
+it stopped (and a finished one does nothing).
 """
 
 from __future__ import annotations
@@ -28,14 +31,17 @@ def main(cfg: DictConfig) -> None:
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size={cfg.batch_size}: must be >= 1")
     prompts = list(dict.fromkeys(read_prompt_file(cfg.prompts)))  # each distinct prompt once, in file order
-    if is_toy_encoder(cfg.text_encoder.encoder):
+    text = cfg.model.get("text_encoder_online") or cfg.model.text_encoder  # umT5 behind the cache, or the toy one
+    spec = text.get("encoder") or text  # the encoder itself, not the cache in front of it
+    negative = cfg.model.text_encoder.get("negative_prompt", WAN_NEGATIVE_PROMPT)
+    if is_toy_encoder(spec):
         check_toy_prompts(prompts, cfg.strict_prompts, f"prompts={cfg.prompts}")
-    negative = cfg.text_encoder.get("negative_prompt", WAN_NEGATIVE_PROMPT)
+        negative = None  # the toy world's negative is the empty condition, all zeros: nothing to encode
     if negative is not None and negative not in prompts:
         prompts.append(negative)
 
     device = pick_device(cfg.device)
-    encoder = instantiate(cfg.text_encoder.encoder).to(device)  # checks its weights folder before anything is made
+    encoder = instantiate(spec).to(device)  # checks its weights folder before anything is made
     if Path(cfg.paths.cache).resolve() in Path(cfg.cache).resolve().parents:
         Path(cfg.cache).parent.mkdir(parents=True, exist_ok=True)  # rf's own cache folder: made on demand
     cache = CachedTextEncoder(cfg.cache, encoder=encoder, dtype=cfg.dtype).cache  # creates or checks encoder.json

@@ -1,6 +1,6 @@
 """A config in, a ready streaming generator out: the one place that assembles one.
 
-    cfg (generate.yaml, eval.yaml: model, sink, sampler, fast, taehv, device, dtype, ckpt, use_ema)
+    cfg (generate.yaml, eval.yaml: model, sink, sampler, fast, paths, device, dtype, ckpt, use_ema)
       1. device and dtype, checked against the card; the fast path's switches (FastPath), the GPU-only
          ones refused on a CPU
       2. the model's autoencoder (latent shape, frame counts) and its text encoder (the online one where
@@ -9,7 +9,8 @@
       4. the causal transformer: weights loaded (rf.models.loading), cast, on the device, in eval mode;
          the fast path's model switches applied (prepare_model: compile, FP8, CUDA graphs, ...)
       5. StreamSampler(that model, CacheConfig(sink), sampler settings, the fast path's sampler switches)
-      6. the stream decoder: the autoencoder's, or TAEHV's (fast.decoder=taehv), with the decode switches
+      6. the stream decoder: the autoencoder's, or the one conf/decoder/NAME.yaml builds (fast.decoder=NAME,
+         e.g. taehv), with the decode switches
 
 rf.generate, rf.eval.generation, rf.bench (steps 1, 5 and 6, over its random full-size model) and the
 experiment scripts all build their streams here; what they do with the chunks is their own.
@@ -17,15 +18,16 @@ experiment scripts all build their streams here; what they do with the chunks is
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rf.diffusion.sampler import StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds
-from rf.fast.fast_path import FastPath
+from rf.fast.fast_path import DECODER_CONFIGS, FastPath
 from rf.models.cache import CacheConfig
 from rf.models.loading import cast, load_transformer
 from rf.models.vae import StreamDecoder, VideoAutoencoder
@@ -64,12 +66,19 @@ def build_sampler(runner, cache: CacheConfig, sampler: DictConfig | dict, fast: 
 
 
 def build_decoder(
-    fast: FastPath, autoencoder: VideoAutoencoder, taehv: DictConfig | dict, device: torch.device
+    fast: FastPath, autoencoder: VideoAutoencoder, cfg: DictConfig, device: torch.device, **overrides
 ) -> StreamDecoder:
-    """The stream decoder: the autoencoder's, or the tiny TAEHV one (`taehv` config) when fast.decoder=taehv;
-    the decode switches applied (once: compile works in place)."""
-    if fast.decoder == "taehv":  # the approximate tiny decoder, same latents
-        autoencoder = instantiate(taehv).to(device)
+    """The stream decoder, the decode switches applied (once: compile works in place).
+
+    fast.decoder=wan: the model's own `autoencoder`. Any other NAME: what conf/decoder/NAME.yaml instantiates
+    (a VideoAutoencoder decoding the same latents, e.g. taehv), its ${...} (paths.weights, model.dtype) resolved
+    against `cfg`, then `overrides` applied (the bench: path=None, random weights).
+    """
+    if fast.decoder != "wan":
+        root = copy.deepcopy(cfg)
+        with open_dict(root):  # the decoder file as a node of the run's config, so its interpolations resolve
+            root.decoder = OmegaConf.load(DECODER_CONFIGS / f"{fast.decoder}.yaml")
+        autoencoder = instantiate({**to_dict(root.decoder), **overrides}).to(device)
     return fast.prepare_decoder(autoencoder, device)
 
 
@@ -128,7 +137,7 @@ class Streamer:
 
         runner = fast.prepare_model(model)  # the fast path's model switches (rf.fast.fast_path); plain: the model
         sampler = build_sampler(runner, cache, cfg.sampler, fast)
-        decoder = build_decoder(fast, autoencoder, cfg.taehv, device)
+        decoder = build_decoder(fast, autoencoder, cfg, device)
         return cls(device, cache, fast, autoencoder, text_encoder, model, sampler, decoder, h, w,
                    cfg.model.video.fps, weights)  # fmt: skip
 

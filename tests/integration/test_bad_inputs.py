@@ -56,7 +56,7 @@ LONG = " and ".join(["a red circle moving fast to the right"] * 5) + " on a stri
 TINY = dict(module={"max_iterations": 1}, callbacks={"video_log": None})
 TRAIN = ["--config-dir={tmp}/conf", "experiment=tiny"]
 ODE = ["teacher_ckpt=null", "num_pairs=1", "batch_size=1", "ode_steps=4", "latent_frames=3", "out={tmp}/pairs"]
-ENCODE = ["text_encoder=toy", "cache={tmp}/cache"]
+ENCODE = ["model=toy", "cache={tmp}/cache"]
 BENCH = ["model=toy", "clip_seconds=1", "stream_seconds=1", "repeats=1", "warmup_chunks=1", "minutes=[]"]
 EVAL = ["model.video.height=16", "model.video.width=16", "toy_prompts=1", "seeds=1", "frames=15"]
 
@@ -147,7 +147,7 @@ TABLE = [
     row(
         "encode_prompts",
         "weights-folder",
-        ["prompts={tmp}/long.txt", "text_encoder.encoder.path={tmp}/weights", "cache={tmp}/cache"],
+        ["prompts={tmp}/long.txt", "model.weights={tmp}/weights", "cache={tmp}/cache"],
         "weights is not a complete Wan2.1",
         True,
     ),  # fmt: skip

@@ -11,6 +11,7 @@ from rf.callbacks.generator_ema import GeneratorEMA
 from rf.callbacks.reward import RewardCallback
 from rf.lit.distill import DistillModule
 from rf.lit.prompts import PromptDataModule
+from rf.models.loading import read_state_dict
 
 MODEL = {
     "name": "toy",
@@ -96,14 +97,23 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert ema.updates == 2
 
 
-def test_checkpoint_holds_no_frozen_models(tmp_path):
-    fit(make(iterations=3), tmp_path, callbacks=[RewardCallback(Brightness())])
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+def test_checkpoint_holds_no_frozen_models_and_the_loader_reads_it(tmp_path):
+    module, ema = make(iterations=3), GeneratorEMA(0.9, start_iteration=0)
+    fit(module, tmp_path, callbacks=[RewardCallback(Brightness()), ema])
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     prefixes = {k.split(".")[0] for k in ckpt["state_dict"]}
     assert prefixes == {"generator", "critic"}
     assert len(ckpt["optimizer_states"]) == 2 and ckpt["rf_loop"]["micro_step"] == 3
     assert ckpt["callbacks"]["Reward"]["count"] > 0  # running statistics, not the reward model
     assert not any(torch.is_tensor(v) for v in ckpt["callbacks"]["Reward"].values())
+    # The names the writers use (the module's attribute, the callback's state key) are the ones the loader reads.
+    student, found = read_state_dict(path)
+    assert found == "generator" and student.keys() == module.generator.state_dict().keys()
+    shadow, found = read_state_dict(path, use_ema=True)
+    assert found == "generator EMA" and ema.updates == 1
+    for name, value in ema.shadow.items():
+        torch.testing.assert_close(shadow[name], value, rtol=0, atol=0, msg=name)
 
 
 def test_nonfinite_reward_drops_the_sample_and_the_step_goes_on():

@@ -28,7 +28,7 @@ def test_fills_the_cache_then_skips_it(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(LINES) + "\n\n")
     cache = tmp_path / "cache" / "toy"  # the default, ${paths.cache}/toy, made on demand
-    r = run_rf("encode_prompts", f"prompts={prompts}", "text_encoder=toy", "batch_size=2", runs=tmp_path)
+    r = run_rf("encode_prompts", f"prompts={prompts}", "model=toy", "batch_size=2", runs=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "encoded 3 prompts" in r.stdout
     stored = [p for p in files_under(cache) if p.suffix == ".safetensors"]
@@ -39,15 +39,13 @@ def test_fills_the_cache_then_skips_it(tmp_path):
     toy = ToyTextEncoder()
     assert torch.equal(reader(LINES), torch.cat([toy(LINES[:2]), toy(LINES[2:])]))
 
-    r = run_rf("encode_prompts", f"prompts={prompts}", "text_encoder=toy", runs=tmp_path)
+    r = run_rf("encode_prompts", f"prompts={prompts}", "model=toy", runs=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "all 3 prompts already cached" in r.stdout
 
     new = "a red square moving slowly to the right on a gradient background"
     prompts.write_text("\n".join([*LINES, new]))  # one new line: only it is encoded
-    r = run_rf(
-        "encode_prompts", f"prompts={prompts}", "text_encoder=toy", f"cache={cache}", "verify=true", runs=tmp_path
-    )
+    r = run_rf("encode_prompts", f"prompts={prompts}", "model=toy", f"cache={cache}", "verify=true", runs=tmp_path)
     assert r.returncode == 0 and "encoded 1 prompts, 3 were cached" in r.stdout, r.stderr
 
 
@@ -56,7 +54,7 @@ def test_umt5_folder_and_the_wan_negative_prompt(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(LINES))
     cache = tmp_path / "cache"
-    overrides = [f"text_encoder.encoder.path={wan}", "text_encoder.encoder.max_length=16", "device=cpu"]
+    overrides = [f"model.weights={wan}", "model.text_encoder_online.encoder.max_length=16", "device=cpu"]
     r = run_rf("encode_prompts", f"prompts={prompts}", f"cache={cache}", *overrides, runs=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "encoded 4 prompts" in r.stdout  # three lines and Wan's negative prompt
@@ -71,11 +69,11 @@ def test_missing_or_empty_prompt_file_gives_one_line(tmp_path, content, needle):
     prompts = tmp_path / "prompts.txt"
     if content is not None:
         prompts.write_text(content)
-    r = run_rf("encode_prompts", f"prompts={prompts}", "text_encoder=toy", f"cache={tmp_path / 'cache'}", runs=tmp_path)
+    r = run_rf("encode_prompts", f"prompts={prompts}", "model=toy", f"cache={tmp_path / 'cache'}", runs=tmp_path)
     assert needle in one_line_error(r)
     assert not (tmp_path / "cache").exists()
 
 
 def test_prompts_are_required(tmp_path):
-    r = run_rf("encode_prompts", "text_encoder=toy", runs=tmp_path)
+    r = run_rf("encode_prompts", "model=toy", runs=tmp_path)
     assert "prompts=FILE is required" in one_line_error(r)

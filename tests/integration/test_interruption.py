@@ -302,7 +302,7 @@ def test_encode_prompts_stop_keeps_whole_entries_and_the_same_command_goes_on(tm
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"a {c} circle moving fast to the left on a striped background"
                                   for c in ("red", "green", "blue")))  # fmt: skip
-    args = [f"prompts={prompts}", "text_encoder=toy", "batch_size=1", f"cache={tmp_path / 'cache'}"]
+    args = [f"prompts={prompts}", "model=toy", "batch_size=1", f"cache={tmp_path / 'cache'}"]
     r = interrupt(tmp_path, args, "after_encode:1", signal.SIGTERM, module="rf.encode_prompts")
     assert r.returncode == 143, r.stdout[-3000:]
     entries = [p for p in files_under(tmp_path / "cache") if p.suffix == ".safetensors"]

@@ -4,11 +4,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from rf.fast.taehv import TAEHVAutoencoder
-from rf.utils.instantiate import instantiate
+from rf.fast.fast_path import FastPath, decoder_names
+from rf.fast.taehv import TAEHVAutoencoder, TAEHVStreamDecoder
+from rf.stream import build_decoder
+from rf.utils.instantiate import instantiate, to_dict
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "decoder" / "taehv.yaml"
 
@@ -87,6 +90,22 @@ def test_config_builds_the_decoder(tmp_path):
     cfg.decoder = OmegaConf.load(CONF)
     ae = instantiate(cfg.decoder)
     assert isinstance(ae, TAEHVAutoencoder) and next(ae.parameters()).dtype == torch.float32
+
+
+def test_fast_decoder_names_the_config_file_the_stream_builds(tmp_path):
+    """fast=approximate (fast.decoder=taehv): rf.stream.build_decoder instantiates conf/decoder/taehv.yaml, its
+    ${paths.weights} and ${model.dtype} resolved against the run's config; the bench's path=None: random weights."""
+    (tmp_path / "taehv").mkdir()
+    torch.save(published_state(random_taehv()), tmp_path / "taehv" / "taew2_1.pth")
+    with initialize_config_dir(config_dir=str(CONF.parents[1]), version_base="1.3"):
+        cfg = compose("generate", overrides=["fast=approximate", "fast.overlap=false", f"paths.weights={tmp_path}"])
+    fast = FastPath(**to_dict(cfg.fast))
+    assert fast.decoder == "taehv" and "taehv" in decoder_names()
+    decoder = build_decoder(fast, None, cfg, torch.device("cpu"))
+    assert isinstance(decoder, TAEHVStreamDecoder)
+    assert torch.equal(decoder.decoder[1].weight, random_taehv().decoder[1].weight)  # the file's weights
+    random = build_decoder(fast, None, cfg, torch.device("cpu"), path=None)
+    assert not torch.equal(random.decoder[1].weight, decoder.decoder[1].weight)
 
 
 def test_missing_weights_name_the_path(tmp_path):

@@ -13,6 +13,7 @@ import torch
 
 from rf.eval import toy_metrics as tm
 from rf.eval import toy_tracking
+from rf.toy import draw
 from rf.toy.rules import BACKGROUNDS, SHAPES, TINTS
 from rf.toy.scene import ObjectSpec, SceneSpec
 from rf.toy.world import ToyWorld
@@ -115,7 +116,7 @@ def test_persistence_and_area_catch_lost_duplicated_and_doubled_objects():
     values = tm.score(real, s.prompt(), WORLD)
     assert values["persistence"] == 1 and 0.8 < values["area_ratio"] < 1.25  # size 0.39 = the mean: ~1
     # Removed halfway: the background alone from frame 8 on.
-    background = (2 * WORLD._background(s) - 1).float()
+    background = (2 * draw.background(s, WORLD.height, WORLD.width) - 1).float()
     lost = torch.cat([real[:, :8], background[:, None].expand(-1, 8, -1, -1)], dim=1)
     values = tm.score(lost, s.prompt(), WORLD)
     assert values["persistence"] == 0.5 and abs(values["speed_ratio"] - 1) < 0.1  # motion: present pairs only
@@ -158,7 +159,7 @@ def test_background_classifier(background):
 def shifted_background(s: SceneSpec, frames: int, step: int = 1) -> torch.Tensor:
     """The rendered clip with its background moving `step` px per frame along both axes (objects unchanged)."""
     video = WORLD.render(s, frames).video
-    background = (2 * WORLD._background(s) - 1).float()
+    background = (2 * draw.background(s, WORLD.height, WORLD.width) - 1).float()
     objects = (video - background[:, None]).abs().amax(dim=0) > 1e-4  # [T, H, W]
     moved = torch.stack([background.roll((step * t, step * t), (1, 2)) for t in range(frames)], dim=1)
     return torch.where(objects[None], video, moved)

@@ -8,6 +8,7 @@ import torch
 
 from rf.eval.toy_references import reference_videos
 from rf.rewards.toy_motion import ToyMotionReward
+from rf.toy import draw
 from rf.toy.rules import TINTS
 from rf.toy.scene import ObjectSpec, SceneSpec
 from rf.toy.world import ToyWorld
@@ -54,7 +55,7 @@ def test_duplicates_and_moving_backgrounds_are_penalised():
     real = WORLD.render(s, 12).video
     copy = ObjectSpec("square", "blue", "right", "fast", 0.39, (0.3, 0.9))  # a second copy, apart from the first
     twice = WORLD.render(SceneSpec((*s.objects, copy), s.background, s.tint, 0.5), 12).video
-    background = (2 * WORLD._background(s) - 1).float()
+    background = (2 * draw.background(s, WORLD.height, WORLD.width) - 1).float()
     objects = (real - background[:, None]).abs().amax(dim=0) > 1e-4
     moving = torch.stack([background.roll((t, t), (1, 2)) for t in range(12)], dim=1)  # 1 px/frame on both axes
     drifting = torch.where(objects[None], real, moving)

@@ -16,18 +16,20 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from rf.models.loading import EMA_STATE_KEY, EMA_WEIGHTS
+
 
 class GeneratorEMA(L.Callback):
+    # Where rf.models.loading (use_ema=true) finds the weights: ckpt["callbacks"][state_key][weights_key].
+    state_key = EMA_STATE_KEY
+    weights_key = EMA_WEIGHTS
+
     def __init__(self, decay: float = 0.99, start_iteration: int = 200):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"generator_ema.decay={decay}: must be in (0, 1)")
         self.decay, self.start_iteration = decay, start_iteration
         self.shadow: dict[str, torch.Tensor] | None = None
         self.updates = 0
-
-    @property
-    def state_key(self) -> str:
-        return "GeneratorEMA"
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -54,11 +56,12 @@ class GeneratorEMA(L.Callback):
         shadow = None
         if self.shadow is not None:
             shadow = {k: (v.full_tensor() if isinstance(v, DTensor) else v).cpu() for k, v in self.shadow.items()}
-        return {"decay": self.decay, "start_iteration": self.start_iteration, "updates": self.updates, "shadow": shadow}
+        state = {"decay": self.decay, "start_iteration": self.start_iteration, "updates": self.updates}
+        return {**state, self.weights_key: shadow}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = state["updates"]
-        self.shadow = state["shadow"]
+        self.shadow = state[self.weights_key]
 
 
 def _like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:

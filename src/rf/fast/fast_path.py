@@ -16,22 +16,31 @@ Approximations (each changes the video; the bench measures by how much against t
 
     fp8              FP8 matmuls in the blocks' Linear layers (Hopper)    rf.fast.fp8
     cache_pass       reuse: the last denoising pass writes the cache, no t=0 pass (rf.diffusion.sampler)
-    decoder          taehv: the tiny TAEHV decoder instead of the Wan VAE rf.fast.taehv
+    decoder          a stream decoder instead of the model's own autoencoder (wan): the NAME of a
+                     conf/decoder/NAME.yaml, which rf.stream.build_decoder instantiates; taehv: the tiny TAEHV
+                     decoder (rf.fast.taehv)
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from rf.fast.compile import compile_blocks
 from rf.fast.graphs import CudaGraphModel
 from rf.fast.overlap import OverlappedDecoder
+from rf.utils.cli import CONF_DIR
 
 BACKENDS = {"cudnn": "_native_cudnn", "flash": "_native_flash", "efficient": "_native_efficient",
             "math": "_native_math"}  # fmt: skip
-DECODERS = ("wan", "taehv")
+DECODER_CONFIGS = Path(CONF_DIR) / "decoder"  # fast.decoder=NAME: conf/decoder/NAME.yaml; wan needs none
+
+
+def decoder_names() -> list[str]:
+    """What fast.decoder can name: wan (the model's own autoencoder) and every conf/decoder/NAME.yaml."""
+    return ["wan", *sorted(p.stem for p in DECODER_CONFIGS.glob("*.yaml"))]
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,9 @@ class FastPath:
     def __post_init__(self):  # cache_pass is checked where it is used: rf.diffusion.sampler.StreamSampler
         if self.attention is not None and self.attention not in BACKENDS:
             raise ValueError(f"fast.attention={self.attention!r}: choose one of {', '.join(BACKENDS)} or null")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"fast.decoder={self.decoder!r}: choose one of {', '.join(DECODERS)}")
+        if self.decoder not in decoder_names():
+            raise ValueError(f"fast.decoder={self.decoder!r}: choose one of {', '.join(decoder_names())} (wan: the "
+                             f"model's own autoencoder; the others: {DECODER_CONFIGS}/NAME.yaml)")  # fmt: skip
 
     def gpu_only(self) -> list[str]:
         """The switches on that need a CUDA device."""

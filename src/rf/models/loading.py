@@ -33,8 +33,13 @@ from rf.utils.cli import one_line
 from rf.utils.files import require_files
 from rf.utils.instantiate import resolve_dtype
 
-# Where rf's LightningModules keep the weights a streaming student can start from, in order of preference.
-STUDENT_PREFIXES = ("generator.", "transformer.")
+# rf's own checkpoints, named once here where they are read (models/ is below lit/ and callbacks/): GeneratorEMA's
+# key in ckpt["callbacks"] and the key of its weights, which the callback takes from here, and the transformer
+# attributes of rf's LightningModules in order of preference (DistillModule, ODEInitModule: the student;
+# TeacherModule: the teacher). tests/integration/test_distill.py reads a trained checkpoint back through them.
+STUDENT_ATTRIBUTE, TEACHER_ATTRIBUTE = "generator", "transformer"
+EMA_STATE_KEY, EMA_WEIGHTS = "GeneratorEMA", "shadow"
+STUDENT_PREFIXES = (f"{STUDENT_ATTRIBUTE}.", f"{TEACHER_ATTRIBUTE}.")
 # Published sizes (Wan-AI/Wan2.1-T2V-{1.3B,14B}-Diffusers, transformer/config.json): (width, blocks) -> name.
 WAN_SIZES = {(1536, 30): "Wan2.1 1.3B", (5120, 40): "Wan2.1 14B"}
 # Wrappers that training frameworks put in front of parameter names (FSDP1, activation checkpointing,
@@ -172,7 +177,7 @@ def to_diffusers_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 def _from_lightning(ckpt: dict, path, prefixes: tuple[str, ...], use_ema: bool) -> tuple[dict, str]:
     state = ckpt["state_dict"]
     if use_ema:
-        shadow = ckpt.get("callbacks", {}).get("GeneratorEMA", {}).get("shadow")
+        shadow = ckpt.get("callbacks", {}).get(EMA_STATE_KEY, {}).get(EMA_WEIGHTS)
         if shadow is None:
             raise ValueError(f"ckpt={path} holds no generator EMA (it starts at start_iteration): use_ema=false")
         return dict(shadow), "generator EMA"
@@ -230,15 +235,6 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source) -
 
 
 # ----- the entry points ----------------------------------------------------------------------------------
-
-
-def load_weights(
-    model: torch.nn.Module, source, prefixes: tuple[str, ...] = STUDENT_PREFIXES, use_ema: bool = False
-) -> str:
-    """Load any supported checkpoint file into `model`; returns which weights were taken."""
-    state, found = read_state_dict(source, prefixes, use_ema)
-    load_state(model, state, f"ckpt={source}")
-    return found
 
 
 def load_transformer(arch, init=None, causal=False, prefixes=STUDENT_PREFIXES, use_ema=False, dtype=None):

@@ -49,7 +49,7 @@ STRAY = re.compile(r".+\.\d+\.tmp")  # `<file>.<pid>.tmp`: a write that a killed
 
 
 def fill_command(folder: Path) -> str:
-    return f"`python -m rf.encode_prompts prompts=FILE cache={folder}` with the text_encoder that made it"
+    return f"`python -m rf.encode_prompts prompts=FILE cache={folder}` with the model= whose text encoder made it"
 
 
 class CorruptEntryError(ValueError):

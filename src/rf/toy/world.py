@@ -178,7 +178,3 @@ class ToyWorld:
         """The asked speed of a speed class along a direction's axis, in px/frame."""
         extent = self.width if DIRECTIONS[direction][0] else self.height
         return SPEEDS[speed] * extent / self.fps
-
-    def _background(self, scene: SceneSpec) -> torch.Tensor:
-        """The scene's static texture at this world's size: [3, H, W] in [0, 0.35] (rf.toy.draw.background)."""
-        return draw.background(scene, self.height, self.width)
