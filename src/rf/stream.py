@@ -146,8 +146,10 @@ def with_cache(streamer: Streamer, cache: CacheConfig) -> Streamer:
     The chunk size must stay the same (the decoder and the frame counts depend on it).
     """
     if cache.chunk_frames != streamer.cache.chunk_frames:
-        raise ValueError(f"sink.chunk_frames={cache.chunk_frames}: the streamer was built for "
-                         f"{streamer.cache.chunk_frames}-frame chunks; build another with Streamer.from_config")  # fmt: skip
+        raise ValueError(
+            f"sink.chunk_frames={cache.chunk_frames}: the streamer was built for {streamer.cache.chunk_frames}-frame "
+            "chunks; build another with Streamer.from_config"
+        )
     sampler = copy.copy(streamer.sampler)
     sampler.cache_config = cache
     return replace(streamer, cache=cache, sampler=sampler)

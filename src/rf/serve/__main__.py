@@ -45,8 +45,9 @@ def check_address(host: str, allow_remote: bool, token: str | None) -> None:
         raise ValueError(f"host={host} listens beyond this machine: add allow_remote=true and token=<16+ characters> "
                          "(every request must then carry it), or keep host=127.0.0.1")  # fmt: skip
     if token is None or len(str(token)) < 16:
-        raise ValueError(f"host={host} with allow_remote=true needs token= of at least 16 characters (every request "
-                         "must carry it as ?token=): e.g. token=$(python -c 'import secrets; print(secrets.token_urlsafe())')")  # fmt: skip
+        raise ValueError(f"host={host} with allow_remote=true needs token= of at least 16 characters (every "
+                         "request must carry it as ?token=), e.g. from python -c 'import secrets; "
+                         "print(secrets.token_urlsafe())'")  # fmt: skip
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -65,9 +66,9 @@ def check_settings(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={cfg[key]}: use {fix}")
 
 
-def generate_overrides(cfg: DictConfig) -> tuple[str, ...]:
-    """model= and ckpt= of this server, and its other overrides that `make generate` shares."""
-    given = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").split("=")[0].split(".")[0] in GENERATE_KEYS]
+def generate_overrides(cfg: DictConfig, overrides: list[str]) -> tuple[str, ...]:
+    """model= and ckpt= of this server, and its other command-line overrides that `make generate` shares."""
+    given = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in GENERATE_KEYS]
     base = [f"model={cfg.model.name}"] + ([f"ckpt={cfg.ckpt}"] if cfg.ckpt else [])
     return tuple(base + [o for o in given if not o.startswith(("model=", "ckpt="))])
 
@@ -91,39 +92,44 @@ async def serve(server: Server, host: str, port: int, token: str | None) -> None
     log(f"stopped: {server.streams} stream(s) served, temporary files removed")
 
 
-@entry("serve", outputs=())
-def main(cfg: DictConfig) -> None:
+def build_server(cfg: DictConfig, overrides: list[str], streamer: Streamer | None = None) -> Server:
+    """The server of a serve config: `overrides` are its command line's (for the reproducing command); a given
+    `streamer` is used as it is (tests build one for several servers)."""
     token = None if cfg.token is None else str(cfg.token)
     check_address(cfg.host, cfg.allow_remote, token)
     check_settings(cfg)
-    toy = is_toy_encoder(text_encoder_config(cfg))
 
     def check(prompt: str) -> None:  # the toy text encoder knows only the toy grammar's words
         check_toy_prompts([prompt], cfg.strict_prompts, "prompt")
 
-    check = check if toy else None
+    check = check if is_toy_encoder(text_encoder_config(cfg)) else None
     if check is not None:
         check(cfg.prompt)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-
-    ckpt = use_shipped(cfg) if is_shipped(cfg.ckpt) else cfg.ckpt
-    streamer = Streamer.from_config(cfg, ckpt=ckpt)
-    log(f"weights: {cfg.ckpt or 'random'} ({streamer.weights}), {streamer.height}x{streamer.width} at {streamer.fps} fps "
-        f"on {streamer.device}")  # fmt: skip
+    if streamer is None:
+        ckpt = use_shipped(cfg) if is_shipped(cfg.ckpt) else cfg.ckpt
+        streamer = Streamer.from_config(cfg, ckpt=ckpt)
+        size = f"{streamer.height}x{streamer.width} at {streamer.fps} fps"
+        log(f"weights: {cfg.ckpt or 'random'} ({streamer.weights}), {size} on {streamer.device}")
     cache = CacheConfig(**to_dict(cfg.sink))
-    chunk_seconds = chunks_for_seconds(cfg.max_seconds, streamer.fps, streamer.autoencoder.temporal_factor,
-                                       cache.chunk_frames)  # fmt: skip
+    chunks = chunks_for_seconds(cfg.max_seconds, streamer.fps, streamer.autoencoder.temporal_factor, cache.chunk_frames)
     limits = Limits(POLICIES, cache.policy, cache.alpha, bool(cfg.recache_on_switch), int(cfg.seed),
                     int(cfg.max_prompt_chars), check)  # fmt: skip
     options = Options(
-        cache=cache, limits=limits, max_chunks=chunk_seconds, max_seconds=float(cfg.max_seconds),
+        cache=cache, limits=limits, max_chunks=chunks, max_seconds=float(cfg.max_seconds),
         idle_seconds=float(cfg.idle_seconds), queue_size=int(cfg.queue_size),
         max_switches_per_second=float(cfg.max_switches_per_second), pace=bool(cfg.pace),
         frame_format=cfg.frame_format, jpeg_quality=int(cfg.jpeg_quality), token=token,
-        generate_overrides=generate_overrides(cfg), model=cfg.model.name, prompt=cfg.prompt,
+        generate_overrides=generate_overrides(cfg, overrides), model=cfg.model.name, prompt=cfg.prompt,
     )  # fmt: skip
-    asyncio.run(serve(Server(streamer, options, log=log), cfg.host, int(cfg.port), token))
+    return Server(streamer, options, log=log)
+
+
+@entry("serve", outputs=())
+def main(cfg: DictConfig) -> None:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    server = build_server(cfg, list(HydraConfig.get().overrides.task))
+    asyncio.run(serve(server, cfg.host, int(cfg.port), server.options.token))
 
 
 if __name__ == "__main__":

@@ -136,7 +136,8 @@ class Server:
         if live is None:
             raise web.HTTPNotFound(text="no such stream: a download lives as long as the page that streamed it")
         if match[2] == "yaml":
-            body, kind = yaml.safe_dump(live.schedule(), sort_keys=False, allow_unicode=True, width=1 << 16), "text/yaml"
+            body = yaml.safe_dump(live.schedule(), sort_keys=False, allow_unicode=True, width=1 << 16)
+            kind = "text/yaml"
         else:
             body, kind = await asyncio.get_running_loop().run_in_executor(None, live.mp4_bytes), "video/mp4"
             if body is None:

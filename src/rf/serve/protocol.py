@@ -110,7 +110,7 @@ def parse(text: str | bytes, limits: Limits) -> Message:
     except (json.JSONDecodeError, RecursionError) as err:
         raise ProtocolError(f"message is not valid JSON ({err.__class__.__name__}): send a JSON object") from None
     if not isinstance(data, dict):
-        raise ProtocolError(f"message is a JSON {type(data).__name__}, not an object: send {{\"type\": ...}}")
+        raise ProtocolError(f'message is a JSON {type(data).__name__}, not an object: send {{"type": ...}}')
     kind = data.get("type")
     if kind not in FIELDS:
         raise ProtocolError(f"type={kind!r} is not a message type: use one of {', '.join(FIELDS)}")
