@@ -174,7 +174,7 @@ class LiveStream:
         shape = s.latent_shape(self.max_chunks * self.cache.chunk_frames)
         noise = GeneratorNoise(self.start.seed, s.device)
         chunks = s.sampler.stream(prompts, shape, noise, recache_on_switch=self.start.recache)
-        begun = time.perf_counter()
+        begun = time.perf_counter()  # reset at the first chunk
         while not self.stopped.is_set():
             tick = time.perf_counter()
             chunk = next(chunks, None)
@@ -184,6 +184,8 @@ class LiveStream:
             if s.device.type == "cuda":
                 torch.cuda.synchronize(s.device)
             stamp_ms = time.time() * 1000  # decoded: the page's chunk latency starts here
+            if chunk.index == 0:  # the page plays from its first frame on: the real-time clock starts here
+                begun = time.perf_counter()
             compute = time.perf_counter() - tick
             pixels = to_uint8(frames)  # [t, H, W, 3]
             with self.lock:
@@ -198,7 +200,9 @@ class LiveStream:
             if self.chunks_done == self.max_chunks or self.stopped.is_set():
                 break
             self._apply_switch(prompts, chunk.index + 1)
-            if self.pace:  # the next chunk starts when the frames made so far have played in real time
+            if self.pace:  # the next chunk starts when the frames made so far have played in real time (lead 0:
+                # the page's queue is empty when it arrives, so it is drawn at once; a chunk's compute time is a
+                # pause of the last frame, about one frame at 8 fps on the CPU)
                 self.stopped.wait(max(0.0, self.writer.frames_written / s.fps - (time.perf_counter() - begun)))
 
     def _apply_switch(self, prompts: list, next_chunk: int) -> None:

@@ -64,6 +64,10 @@ function pump() {
 }
 
 function enqueue(item) {
+  if (item.first && !queue.length && timer !== null) {
+    clearTimeout(timer); // no backlog: a new chunk is drawn now, cutting the last frame's slot short
+    timer = null;
+  }
   queue.push(item);
   if (timer === null) pump();
 }
@@ -164,7 +168,7 @@ setInterval(() => {
   drawTimes = drawTimes.filter((t) => now - t < 2000);
   $("fps").textContent = stats.state === "streaming" ? (drawTimes.length / 2).toFixed(1) : "-";
   const last = stats.latencies.slice(-8).map((l) => l.ms).sort((a, b) => a - b);
-  $("latency").textContent = last.length ? `${last[Math.floor(last.length / 2)]} ms (median of the last ${last.length})` : "-";
+  $("latency").textContent = last.length ? `${Math.round(last[Math.floor(last.length / 2)])} ms (median of the last ${last.length})` : "-";
   $("elapsed").textContent = startedAt && stats.state === "streaming" ? `${((now - startedAt) / 1000).toFixed(1)} s` : $("elapsed").textContent;
   $("prompt-index").textContent = stats.promptIndex === null ? "-" : String(stats.promptIndex);
 }, 250);
