@@ -10,7 +10,9 @@ const stats = (window.rfStats = {
   state: "connecting", // connecting | idle | queued | streaming | ended | closed
   position: null, // queue position while waiting (1 = next)
   framesDrawn: 0,
-  latencies: [], // [{chunk, ms}]: server decode stamp -> the chunk's first frame drawn
+  // [{chunk, ms, ready, backlog}]: server decode stamp -> the chunk's first frame drawn (ms) and decoded here
+  // (ready); backlog: frames of earlier chunks still waiting when it was ready (0: drawn at once)
+  latencies: [],
   promptIndex: null, // prompt index of the frame drawn last
   switches: [], // [{prompt_index, chunk, at}] as the server applied them
   errors: [],
@@ -20,7 +22,7 @@ const stats = (window.rfStats = {
 let hello = null;
 let socket = null;
 let pending = null; // the chunk header whose frames are arriving: {header, left}
-let queue = []; // decoded frames waiting to be drawn: {bitmap, header, first}
+let queue = []; // decoded frames waiting to be drawn: {bitmap, header, first, ready, backlog}
 let timer = null; // the playout timer while the queue has a backlog
 let startedAt = null;
 let drawTimes = []; // for the FPS shown: times of the frames drawn in the last 2 s
@@ -52,7 +54,10 @@ function draw(item) {
   const now = Date.now();
   stats.framesDrawn += 1;
   stats.promptIndex = item.header.prompt_index;
-  if (item.first) stats.latencies.push({ chunk: item.header.index, ms: now - item.header.stamp_ms });
+  if (item.first) {
+    const { index, stamp_ms } = item.header;
+    stats.latencies.push({ chunk: index, ms: now - stamp_ms, ready: item.ready - stamp_ms, backlog: item.backlog });
+  }
   drawTimes.push(now);
 }
 
@@ -64,6 +69,8 @@ function pump() {
 }
 
 function enqueue(item) {
+  item.ready = Date.now();
+  item.backlog = queue.length;
   if (item.first && !queue.length && timer !== null) {
     clearTimeout(timer); // no backlog: a new chunk is drawn now, cutting the last frame's slot short
     timer = null;
