@@ -144,8 +144,10 @@ class LiveStream:
             return path.read_bytes() if path.exists() else None
 
     def close(self) -> None:
-        """Remove the stream's folder (after run() has returned)."""
+        """Remove the stream's folder (after run() has returned) and drop the callbacks, which refer back to the
+        server's objects (no cycle left for the GC to find late)."""
         self.folder.cleanup()
+        self.on_event = self.last_seen = None
 
     # -- the worker thread -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -158,6 +160,7 @@ class LiveStream:
             traceback.print_exc()
             self.reason = f"error: {err}"
         finally:
+            self.streamer.sampler.last_cache = None  # this stream's KV cache: freed now, not when the GC finds it
             with self.lock:
                 if self.writer.frames_written:
                     self.writer.close()
