@@ -16,6 +16,9 @@ What makes the 10% fair on 2 shared cores:
   - back to back on the same warm server: a lone run of 30 s, the loaded minute, another lone run of 30 s; the lone
     rate is the two together (60 s, as long as the loaded run), so a drift of the machine's load from other
     processes during the two minutes weighs on both sides alike;
+  - what else the machine did is measured (/proc/stat less the server and load.py): outside CI, where nothing else
+    runs, a shortfall that coincides with another process taking a quarter core more during the loaded minute
+    than during the lone runs is reported as a skip, not a pass or a failure (a shared machine's noise);
   - the server streams flat out (pace=false: in real time both would show the video's 8 fps whatever the load) on
     one torch thread (threads=1), which leaves the second core to its event loop and to the 20 clients, so what
     is measured is whether the visitors slow the generator, not whether two processes fight over one core.
@@ -24,6 +27,7 @@ What makes the 10% fair on 2 shared cores:
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -36,13 +40,34 @@ ROOT = Path(__file__).parents[2]
 LOAD = ROOT / "experiments" / "serve" / "load.py"
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores, /proc/stat)."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / TICK
+
+
+def process_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
 def load(url: str, visitors: int, seconds: float, pid: int, out: Path) -> dict:
+    """load.py's report, plus `others`: the cores busy with anything but the server and load.py meanwhile."""
     command = [sys.executable, str(LOAD), f"--url={url}", f"--visitors={visitors}", f"--seconds={seconds}",
                f"--pid={pid}", f"--out={out}"]  # fmt: skip
+    machine, server, client = busy_seconds(), process_seconds(pid), resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     assert r.returncode == 0, r.stderr
-    print(r.stdout.strip())
-    return json.loads(out.read_text())
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = used.ru_utime + used.ru_stime - client.ru_utime - client.ru_stime
+    report = json.loads(out.read_text())
+    others = busy_seconds() - machine - (process_seconds(pid) - server) - client
+    report["others"] = round(max(0.0, others) / report["wall"], 2)
+    print(r.stdout.strip(), f"(other processes: {report['others']} cores)")
+    return report
 
 
 def test_twenty_visitors_for_a_minute(tmp_path):
@@ -80,4 +105,8 @@ def test_twenty_visitors_for_a_minute(tmp_path):
     ratio = loaded["fps"] / lone
     print(f"frames/s: lone {lone:.2f}, with 20 visitors {loaded['fps']:.2f} ({ratio:.3f} of lone); server RSS "
           f"{rss[0]} -> {rss[-1]} MB (max {max(rss)})")  # fmt: skip
+    outside = loaded["others"] - (lone_before["others"] + lone_after["others"]) / 2
+    if ratio < 0.9 and outside > 0.25 and not os.environ.get("CI"):
+        pytest.skip(f"not comparable: other processes took {outside:.2f} more cores during the loaded minute "
+                    f"than in the lone runs (frame rate {ratio:.3f} of lone); CI's machine runs nothing else")  # fmt: skip
     assert ratio >= 0.9, (lone_before, loaded, lone_after)
