@@ -107,6 +107,8 @@ def test_twenty_visitors_for_a_minute(tmp_path):
           f"{rss[0]} -> {rss[-1]} MB (max {max(rss)})")  # fmt: skip
     outside = loaded["others"] - (lone_before["others"] + lone_after["others"]) / 2
     if ratio < 0.9 and outside > 0.25 and not os.environ.get("CI"):
-        pytest.skip(f"not comparable: other processes took {outside:.2f} more cores during the loaded minute "
-                    f"than in the lone runs (frame rate {ratio:.3f} of lone); CI's machine runs nothing else")  # fmt: skip
+        pytest.skip(
+            f"not comparable: other processes took {outside:.2f} more cores during the loaded minute than in the "
+            f"lone runs (frame rate {ratio:.3f} of lone); CI's machine runs nothing else"
+        )
     assert ratio >= 0.9, (lone_before, loaded, lone_after)
