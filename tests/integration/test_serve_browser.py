@@ -17,7 +17,6 @@ import torch
 import yaml
 
 from rf.utils.video import read_video
-from tests.cli import THREADS
 
 RED = "a red circle moving fast to the right on a striped background"
 YELLOW = "a yellow square moving slowly upwards on a dotted background"
@@ -39,9 +38,11 @@ def chromium() -> str:
 
 @pytest.fixture
 def server(tmp_path):
-    """`python -m rf.serve port=0` in real time (pace=true), the address read from its first line."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS)}
-    command = [sys.executable, "-m", "rf.serve", "port=0", "max_seconds=30", "jpeg_quality=95"]
+    """`python -m rf.serve port=0` in real time (pace=true), the address read from its first line. One torch
+    thread: Chromium and the test share the 2 cores, and two OpenMP threads on a core that is busy wait for each
+    other, which makes a chunk's compute time jump by several frames (and the chunk after it wait behind it)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "rf.serve", "port=0", "max_seconds=30", "jpeg_quality=95", "threads=1"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     try:
         for line in proc.stdout:

@@ -202,11 +202,11 @@ class LiveStream:
                 self.stop(f"idle: no message for {self.idle_seconds:g} s (idle_seconds)")
             if self.chunks_done == self.max_chunks or self.stopped.is_set():
                 break
-            self._apply_switch(prompts, chunk.index + 1)
             if self.pace:  # the next chunk starts when the frames made so far have played in real time (lead 0:
                 # the page's queue is empty when it arrives, so it is drawn at once; a chunk's compute time is a
                 # pause of the last frame, about one frame at 8 fps on the CPU)
                 self.stopped.wait(max(0.0, self.writer.frames_written / s.fps - (time.perf_counter() - begun)))
+            self._apply_switch(prompts, chunk.index + 1)  # after the wait: a prompt typed meanwhile counts now
 
     def _apply_switch(self, prompts: list, next_chunk: int) -> None:
         prompt = None
