@@ -69,17 +69,22 @@ async def chunk_with_frames(ws) -> tuple[dict, list[bytes]]:
     return header, frames
 
 
-def test_stream_switch_download_and_generate_makes_the_same_frames(streamer, tmp_path):
+@pytest.mark.parametrize(
+    "policy, alpha, recache", [("ema_sink", 0.99, False), ("ema_sink", 0.9, True), ("window", 0.99, False)]
+)
+def test_stream_switch_download_and_generate_makes_the_same_frames(streamer, tmp_path, policy, alpha, recache):
     """The served frames (PNG: lossless) equal rf.generate's frames_out= for the downloaded schedule, exactly: the
     same ops in the same order on the same machine (the suite's thread count in both, the same seed, the same
-    noise draws chunk by chunk), rounded to uint8 by the same expression, so not one pixel may differ."""
+    noise draws chunk by chunk), rounded to uint8 by the same expression, so not one pixel may differ. The page's
+    cache policy, sink.alpha and re-caching reach the stream and its schedule."""
 
     async def go():
         async with serving(streamer, *FAST, "frame_format=png") as client:
             ws = await client.ws_connect("/ws")
             hello = await next_json(ws)
             assert (hello["fps"], hello["height"], hello["chunk_frames"]) == (8, 32, 3)
-            await ws.send_json({"type": "start", "prompt": RED, "seed": 3})
+            start = {"type": "start", "prompt": RED, "seed": 3, "policy": policy, "alpha": alpha, "recache": recache}
+            await ws.send_json(start)
             links = await until(ws, "started")
             served = []  # [(header, frames)]
             while len(served) < 10:
@@ -112,7 +117,8 @@ def test_stream_switch_download_and_generate_makes_the_same_frames(streamer, tmp
     switch_at = switch_chunk * 3 / 8  # chunk k starts at frame 3 k of an 8-fps toy video
     assert schedule["schedule"] == [{"at": 0.0, "prompt": RED}, {"at": switch_at, "prompt": YELLOW}]
     assert schedule["seconds"] == ended["chunks"] * 3 / 8 and schedule["seed"] == 3
-    assert schedule["sink"]["policy"] == "ema_sink" and schedule["recache_on_switch"] is False
+    assert schedule["sink"]["policy"] == policy and schedule["sink"]["alpha"] == alpha
+    assert schedule["recache_on_switch"] is recache
 
     # make generate with the downloaded command line
     args = shlex.split(schedule["command"])

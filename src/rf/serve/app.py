@@ -151,7 +151,8 @@ class Server:
         if origin and urllib.parse.urlsplit(origin).netloc != request.host:  # another site's page in the user's browser
             raise web.HTTPForbidden(text=f"origin {origin} is not this server's page: open http://{request.host}/")
         # a message this large cannot be valid (aiohttp closes the socket with 1009); smaller ones are answered
-        ws = web.WebSocketResponse(max_msg_size=8 * self.options.limits.max_prompt_chars + 4096)
+        # heartbeat: a page that vanished without closing (a dropped network) is found within a minute
+        ws = web.WebSocketResponse(max_msg_size=8 * self.options.limits.max_prompt_chars + 4096, heartbeat=30)
         await ws.prepare(request)
         visitor = Visitor(ws, self.options.max_switches_per_second)
         self.visitors.add(visitor)

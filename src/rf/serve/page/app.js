@@ -36,6 +36,7 @@ function setState(state, text) {
   $("start").disabled = streaming || state === "queued" || state === "connecting" || state === "closed";
   $("stop").disabled = !(streaming || state === "queued");
   $("switch").disabled = !streaming;
+  for (const id of ["policy", "alpha", "recache", "seed"]) $(id).disabled = streaming || state === "queued"; // per stream
 }
 
 function showError(message) {
