@@ -9,7 +9,11 @@ the server, a remote bind needs a token, the token is enforced, and no request n
 import asyncio
 import io
 import json
+import os
 import shlex
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -268,3 +272,17 @@ def test_bad_settings_give_one_line(tmp_path, overrides, needle):
     r = run_rf("serve", *overrides, runs=tmp_path, timeout=60)
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_a_restart_removes_what_a_killed_server_left(streamer, tmp_path, monkeypatch):
+    """A server killed with SIGKILL leaves its streams' temporary folders; the next one removes them (and only those
+    of servers no longer running)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f"rf-serve-{dead.pid}-abc"
+    (left / "x").mkdir(parents=True)
+    alive = tmp_path / f"rf-serve-{os.getpid()}-abc"
+    alive.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    build_server(compose_serve(), [], streamer)
+    assert not left.exists() and alive.exists()

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from rf.diffusion.schedule import chunks_for_seconds
 from rf.models.cache import POLICIES, CacheConfig
 from rf.serve.app import Options, Server
-from rf.serve.live import FORMATS
+from rf.serve.live import FORMATS, sweep_stale
 from rf.serve.protocol import Limits
 from rf.stream import Streamer, text_encoder_config
 from rf.toy.shipped import is_shipped, use_shipped
@@ -105,6 +105,8 @@ def build_server(cfg: DictConfig, overrides: list[str], streamer: Streamer | Non
     check = check if is_toy_encoder(text_encoder_config(cfg)) else None
     if check is not None:
         check(cfg.prompt)
+    for folder in sweep_stale():
+        log(f"removed {folder}: left by a server that was killed")
     if streamer is None:
         ckpt = use_shipped(cfg) if is_shipped(cfg.ckpt) else cfg.ckpt
         streamer = Streamer.from_config(cfg, ckpt=ckpt)

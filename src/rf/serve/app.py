@@ -12,7 +12,8 @@ header, then the images. One worker thread per device (a one-thread executor): s
 the model is never shared by two at a time; rf.serve.slots decides whose turn it is.
 
 The server keeps nothing that outlives a stream: each stream's mp4 lives in its own temporary folder, removed
-when its visitor leaves or the server stops; a restart starts empty.
+when its visitor leaves or the server stops; a restart starts empty (and removes the folders of a server that was
+killed before it could: rf.serve.live.sweep_stale).
 """
 
 from __future__ import annotations

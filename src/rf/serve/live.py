@@ -23,9 +23,11 @@ comes); once the stream ends the file is finalised and the download is whole.
 from __future__ import annotations
 
 import io
+import os
 import queue
 import secrets
 import shlex
+import shutil
 import tempfile
 import threading
 import time
@@ -43,6 +45,25 @@ from rf.stream import Streamer, with_cache
 from rf.utils.video import StreamingVideoWriter
 
 FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}  # png: lossless (the reproducibility test compares pixels)
+PREFIX = "rf-serve-"  # each stream's temporary folder: rf-serve-<server pid>-<random>
+
+
+def sweep_stale(root: str | Path | None = None) -> list[Path]:
+    """Remove the stream folders a killed server left behind (its pid no longer runs): a restart starts clean."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = folder.name[len(PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that server still runs
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:  # another user's server
+            continue
+    return removed
 
 
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:
@@ -89,7 +110,7 @@ class LiveStream:
         self.frame_format, self.quality, self.overrides = frame_format, quality, tuple(generate_overrides)
         self.threads = threads or torch.get_num_threads()  # the worker thread uses the caller's thread count
         self.token = secrets.token_urlsafe(16)  # the download name: looked up, never a path from a request
-        self.folder = tempfile.TemporaryDirectory(prefix="rf-serve-")
+        self.folder = tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-")
         self.writer = StreamingVideoWriter(Path(self.folder.name) / "stream.mp4", streamer.fps,
                                            streamer.height, streamer.width)  # fmt: skip
         self.lock = threading.Lock()  # the writer: a write and a download copy never interleave
