@@ -164,6 +164,24 @@ def test_queue_positions_refusal_and_a_closed_page_frees_the_slot(streamer):
     asyncio.run(go())
 
 
+def test_stop_then_start_at_once_gives_a_fresh_stream(streamer):
+    """The old stream's last chunk and its `ended` never reach the page after the new stream's `started`."""
+
+    async def go():
+        async with serving(streamer, "pace=true") as client:
+            ws = await client.ws_connect("/ws")
+            await ws.send_json({"type": "start", "prompt": RED})
+            await until(ws, "chunk")
+            await ws.send_json({"type": "stop"})
+            await ws.send_json({"type": "start", "prompt": YELLOW})
+            await until(ws, "started")
+            after = [await next_json(ws) for _ in range(3)]
+            assert [m["type"] for m in after] == ["chunk"] * 3, after
+            assert [m["index"] for m in after] == [0, 1, 2]
+
+    asyncio.run(go())
+
+
 def test_an_idle_stream_ends(streamer):
     async def go():
         async with serving(streamer, "pace=true", "idle_seconds=0.5") as client:

@@ -240,7 +240,7 @@ class Server:
         if message["type"] == "ended":
             self.log(f"stream {live.number} ended ({message['reason']}): {message['chunks']} chunks, "
                      f"{message['seconds']:.1f} s, {len(live.switches)} prompt(s)")  # fmt: skip
-        if not visitor.gone:
+        if not visitor.gone and visitor.stream is live:  # not the tail of a stream the page already replaced
             visitor.send(message, images)
 
     def _done(self, visitor: Visitor, live: LiveStream) -> None:
