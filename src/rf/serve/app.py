@@ -235,13 +235,14 @@ class Server:
 
     def _deliver(self, visitor: Visitor, live: LiveStream, message: dict, images: list[bytes]) -> None:
         """A worker's event, on the loop: to the visitor's outbox (if the page is still there)."""
-        if message["type"] == "switched":
-            visitor.limiter.applied()
         if message["type"] == "ended":
             self.log(f"stream {live.number} ended ({message['reason']}): {message['chunks']} chunks, "
                      f"{message['seconds']:.1f} s, {len(live.switches)} prompt(s)")  # fmt: skip
-        if not visitor.gone and visitor.stream is live:  # not the tail of a stream the page already replaced
-            visitor.send(message, images)
+        if visitor.gone or visitor.stream is not live:  # the tail of a stream the page already replaced
+            return
+        if message["type"] == "switched":
+            visitor.limiter.applied()
+        visitor.send(message, images)
 
     def _done(self, visitor: Visitor, live: LiveStream) -> None:
         """The worker returned: free the slot if the stream ended by itself; drop its files if the page left."""
