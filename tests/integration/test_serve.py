@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -287,6 +288,7 @@ def test_the_token_is_enforced(streamer):
     ],
 )
 def test_bad_settings_give_one_line(tmp_path, overrides, needle):
+    """Each refused before the model is built, in one line."""
     r = run_rf("serve", *overrides, runs=tmp_path, timeout=60)
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
@@ -304,3 +306,14 @@ def test_a_restart_removes_what_a_killed_server_left(streamer, tmp_path, monkeyp
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     build_server(compose_serve(), [], streamer)
     assert not left.exists() and alive.exists()
+
+
+def test_a_port_in_use_gives_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_rf("serve", f"port={port}", runs=tmp_path, timeout=120)
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0] and "choose another port=" in lines[0]

@@ -76,7 +76,12 @@ def generate_overrides(cfg: DictConfig, overrides: list[str]) -> tuple[str, ...]
 async def serve(server: Server, host: str, port: int, token: str | None) -> None:
     runner = web.AppRunner(server.app, handle_signals=False, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as err:  # in use, or an address this machine does not have
+        await runner.cleanup()
+        raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}): choose another port= (0: any free one) "
+                         "or host=") from None  # fmt: skip
     port = runner.addresses[0][1]
     shown = f"[{host}]" if ":" in host else host
     log(f"serving {server.options.model} on http://{shown}:{port}/" + (f"?token={token}" if token else "")
