@@ -22,13 +22,14 @@ model      ?=
 prompts    ?=
 videos     ?=
 runs       ?=
+port       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo demo-scratch train generate eval bench lint clean
+.PHONY: help install test demo demo-scratch train generate serve eval bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: experiment=NAME model=NAME ckpt=PATH prompt=\"...\" prompts=FILE videos=DIR runs=a,b seconds=N out=PATH ARGS='...'"
+	@echo "  variables: experiment=NAME model=NAME ckpt=PATH prompt=\"...\" prompts=FILE videos=DIR runs=a,b seconds=N out=PATH port=N ARGS='...'"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(if $(filter 1,$(SYSTEM_SITE)),--system-site-packages,) $(VENV)
@@ -55,6 +56,10 @@ generate: $(STAMP) ## stream a video: make generate [ckpt=PATH] prompt="..." sec
 	HF_HUB_OFFLINE=1 $(PY) -m rf.generate $(if $(experiment),experiment=$(experiment),) $(if $(model),model=$(model),) \
 		$(if $(ckpt),ckpt=$(ckpt),$(if $(model)$(experiment),,model=toy_large ckpt=shipped)) $(if $(prompt),'prompt="$(prompt)"',) \
 		$(if $(seconds),seconds=$(seconds),) $(if $(out),out=$(out),) $(ARGS)
+
+serve: $(STAMP) ## a live page that streams and takes prompts mid-stream: make serve [model=NAME ckpt=PATH port=8000]
+	HF_HUB_OFFLINE=1 $(PY) -m rf.serve $(if $(experiment),experiment=$(experiment),) $(if $(model),model=$(model),) \
+		$(if $(ckpt),ckpt=$(ckpt),) $(if $(prompt),'prompt="$(prompt)"',) $(if $(port),port=$(port),) $(ARGS)
 
 eval: $(STAMP) ## evaluate: make eval ckpt=PATH [prompts=FILE seconds=N] | videos=DIR | runs=a,b,c (side by side)
 	HF_HUB_OFFLINE=1 $(PY) -m rf.evaluate $(if $(experiment),experiment=$(experiment),) $(if $(model),model=$(model),) \

@@ -12,14 +12,14 @@
       6. the stream decoder: the autoencoder's, or the one conf/decoder/NAME.yaml builds (fast.decoder=NAME,
          e.g. taehv), with the decode switches
 
-rf.generate, rf.eval.generation, rf.bench (steps 1, 5 and 6, over its random full-size model) and the
-experiment scripts all build their streams here; what they do with the chunks is their own.
+rf.generate, rf.serve, rf.eval.generation, rf.bench (steps 1, 5 and 6, over its random full-size model) and
+the experiment scripts all build their streams here; what they do with the chunks is their own.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -145,3 +145,19 @@ class Streamer:
         """(B, C, F, h, w) of a stream of `latent_frames` latent frames."""
         f = self.autoencoder.spatial_factor
         return (batch, self.autoencoder.latent_channels, latent_frames, self.height // f, self.width // f)
+
+
+def with_cache(streamer: Streamer, cache: CacheConfig) -> Streamer:
+    """The same streamer under another cache policy or sink.alpha (rf.serve: chosen per stream on the page).
+
+    Model, decoder and text encoder are shared, not copied; only the sampler is a shallow copy reading `cache`.
+    The chunk size must stay the same (the decoder and the frame counts depend on it).
+    """
+    if cache.chunk_frames != streamer.cache.chunk_frames:
+        raise ValueError(
+            f"sink.chunk_frames={cache.chunk_frames}: the streamer was built for {streamer.cache.chunk_frames}-frame "
+            "chunks; build another with Streamer.from_config"
+        )
+    sampler = copy.copy(streamer.sampler)
+    sampler.cache_config = cache
+    return replace(streamer, cache=cache, sampler=sampler)

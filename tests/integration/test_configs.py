@@ -21,7 +21,7 @@ from rf.train import build_loggers, cache_settings
 from rf.utils.instantiate import instantiate
 
 CONF = Path(__file__).parents[2] / "conf"
-PRIMARY = ["train", "generate", "eval", "bench", "ode_pairs", "encode_prompts"]
+PRIMARY = ["train", "generate", "eval", "bench", "ode_pairs", "encode_prompts", "serve"]
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 ENTRY_OF = {"toy_ode_pairs": "ode_pairs"}  # the others are training experiments (rf.train)
 TOY_TRAINING = ["toy_teacher", "toy_ode_init", "toy_re_dmd", "toy_dmd"]

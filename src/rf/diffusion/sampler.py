@@ -166,7 +166,10 @@ class StreamSampler:
         """Yield the stream chunk by chunk.
 
         prompts:      [(first chunk, text embeddings [B, Lt, text_dim]), ...] sorted, first at chunk 0;
-                      at a switch the cross-attention K/V change and the self-attention cache stays
+                      at a switch the cross-attention K/V change and the self-attention cache stays. The
+                      list may grow while the stream runs (rf.serve: a prompt typed live), by entries that
+                      start after the chunk last yielded, appended between two chunks by the thread that
+                      drives this iterator; it is read by index at the start of each chunk
         latent_shape: (B, C, F, H, W) of the whole stream; F a multiple of chunk_frames
         exit_step:    training only: denoise each chunk up to this step index, with gradient there
         recache_on_switch: re-encode the window's frames under the new prompt (LongLive), sink kept

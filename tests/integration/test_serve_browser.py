@@ -1,0 +1,144 @@
+"""The live page in a real headless Chromium (Debian's `chromium`, driven by Playwright): load it, start a stream,
+see frames arrive, type a new prompt, see the new prompt's object, stop, download the mp4 and check that it decodes
+with the switch at the chunk the page reported. The page's own numbers (window.rfStats) give the chunk latency:
+server decode stamp -> first frame of the chunk drawn on the canvas, at most 100 ms on this machine.
+
+RF_SCREENSHOT=docs/serve.png also saves a screenshot of the page streaming (the README's).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from rf.utils.video import read_video
+
+RED = "a red circle moving fast to the right on a striped background"
+YELLOW = "a yellow square moving slowly upwards on a dotted background"
+INSTALL = "apt-get install chromium (Debian's package; .ci/run installs it) and pip install playwright"
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        path = None
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test needs chromium and playwright in CI: {INSTALL}")
+        pytest.skip(f"no chromium or playwright here: {INSTALL}")
+    return path
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`python -m rf.serve port=0` in real time (pace=true), the address read from its first line. One torch
+    thread: Chromium and the test share the 2 cores, and two OpenMP threads on a core that is busy wait for each
+    other, which makes a chunk's compute time jump by several frames (and the chunk after it wait behind it)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "rf.serve", "port=0", "max_seconds=30", "jpeg_quality=95", "threads=1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    try:
+        for line in proc.stdout:
+            if match := re.search(r"serving \S+ on (http://\S+)", line):
+                yield match[1]
+                break
+        else:
+            raise AssertionError(f"rf.serve ended before serving (status {proc.wait()})")
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0  # Ctrl-C / SIGTERM: a clean stop
+        rest = proc.stdout.read()
+        assert "stopped: 1 stream(s) served" in rest, rest
+
+
+def colour_pixels(page) -> dict:
+    """Pixels of the canvas now that look red and that look yellow (the toy palette: rf.toy.rules.COLOURS)."""
+    return page.evaluate("""() => {
+        const c = document.getElementById('view');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let red = 0, yellow = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            const [r, g, b] = [d[i], d[i + 1], d[i + 2]];
+            if (r > 170 && g < 90 && b < 90) red++;
+            if (r > 170 && g > 150 && b < 90) yellow++;
+        }
+        return {red, yellow};
+    }""")
+
+
+def wait_frames(page, more: int, timeout: float = 30) -> None:
+    page.wait_for_function(f"window.rfStats.framesDrawn >= {page.evaluate('window.rfStats.framesDrawn') + more}",
+                           timeout=timeout * 1000)  # fmt: skip
+
+
+def test_the_page_streams_switches_and_downloads(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(accept_downloads=True, viewport={"width": 960, "height": 560})
+        page.goto(server)
+        page.wait_for_function("window.rfStats.state === 'idle'", timeout=20_000)
+        page.fill("#prompt", RED)
+        page.click("#start")
+        wait_frames(page, 24)  # 8 chunks of 3 frames, drawn
+        before = colour_pixels(page)
+
+        page.fill("#prompt", YELLOW)
+        page.press("#prompt", "Enter")  # switches the running stream at its next chunk
+        page.wait_for_function("window.rfStats.promptIndex === 1", timeout=20_000)
+        wait_frames(page, 24)
+        after = colour_pixels(page)
+        chunks_timed = page.evaluate("window.rfStats.latencies")  # before the screenshot, which holds drawing up
+        if os.environ.get("RF_SCREENSHOT"):
+            page.screenshot(path=os.environ["RF_SCREENSHOT"])
+        page.click("#stop")
+        page.wait_for_function("window.rfStats.state === 'ended'", timeout=20_000)
+        stats = page.evaluate("window.rfStats")
+        with page.expect_download() as download:
+            page.click("#mp4")
+        download.value.save_as(tmp_path / "page.mp4")
+        with page.expect_download() as download:
+            page.click("#yaml")
+        download.value.save_as(tmp_path / "page.yaml")
+        browser.close()
+
+    assert stats["errors"] == [], stats["errors"]
+    assert before["red"] > 0 and before["yellow"] == 0, before  # the red circle, no yellow square yet
+    assert after["yellow"] > 0 and after["red"] == 0, after  # the yellow square, the red circle gone
+    # The issue's bound, server decode -> drawn <= 100 ms, for every chunk that finds the page's queue empty (the
+    # page draws it at once). A chunk that arrives while frames of the one before still wait is played out at the
+    # stream's fps behind them, by the page's rule: that wait is the playout, not the transport. With pace=true the
+    # server makes a chunk once the last has played, so that happens only when a chunk took a frame (125 ms)
+    # longer than the next (a busy CPU): it must stay rare, and its arrival is still bounded.
+    drawn = sorted(e["ms"] for e in chunks_timed)
+    ready = [e["ready"] for e in chunks_timed]
+    at_once = [e["ms"] for e in chunks_timed if e["backlog"] == 0]
+    print(f"chunk latency, server decode -> drawn: median {drawn[len(drawn) // 2]:.1f} ms, worst {drawn[-1]:.1f} ms "
+          f"over {len(drawn)} chunks ({len(drawn) - len(at_once)} behind a backlog); decode -> ready to draw: worst "
+          f"{max(ready):.1f} ms; canvas before the switch {before}, after {after}")  # fmt: skip
+    assert max(ready) <= 100 and max(at_once) <= 100, chunks_timed
+    assert len(at_once) >= 0.9 * len(drawn), chunks_timed
+
+    (switch,) = stats["switches"]
+    chunks = stats["ended"]["chunks"]
+    video, fps = read_video(tmp_path / "page.mp4")
+    assert video.shape[1] == chunks * 3 and fps == 8  # every chunk streamed, whole: the file was finalised
+    schedule = yaml.safe_load((tmp_path / "page.yaml").read_text())
+    assert schedule["schedule"][1] == {"at": switch["at"], "prompt": YELLOW} and switch["at"] == switch["chunk"] * 3 / 8
+
+    # in the mp4: red before the switch, yellow from the chunk after it on (the stream needs a chunk to turn)
+    r, g, b = ((video + 1) * 127.5).unbind(0)  # [T, H, W] each
+    red = ((r > 170) & (g < 90) & (b < 90)).flatten(1).sum(1)  # [T]
+    yellow = ((r > 170) & (g > 150) & (b < 90)).flatten(1).sum(1)
+    cut = switch["chunk"] * 3
+    assert torch.all(red[:cut] > 0) and torch.all(yellow[:cut] == 0)
+    assert torch.all(yellow[cut + 3 :] > 0) and torch.all(red[cut + 3 :] == 0)
