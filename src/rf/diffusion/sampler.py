@@ -229,10 +229,9 @@ class StreamSampler:
                 pending = None
             yield StreamChunk(index=i, latents=x0, prompt_index=prompt_index)
 
-            if more:
-                if self.cache_pass == "fused":
-                    pending = x0.detach()
-                    continue
+            if more and self.cache_pass == "fused":
+                pending = x0.detach()  # written by the next chunk's first pass
+            elif more:
                 if self.cache_pass == "clean":
                     self._write_cache(x0.detach(), text, cache)
                 self._keep(x0.detach(), cache, in_window)

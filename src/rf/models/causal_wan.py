@@ -178,7 +178,9 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
 
         for i, block in enumerate(self.blocks):
             context = cache.context(i) if cache is not None else None  # [sink ; window] K/V, now
-            split = None if fused is None else FusedSplit(fused * tokens_per_frame, *rope_next, committer(cache, i, fused))
+            split = None
+            if fused is not None:  # this block commits the clean frames between its two attentions
+                split = FusedSplit(fused * tokens_per_frame, *rope_next, committer(cache, i, fused))
             args = (x, mod, text.kv[i], rope_q, rope_k, context, mask, ppf, split)
             if torch.is_grad_enabled() and self.gradient_checkpointing and not write_cache and fused is None:
                 x, k, v = self._gradient_checkpointing_func(block, *args)
