@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rf.diffusion.sampler import GeneratorNoise, SampleNoise, StreamSampler
+from rf.fast.compile import compile_blocks
 from rf.fast.fast_path import FastPath
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
@@ -122,3 +123,17 @@ def test_unsupported_combinations_are_refused(tiny_wan):
     with pytest.raises(ValueError, match="choose clean \\(exact\\), fused \\(exact, one pass fewer\\) or reuse"):
         StreamSampler(tiny_wan, CacheConfig(), cache_pass="fuse")
     assert not FastPath(cache_pass="fused").approximate and FastPath(cache_pass="reuse").approximate
+
+
+def test_compiled_blocks_run_the_fused_pass():
+    """Under torch.compile (rf.fast.compile) a block's graph breaks at the commit (torch.compiler.disable): the
+    same stream."""
+    cache = CacheConfig(policy="ema_sink", sink_frames=3, attention_frames=9, chunk_frames=3, alpha=0.9)
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    prompts, shape = [(0, torch.randn(1, 6, model.config.text_dim))], (1, model.config.in_channels, 15, 4, 4)
+    with torch.no_grad():
+        ref = StreamSampler(model, cache).rollout(prompts, shape, GeneratorNoise(0))
+        compile_blocks(model)
+        out = StreamSampler(model, cache, cache_pass="fused").rollout(prompts, shape, GeneratorNoise(0))
+    assert_same_chunks(ref.split(3, dim=2), out.split(3, dim=2))

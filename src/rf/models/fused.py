@@ -16,6 +16,9 @@ with per-frame timesteps [t_ctx]*f + [t_0]*f, and computes the same function:
 Only chunk i's K/V are kept from its half (detached, as the clean pass commits them); the model returns
 the flow of chunk i+1's frames only. The two query groups need different key sets because the commit
 between them may evict or fuse frames (window, ema_sink) and shifts every position after it.
+
+The commit is a side effect inside the block: a compiled block (rf.fast.compile) breaks its graph there, and
+the CUDA graphs (rf.fast.graphs) do not capture this pass (FastPath refuses graphs with it).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def committer(cache: StreamCache, block: int, frames: int) -> Callable[[torch.Te
     """A FusedSplit.commit for one block: commit the clean chunk's K/V (detached, [B, f, T, H, D]) and read the
     block's context back, now holding them."""
 
+    @torch.compiler.disable  # a compiled block (rf.fast.compile) breaks its graph here, not per block index
     def commit(k: torch.Tensor, v: torch.Tensor) -> Context | None:
         cache.commit(block, k.detach().unflatten(1, (frames, -1)), v.detach().unflatten(1, (frames, -1)))
         return cache.context(block)
