@@ -120,6 +120,7 @@ class StaticKVCache:
     def reset(self) -> None:
         """Start a new stream on the same buffers (what is left in them is never read: the stage says what is)."""
         self.stage, self.evicted_frames = Stage(), 0
+        self._written.clear()
 
     @contextmanager
     def frozen(self):

@@ -32,7 +32,7 @@ from diffusers.models.transformers.transformer_wan import WanAttention
 from rf.models.attention import attend, project_qkv
 from rf.models.cache import Context, StreamCache
 
-Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin [1, L, 1, D]
+RopeTables = tuple[torch.Tensor, torch.Tensor]  # cos, sin [1, L, 1, D] (rf.models.attention.rope_tables)
 
 
 @dataclass
@@ -40,8 +40,8 @@ class FusedSplit:
     """What one block needs for the fused pass's second attention (built per block by the model's forward)."""
 
     clean_tokens: int  # the first tokens of x are chunk i's (clean); the rest are chunk i+1's (noisy)
-    rope_q: Rope  # chunk i+1's queries, at positions [n, n + f) of the cache after the commit (n frames)
-    rope_k: Rope  # keys over [0, n + f)
+    rope_q: RopeTables  # chunk i+1's queries, at positions [n, n + f) of the cache after the commit (n frames)
+    rope_k: RopeTables  # keys over [0, n + f)
     commit: Callable[[torch.Tensor, torch.Tensor], Context | None]  # chunk i's k, v [B, Lc, H, D] -> context after
 
 
@@ -58,7 +58,12 @@ def committer(cache: StreamCache, block: int, frames: int) -> Callable[[torch.Te
 
 
 def fused_self_attention(
-    attn: WanAttention, x: torch.Tensor, rope_q: Rope, rope_k: Rope, context: Context | None, split: FusedSplit
+    attn: WanAttention,
+    x: torch.Tensor,
+    rope_q: RopeTables,
+    rope_k: RopeTables,
+    context: Context | None,
+    split: FusedSplit,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [B, Lc + Ln, dim] = [clean chunk i ; noisy chunk i+1] -> (out [B, Lc + Ln, dim], chunk i's k, v [B, Lc, H, D]).
 
