@@ -153,8 +153,11 @@ class Setup:
     def summarize(self, policy: str, clips: list[dict], long: dict, sampler: StreamSampler) -> dict:
         cfg, chunk = self.cfg, self.cfg.sink.chunk_frames
         span = cfg.sink.attention_frames if policy != "full" else self.clip_chunks * chunk
+        # forwards per steady chunk: the denoising passes + the clean cache pass. The fused cache pass runs inside
+        # the first denoising pass (one forward fewer) over both chunks' queries: the same FLOPs as two passes
         passes = len(sampler.timesteps) + (sampler.cache_pass == "clean")
-        per_chunk = passes * dit_flops(self.arch, chunk * self.tokens, span * self.tokens, 512)
+        work = len(sampler.timesteps) + (sampler.cache_pass != "reuse")  # chunk-sized passes' worth of FLOPs
+        per_chunk = work * dit_flops(self.arch, chunk * self.tokens, span * self.tokens, 512)
         steady = slice(1, None) if len(long["dit_s"]) > 1 else slice(None)  # chunk 0 has no cache pass before it
         return {
             "clip_fps": statistics.median(c["fps"] for c in clips),
@@ -172,6 +175,7 @@ class Setup:
                 t - d for t, d in zip(long["latency_s"][steady], long["dit_s"][steady], strict=True)
             ),
             "dit_tflop_per_steady_chunk": per_chunk / 1e12,
+            "dit_passes_per_steady_chunk": passes,
             "clip_runs": [
                 {k: v for k, v in c.items() if k not in ("latency_s", "dit_s", "memory_gib", "kept")} for c in clips
             ],  # fmt: skip

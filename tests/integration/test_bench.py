@@ -39,7 +39,8 @@ def test_bench_writes_every_policy_and_the_method(tmp_path):
 
 
 def test_cpu_variants_check_themselves_against_the_plain_path(tmp_path):
-    """The static cache is exact (the same latents and frames); reusing the last pass's K/V is not, and is reported."""
+    """The static cache and the fused cache pass are exact (the same latents and frames); reusing the last pass's
+    K/V is not, and is reported."""
     out = tmp_path / "bench.json"
     r = run_rf("bench", *SMALL, "variants=cpu", "check_chunks=4", "full_max_seconds=900", f"out={out}", runs=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -51,6 +52,11 @@ def test_cpu_variants_check_themselves_against_the_plain_path(tmp_path):
         variants["reuse_cache_pass"]["policies"]["ema_sink"]["dit_tflop_per_steady_chunk"]
         < (variants["static_cache"]["policies"]["ema_sink"]["dit_tflop_per_steady_chunk"])
     )  # one pass fewer per chunk
+    fused = variants["fused_cache_pass"]["check"]  # fp32: exact up to summation order (tests/unit/test_fused_*)
+    assert fused["passed"] is True and fused["max_latents_rel_error"] < 1e-5 and len(fused["latents_rel_error"]) == 4
+    fused, static = (variants[v]["policies"]["ema_sink"] for v in ("fused_cache_pass", "static_cache"))
+    assert fused["dit_passes_per_steady_chunk"] == static["dit_passes_per_steady_chunk"] - 1 == 4
+    assert fused["dit_tflop_per_steady_chunk"] == static["dit_tflop_per_steady_chunk"]  # the same work, one pass fewer
 
 
 def test_full_policy_stops_at_its_wall_clock_limit(tmp_path):
@@ -60,6 +66,7 @@ def test_full_policy_stops_at_its_wall_clock_limit(tmp_path):
         "variants.plain.policies=[full]",
         "~variants.static_cache",
         "~variants.reuse_cache_pass",
+        "~variants.fused_cache_pass",
         "full_max_seconds=0",
         "model.dtype=bf16",
         f"out={out}",

@@ -321,7 +321,7 @@ def test_bench_stop_writes_the_variants_measured_and_says_so(tmp_path):
     assert r.returncode == 130, r.stdout[-3000:]
     results = json.loads(out.read_text())
     assert list(results["variants"]) == ["plain", "static_cache"]
-    assert results["stopped"] == "SIGINT after 2 of 3 variants"
+    assert results["stopped"] == "SIGINT after 2 of 4 variants"
     assert_stop_line(
-        r.stdout, signal.SIGINT, f"{out} holds 2 of 3 variants", "measure them all with: python -m rf.bench"
+        r.stdout, signal.SIGINT, f"{out} holds 2 of 4 variants", "measure them all with: python -m rf.bench"
     )

@@ -15,8 +15,11 @@ step k; only that forward carries gradient, the steps before it and the cache pa
 and the cache holds detached K/V, so no gradient crosses chunks.
 
 Inference options of the fast path (rf.fast.fast_path): `static_cache=True` keeps the cache in
-preallocated buffers (rf.fast.static_cache, the same function), and `cache_pass="reuse"` lets the
-last denoising pass write the cache instead of the t = 0 pass (an approximation, one pass fewer).
+preallocated buffers (rf.fast.static_cache, the same function); `cache_pass="fused"` runs chunk i's
+t = 0 pass and chunk i+1's first denoising pass as one forward over both chunks (rf.models.fused: the same
+function, one pass fewer); `cache_pass="reuse"` lets the last denoising pass write the cache instead of
+the t = 0 pass (an approximation, one pass fewer). At a prompt switch the fused pass falls back to the
+unfused one: chunk i's K/V are written under chunk i's prompt, as the unfused stream writes them.
 """
 
 from __future__ import annotations
@@ -50,9 +53,17 @@ class StreamModel(Protocol):
         """A fresh KV cache for a stream (static: preallocated, rf.fast.static_cache)."""
 
     def __call__(
-        self, x: torch.Tensor, t: torch.Tensor, *, text: TextContext, cache: StreamCache, write_cache: bool = False
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        text: TextContext,
+        cache: StreamCache,
+        write_cache: bool = False,
+        fused: int | None = None,
     ) -> Transformer2DModelOutput:
-        """x [B, C, f, H, W], t [B] -> .sample: the flow prediction [B, C, f, H, W]; write_cache commits K/V."""
+        """x [B, C, f, H, W], t [B] or [B, f] -> .sample: the flow prediction [B, C, f, H, W]; write_cache commits
+        K/V; fused: x's first `fused` frames are committed and the flow of the others returned (rf.models.fused)."""
 
 
 class NoiseSource(Protocol):
@@ -130,10 +141,10 @@ class StreamSampler:
         static_cache: bool = False,
         cache_pass: str = "clean",
     ):
-        if cache_pass not in ("clean", "reuse"):
+        if cache_pass not in ("clean", "fused", "reuse"):
             raise ValueError(
-                f"fast.cache_pass={cache_pass!r} (the sampler's cache_pass): choose clean (exact) or reuse "
-                "(approximation)"
+                f"fast.cache_pass={cache_pass!r} (the sampler's cache_pass): choose clean (exact), fused (exact, one "
+                "pass fewer) or reuse (approximation)"
             )
         self.model = model
         self.cache_config = cache
@@ -142,7 +153,8 @@ class StreamSampler:
         self.sigmas = [t / NUM_TRAIN_TIMESTEPS for t in self.timesteps]
         self.context_timestep = context_timestep
         self.static_cache = static_cache  # preallocated buffers (rf.fast.static_cache): the fast path's cache
-        # clean: a t=0 pass over the chunk's x0 writes its K/V (exact). reuse: the last denoising pass writes
+        # clean: a t=0 pass over the chunk's x0 writes its K/V (exact). fused: the same t=0 pass, in one forward
+        # with the next chunk's first denoising pass (exact, one pass fewer). reuse: the last denoising pass writes
         # the K/V it computed from its noisy input instead: one pass fewer per chunk, an approximation
         self.cache_pass = cache_pass
         self.last_cache = None  # the cache of the latest stream, for statistics (callbacks/ema_sink.py)
@@ -181,8 +193,11 @@ class StreamSampler:
             raise ValueError(f"prompt schedule starts at chunks {starts}: need strictly increasing, first at 0")
         if exit_step is not None and not 0 <= exit_step < len(self.timesteps):
             raise ValueError(f"exit_step={exit_step}: must be in [0, {len(self.timesteps) - 1}]")
-        if exit_step is not None and self.cache_pass == "reuse":
-            raise ValueError("cache_pass=reuse is an inference approximation: training rollouts use the clean pass")
+        if exit_step is not None and self.cache_pass != "clean":
+            raise ValueError(
+                f"cache_pass={self.cache_pass} is an inference pass: training rollouts (exit_step={exit_step}) use "
+                "cache_pass=clean"
+            )
 
         model = self.model
         param = next(model.parameters())
@@ -196,9 +211,14 @@ class StreamSampler:
         # clean latents of the chunks still in the window, for re-caching under a new prompt
         in_window: deque[torch.Tensor] = deque()
         prompt_index, text = -1, None
+        pending = None  # cache_pass=fused: the previous chunk's x0, whose K/V this chunk's first pass writes
 
         for i in range(n_chunks):
             if prompt_index + 1 < len(prompts) and prompts[prompt_index + 1][0] == i:
+                if pending is not None:  # a new prompt: the previous chunk is written under its own, unfused
+                    self._write_cache(pending, text, cache)
+                    self._keep(pending, cache, in_window)
+                    pending = None
                 prompt_index += 1
                 with torch.set_grad_enabled(torch.is_grad_enabled() and exit_step is not None):
                     text = model.encode_text(prompts[prompt_index][1].to(param.device, dtype))
@@ -206,22 +226,33 @@ class StreamSampler:
                     self._recache(cache, text, in_window)
 
             more = i + 1 < n_chunks  # the last chunk's K/V would never be read
-            x0 = self._denoise(i, noise.initial(i, like), text, cache, noise, exit_step, more)
+            x0 = self._denoise(i, noise.initial(i, like), text, cache, noise, exit_step, more, pending)
+            if pending is not None:  # its K/V are in the cache now
+                self._keep(pending, cache, in_window)
+                pending = None
             yield StreamChunk(index=i, latents=x0, prompt_index=prompt_index)
 
-            if more:
+            if more and self.cache_pass == "fused":
+                pending = x0.detach()  # written by the next chunk's first pass
+            elif more:
                 if self.cache_pass == "clean":
                     self._write_cache(x0.detach(), text, cache)
-                in_window.append(x0.detach())
-                while len(in_window) * self.chunk_frames > cache.window_frames:
-                    in_window.popleft()
+                self._keep(x0.detach(), cache, in_window)
 
     def rollout(self, prompts, latent_shape, noise, exit_step=None) -> torch.Tensor:
         """The whole stream at once: [B, C, F, H, W] (training, tests)."""
         chunks = self.stream(prompts, latent_shape, noise, exit_step=exit_step)
         return torch.cat([ch.latents for ch in chunks], dim=2)
 
-    def _denoise(self, i, x, text, cache, noise, exit_step, more=True) -> torch.Tensor:
+    def _keep(self, x0, cache, in_window) -> None:
+        """Remember a chunk whose K/V were just committed, for re-caching: as many chunks as the window holds."""
+        in_window.append(x0)
+        while len(in_window) * self.chunk_frames > cache.window_frames:
+            in_window.popleft()
+
+    def _denoise(self, i, x, text, cache, noise, exit_step, more=True, pending=None) -> torch.Tensor:
+        """Chunk i's denoising passes -> x0 [B, C, f, H, W]. pending (cache_pass=fused): the previous chunk's x0,
+        committed by the first pass, which runs over [pending ; x] (rf.models.fused)."""
         grad_allowed = torch.is_grad_enabled()
         last = len(self.timesteps) - 1 if exit_step is None else exit_step
         for s in range(last + 1):
@@ -229,8 +260,13 @@ class StreamSampler:
             t = torch.full((x.shape[0],), self.timesteps[s], device=x.device)
             write = self.cache_pass == "reuse" and s == last and more
             with torch.set_grad_enabled(with_grad):
-                flow = self.model(x, t, text=text, cache=cache, write_cache=write).sample
-                x0 = x0_from_flow(x, flow, self.sigmas[s])
+                if s == 0 and pending is not None:  # [B, C, 2f, H, W] at per-frame timesteps [t_ctx]*f + [t_0]*f
+                    t_ctx = torch.full((x.shape[0], pending.shape[2]), self.context_timestep, device=x.device)
+                    t = torch.cat([t_ctx, t[:, None].expand(-1, x.shape[2])], dim=1)
+                    flow = self.model(torch.cat([pending, x], dim=2), t, text=text, cache=cache, fused=pending.shape[2])
+                else:
+                    flow = self.model(x, t, text=text, cache=cache, write_cache=write)
+                x0 = x0_from_flow(x, flow.sample, self.sigmas[s])
             if s < last:
                 x = add_noise(x0.detach(), noise.renoise(i, s, x0), self.sigmas[s + 1])
         return x0

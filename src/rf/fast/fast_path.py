@@ -11,11 +11,14 @@ Exact (the plain path's function; only bf16 rounding differs):
     vae_channels_last / vae_conv2d / vae_compile   the Wan VAE decoder in channels-last layout / its causal 3-D
                      convolutions as 2-D ones over stacked frames / under torch.compile      rf.models.vae
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
+    cache_pass       fused: chunk i's t=0 cache pass and chunk i+1's first denoising pass as one forward over both
+                     chunks (one pass fewer per chunk, larger matmuls; not with graphs yet)    rf.models.fused
 
 Approximations (each changes the video; the bench measures by how much against the exact path):
 
     fp8              FP8 matmuls in the blocks' Linear layers (Hopper)    rf.fast.fp8
-    cache_pass       reuse: the last denoising pass writes the cache, no t=0 pass (rf.diffusion.sampler)
+    cache_pass       reuse: the last denoising pass writes the cache, no t=0 pass (rf.diffusion.sampler);
+                     clean (the default) and fused are exact
     decoder          a stream decoder instead of the model's own autoencoder (wan): the NAME of a
                      conf/decoder/NAME.yaml, which rf.stream.build_decoder instantiates; taehv: the tiny TAEHV
                      decoder (rf.fast.taehv)
@@ -58,7 +61,13 @@ class FastPath:
     cache_pass: str = "clean"
     decoder: str = "wan"
 
-    def __post_init__(self):  # cache_pass is checked where it is used: rf.diffusion.sampler.StreamSampler
+    def __post_init__(self):  # cache_pass's values are checked where it is used: rf.diffusion.sampler.StreamSampler
+        if self.cache_pass == "fused" and self.graphs:
+            raise ValueError(
+                "fast.cache_pass=fused with fast.graphs=true: the CUDA graphs (rf.fast.graphs) capture the unfused "
+                "passes only; set fast.graphs=false (fast.static_cache=true keeps the static cache) or "
+                "fast.cache_pass=clean"
+            )
         if self.attention is not None and self.attention not in BACKENDS:
             raise ValueError(f"fast.attention={self.attention!r}: choose one of {', '.join(BACKENDS)} or null")
         if self.decoder not in decoder_names():
@@ -72,7 +81,7 @@ class FastPath:
 
     @property
     def approximate(self) -> bool:
-        return self.fp8 or self.cache_pass != "clean" or self.decoder != "wan"
+        return self.fp8 or self.cache_pass == "reuse" or self.decoder != "wan"
 
     def describe(self) -> str:
         on = [k if v is True else f"{k}={v}" for k, v in asdict(self).items() if v != getattr(FastPath, k)]

@@ -93,6 +93,7 @@ class StaticKVCache:
         self.rope: Rope | None = None
         self._commits: dict[tuple[Stage, int], tuple] = {}  # committed(): per (stage, frames), for these buffers
         self._frozen = False
+        self._written: dict[int, int] = {}  # block -> frames it committed in the current write (until end_write)
 
     # ---- set-up ---------------------------------------------------------------------------------------------
 
@@ -119,6 +120,7 @@ class StaticKVCache:
     def reset(self) -> None:
         """Start a new stream on the same buffers (what is left in them is never read: the stage says what is)."""
         self.stage, self.evicted_frames = Stage(), 0
+        self._written.clear()
 
     @contextmanager
     def frozen(self):
@@ -139,9 +141,14 @@ class StaticKVCache:
     def window_frames(self) -> int:
         return self.stage.window_len
 
+    def context_frames_after(self, frames: int) -> int:
+        after = self.plan(frames)[1]
+        return after.sink_len + after.window_len
+
     def context(self, block: int) -> RotatedContext | None:
-        """[sink ; window] of a block, rotated, as [B, L, H, D] views of the static buffers (None while empty)."""
-        n = self.context_frames
+        """[sink ; window] of a block, rotated, as [B, L, H, D] views of the static buffers (None while empty).
+        A block that has committed in the current write holds the stage after it (read by the fused cache pass)."""
+        n = self.context_frames if block not in self._written else self.context_frames_after(self._written[block])
         if n == 0:
             return None
         buf = self.buffers[block]
@@ -199,6 +206,7 @@ class StaticKVCache:
     def commit(self, block: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write one block's chunk K/V ([B, f, T, H, D], before RoPE) into its slots, then re-rotate its context."""
         writes, after, _, (cos, sin) = self.committed(k.shape[1])
+        self._written[block] = k.shape[1]
         buf, alpha = self.buffers[block], self.config.alpha
         k, v = k.to(buf["v"].dtype), v.to(buf["v"].dtype)
         for w in writes:
@@ -220,6 +228,7 @@ class StaticKVCache:
 
     def end_write(self, frames: int) -> None:
         """Move the host-side stage past a commit of `frames` frames (every block has been written)."""
+        self._written.clear()
         if self._frozen:
             return
         _, self.stage, evicted, _ = self.committed(frames)

@@ -68,10 +68,29 @@ def self_attention(
     The chunk's own K/V are returned for the caller to commit: the function has no side effects,
     so it can be recomputed and compiled.
     """
+    q, k, v = project_qkv(attn, x)
+    return attn.to_out[0](attend(attn, q, k, v, rope_q, rope_k, context, mask).type_as(x)), k, v
+
+
+def project_qkv(attn: WanAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [B, L, dim] -> q, k, v [B, L, H, D]: q and k after their RMSNorm, all before RoPE."""
     q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))  # [B, L, H, D]
     k = attn.norm_k(attn.to_k(x)).unflatten(2, (attn.heads, -1))
     v = attn.to_v(x).unflatten(2, (attn.heads, -1))
+    return q, k, v
 
+
+def attend(
+    attn: WanAttention,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rope_q: tuple[torch.Tensor, torch.Tensor],
+    rope_k: tuple[torch.Tensor, torch.Tensor],
+    context: Context | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The chunk's q, k, v [B, L, H, D] (before RoPE) attend to [context ; the chunk] -> [B, L, H*D], before to_out."""
     if context is not None and context.rotated:  # a static cache's context: its keys already carry RoPE
         k_all = torch.cat([context.k, apply_rope(k, *rope_q)], dim=1)  # [B, Lctx + L, H, D]
         v_all = torch.cat([context.v, v], dim=1)
@@ -83,8 +102,7 @@ def self_attention(
         k_all = apply_rope(k_all, *rope_k)
     q = apply_rope(q, *rope_q)
     out = dispatch_attention_fn(q, k_all, v_all, attn_mask=mask, backend=backend(attn))  # [B, L, H, D]
-    out = out.flatten(2, 3).type_as(x)
-    return attn.to_out[0](out), k, v
+    return out.flatten(2, 3)
 
 
 def text_kv(attn: WanAttention, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -142,7 +142,8 @@ class StreamCache(Protocol):
         """Called by every forward before the blocks: the shapes of this stream (a static cache allocates here)."""
 
     def context(self, block: int) -> Context | None:
-        """[sink ; window] K/V of a block (its `rotated` says whether RoPE is applied), None while empty."""
+        """[sink ; window] K/V of a block (its `rotated` says whether RoPE is applied), None while empty; after
+        the block's commit, with the committed chunk in it (the fused cache pass reads it there: rf.models.fused)."""
 
     def commit(self, block: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Add one block's chunk K/V [B, f, T, H, D] (before RoPE) and apply the policy."""
@@ -153,6 +154,9 @@ class StreamCache(Protocol):
     @property
     def context_frames(self) -> int:
         """Frames a new chunk sees before itself: its RoPE frame offset."""
+
+    def context_frames_after(self, frames: int) -> int:
+        """context_frames once a chunk of `frames` frames is committed (the fused cache pass's next chunk)."""
 
     @property
     def window_frames(self) -> int:
@@ -271,6 +275,10 @@ class KVCache:
         """Frames a new chunk sees before itself: its RoPE frame offset."""
         b = self.blocks[0]
         return b.sink_len + b.window_len
+
+    def context_frames_after(self, frames: int) -> int:
+        _, fill = plan_commit(self.config, self.blocks[0].fill, frames)
+        return fill.sink_len + fill.window_len
 
     @property
     def window_frames(self) -> int:

@@ -8,7 +8,8 @@ The forward adds what a causal, chunk-by-chunk student needs:
 - a KV cache (rf.models.cache): the chunk attends to [sink ; window ; itself], keys cached
   before RoPE and rotated at attention time with frame positions re-counted from 0;
 - a block-causal mask for teacher-forcing training: chunk i attends to chunks <= i;
-- text cross-attention K/V computed once per prompt (`encode_text`) and reused by every call.
+- text cross-attention K/V computed once per prompt (`encode_text`) and reused by every call;
+- the fused cache pass (rf.models.fused): chunk i's clean K/V written in chunk i+1's first denoising pass.
 
 With no cache, no mask and one timestep per sample it computes exactly what the parent does.
 """
@@ -24,6 +25,7 @@ from diffusers.models.transformers.transformer_wan import WanTransformer3DModel,
 
 from rf.models.attention import cross_attention, rope_tables, self_attention, text_kv
 from rf.models.cache import Context, KVCache, StreamCache
+from rf.models.fused import FusedSplit, committer, fused_self_attention
 
 
 @dataclass
@@ -111,6 +113,7 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         cache: StreamCache | None = None,
         write_cache: bool = False,
         causal_chunk: int | None = None,
+        fused: int | None = None,
         return_dict: bool = True,
         text_only: bool = False,
         **unused,
@@ -121,6 +124,9 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         cache:         the stream's KV cache; the input frames follow its context
         write_cache:   commit this call's K/V to the cache (the clean t=0 pass of a chunk)
         causal_chunk:  block-causal mask with chunks of this many frames (teacher forcing)
+        fused:         the fused cache pass (rf.models.fused): the first `fused` frames are the previous chunk's
+                       clean latents, committed to the cache; the rest, the next chunk, attend to the cache after
+                       that commit. Returns the flow of those last frames only: [B, C, F - fused, H, W]
         text_only:     only compute the TextContext of encoder_hidden_states (what encode_text calls)
         """
         if text_only:
@@ -133,18 +139,26 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
             text = self._text_context(encoder_hidden_states)
         if write_cache and cache is None:
             raise ValueError("write_cache=True needs a cache")
+        if fused is not None and (cache is None or write_cache or not 0 < fused < hidden_states.shape[2]):
+            raise ValueError(
+                f"fused={fused} with write_cache={write_cache} and {hidden_states.shape[2]} frames: the fused cache "
+                "pass needs a cache, write_cache=False (it writes its first `fused` frames) and frames after them"
+            )
 
         b, _, f, h, w = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
         ppf, pph, ppw = f // p_t, h // p_h, w // p_w
         tokens_per_frame = pph * ppw
 
-        # RoPE: queries at [offset, offset + F), keys over [0, offset + F)
-        offset = cache.context_frames if cache is not None else 0
         device = hidden_states.device
-        pos_k = torch.arange(offset + ppf, device=device)
-        rope_k = rope_tables(self.rope, pos_k, pph, ppw, torch.float32)
-        rope_q = tuple(t[:, offset * tokens_per_frame :] for t in rope_k)
+
+        def rope_at(offset: int, frames: int):  # queries at [offset, offset + frames), keys over [0, offset + frames)
+            rope_k = rope_tables(self.rope, torch.arange(offset + frames, device=device), pph, ppw, torch.float32)
+            return tuple(t[:, offset * tokens_per_frame :] for t in rope_k), rope_k
+
+        # the frames that see the cache as it is now: all of them, or the fused pass's clean ones
+        now = ppf if fused is None else fused
+        rope_q, rope_k = rope_at(cache.context_frames if cache is not None else 0, now)
         if cache is not None:  # the stream's shapes (a static cache allocates its buffers, rotated at these tables)
             heads = self.config.num_attention_heads
             cache.prepare(b, tokens_per_frame, heads, self.config.attention_head_dim, hidden_states.dtype, device,
@@ -159,10 +173,16 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, L, dim]
         temb, mod = self._embed_time(timestep, b, ppf, x.dtype)
 
+        if fused is not None:  # the next chunk's frames see the cache after the commit: its RoPE re-counted from 0
+            rope_next = rope_at(cache.context_frames_after(fused), ppf - fused)
+
         for i, block in enumerate(self.blocks):
             context = cache.context(i) if cache is not None else None  # [sink ; window] K/V, now
-            args = (x, mod, text.kv[i], rope_q, rope_k, context, mask, ppf)
-            if torch.is_grad_enabled() and self.gradient_checkpointing and not write_cache:
+            split = None
+            if fused is not None:  # this block commits the clean frames between its two attentions
+                split = FusedSplit(fused * tokens_per_frame, *rope_next, committer(cache, i, fused))
+            args = (x, mod, text.kv[i], rope_q, rope_k, context, mask, ppf, split)
+            if torch.is_grad_enabled() and self.gradient_checkpointing and not write_cache and fused is None:
                 x, k, v = self._gradient_checkpointing_func(block, *args)
             else:
                 x, k, v = block(*args)
@@ -170,6 +190,9 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
                 cache.commit(i, k.detach().unflatten(1, (ppf, -1)), v.detach().unflatten(1, (ppf, -1)))
         if write_cache:
             cache.end_write(ppf)
+        if fused is not None:  # (each block committed the clean frames in its attention)
+            cache.end_write(fused)
+            x, temb, ppf = x[:, fused * tokens_per_frame :], temb[:, fused:], ppf - fused  # the next chunk's only
 
         # Output head, modulated per frame: [1, 1, 2, dim] + [B, F, 1, dim]
         shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.float()).chunk(2, dim=2)  # [B, F, 1, dim]
@@ -200,10 +223,13 @@ class CausalWanBlock(WanTransformerBlock):
         context: Context | None,
         mask: torch.Tensor | None,
         frames: int,
+        fused: FusedSplit | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, F*T, dim], mod [B, F, 6, dim] -> (x [B, F*T, dim], the chunk's k, v [B, F*T, H, D]).
 
-        A pure function of its inputs (the model commits k, v to the cache): recomputable and compilable."""
+        A pure function of its inputs (the model commits k, v to the cache): recomputable and compilable.
+        Except in the fused cache pass (rf.models.fused): there the self-attention commits the clean frames'
+        K/V itself, between its two attentions, and k, v are those frames' (already committed)."""
         b, n, d = x.shape
         # Modulation order: shift-msa, scale-msa, gate-msa, shift-ffn, scale-ffn, gate-ffn; each [B, F, 1, dim]
         e = (self.scale_shift_table.unsqueeze(0) + mod.float()).chunk(6, dim=2)
@@ -216,7 +242,10 @@ class CausalWanBlock(WanTransformerBlock):
             return (x.float().view(b, frames, -1, d) + update.float().view(b, frames, -1, d) * gate).view(b, n, d)
 
         y = modulate(self.norm1, e[0], e[1])
-        y, k, v = self_attention(self.attn1, y, frames, rope_q, rope_k, context, mask)
+        if fused is None:
+            y, k, v = self_attention(self.attn1, y, frames, rope_q, rope_k, context, mask)
+        else:
+            y, k, v = fused_self_attention(self.attn1, y, rope_q, rope_k, context, fused)
         x = gated(y, e[2]).type_as(x)
 
         x = x + cross_attention(self.attn2, self.norm2(x.float()).type_as(x), kv)
