@@ -4,8 +4,9 @@ mp4 written as it goes, and the switch times kept so `make generate` can make th
     worker thread (run)                                   event loop (rf.serve.app)
       for chunk in sampler.stream(prompts, ...):            switch(prompt) -> self.pending (a thread-safe queue)
           frames = decoder.decode(chunk)  [1, 3, t, H, W]   stop(reason)   -> self.stopped (an Event)
-          writer.write(frames)            the mp4, under a lock (a download copies it between writes)
           on_event(chunk header, t encoded images)  -> loop.call_soon_threadsafe in the caller's callback
+          recorder: writer.write(frames)  the mp4, in its own thread, under a lock (a download copies it
+                                          between writes), while the next chunk is generated
           stop? idle? -> end at this chunk boundary
           a pending switch -> prompts.append((next chunk, embeddings))   StreamSampler reads it at that chunk
           pace: wait until the video made so far has played in real time (pace=true)
@@ -18,6 +19,12 @@ for every switch of the stream, as `recache_on_switch` is for `make generate`.
 Download of the mp4 while the stream runs: a copy of NAME.partial.mp4 taken between two writes, a fragmented
 mp4 that decodes to every frame but the newest (rf.utils.video: the muxer closes a fragment when the next frame
 comes); once the stream ends the file is finalised and the download is whole.
+
+Why the mp4 has its own thread: H.264-encoding a chunk costs about 0.25 s of CPU at 832x480 (12 frames), as
+much as half the GPU's work for it. Written before sending, it delayed every chunk's frames by that much (256 ms
+from decode to the viewer on an H100, experiments/serve) and made the stream serial: 18 frames/s where the
+generator makes 29. Now the frames go to the page first, and the recorder writes while the next chunk is made,
+at most RECORD_BACKLOG chunks behind.
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -46,6 +55,7 @@ from rf.utils.video import StreamingVideoWriter
 
 FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}  # png: lossless (the reproducibility test compares pixels)
 PREFIX = "rf-serve-"  # each stream's temporary folder: rf-serve-<server pid>-<random>
+RECORD_BACKLOG = 2  # chunks the mp4 recorder may lag behind the stream before the generator waits for it
 
 
 def sweep_stale(root: str | Path | None = None) -> list[Path]:
@@ -114,11 +124,14 @@ class LiveStream:
         self.writer = StreamingVideoWriter(Path(self.folder.name) / "stream.mp4", streamer.fps,
                                            streamer.height, streamer.width)  # fmt: skip
         self.lock = threading.Lock()  # the writer: a write and a download copy never interleave
+        self.recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rf-serve-mp4")  # writes in order
+        self.recording: deque[Future] = deque()  # writes submitted and not yet checked
         self.pending: queue.SimpleQueue[str] = queue.SimpleQueue()  # switches from the loop, applied by the worker
         self.stopped = threading.Event()
         self.reason: str | None = None
         self.switches: list[tuple[int, str]] = [(0, start.prompt)]  # (first chunk, prompt), as applied
         self.chunks_done = 0
+        self.frames_sent = 0
         self.finished = False
         self.number = 0  # the server's count, for its log lines
 
@@ -182,6 +195,12 @@ class LiveStream:
             self.reason = f"error: {err}"
         finally:
             self.streamer.sampler.last_cache = None  # this stream's KV cache: freed now, not when the GC finds it
+            try:
+                self._recorded(backlog=0)  # every chunk sent is in the mp4 before it is closed
+            except Exception as err:
+                traceback.print_exc()
+                self.reason = self.reason or f"error: the mp4 could not be written: {err}"
+            self.recorder.shutdown(wait=True)
             with self.lock:
                 if self.writer.frames_written:
                     self.writer.close()
@@ -212,13 +231,14 @@ class LiveStream:
                 begun = time.perf_counter()
             compute = time.perf_counter() - tick
             pixels = to_uint8(frames)  # [t, H, W, 3]
-            with self.lock:
-                self.writer.write(frames[0].float().cpu())
             images = [encode_image(p, self.frame_format, self.quality) for p in pixels]
             self.chunks_done = chunk.index + 1
+            self.frames_sent += len(images)
             self.on_event({"type": "chunk", "index": chunk.index, "prompt_index": chunk.prompt_index,
                            "frames": len(images), "stamp_ms": stamp_ms, "compute_s": compute,
                            "seconds": self.chunk_start(chunk.index)}, images)  # fmt: skip
+            self.recording.append(self.recorder.submit(self._record, frames[0].to("cpu", torch.float32, copy=True)))
+            self._recorded(backlog=RECORD_BACKLOG)
             if time.monotonic() - self.last_seen() > self.idle_seconds:
                 self.stop(f"idle: no message for {self.idle_seconds:g} s (idle_seconds)")
             if self.chunks_done == self.max_chunks or self.stopped.is_set():
@@ -226,8 +246,18 @@ class LiveStream:
             if self.pace:  # the next chunk starts when the frames made so far have played in real time (lead 0:
                 # the page's queue is empty when it arrives, so it is drawn at once; a chunk's compute time is a
                 # pause of the last frame, about one frame at 8 fps on the CPU)
-                self.stopped.wait(max(0.0, self.writer.frames_written / s.fps - (time.perf_counter() - begun)))
+                self.stopped.wait(max(0.0, self.frames_sent / s.fps - (time.perf_counter() - begun)))
             self._apply_switch(prompts, chunk.index + 1)  # after the wait: a prompt typed meanwhile counts now
+
+    def _record(self, frames: torch.Tensor) -> None:
+        """The recorder thread: append a chunk's frames [3, t, H, W] in [-1, 1] to the mp4."""
+        with self.lock:
+            self.writer.write(frames)
+
+    def _recorded(self, backlog: int) -> None:
+        """Wait until at most `backlog` chunks are still being written; a failed write raises here."""
+        while self.recording and (len(self.recording) > backlog or self.recording[0].done()):
+            self.recording.popleft().result()
 
     def _apply_switch(self, prompts: list, next_chunk: int) -> None:
         prompt = None
