@@ -31,8 +31,16 @@ def test_bench_writes_every_policy_and_the_method(tmp_path):
         assert set(policy["latency"]) == {"start", "0.05min"}
         assert policy["latency"]["start"]["p99_s"] >= policy["latency"]["start"]["p50_s"] > 0
         assert policy["dit_tflop_per_steady_chunk"] > 0
+        # end to end beside the DiT alone, warm: the DiT alone is faster (the decode is left out)
+        assert policy["steady_dit_only_fps"] > policy["steady_fps"] > 0
+        assert policy["video_frames_per_steady_chunk"] == 3 and policy["chunk_frames"] == 3
         assert policy["clip_speedup"] > 0
     assert policies["full"]["clip_speedup"] == 1.0  # the baseline
+    assert [(policies[p]["attention_frames"], policies[p]["sink_frames"]) for p in ("window", "sink", "ema_sink")] == [
+        (9, 0),
+        (9, 3),
+        (9, 3),
+    ]  # conf/sink: 9 latent frames attended, 3 of them the sink where the policy has one
     spans = {p: policies[p]["dit_tflop_per_steady_chunk"] for p in ("full", "window")}
     assert spans["full"] > spans["window"]  # attention over more keys costs more
     assert "| plain | ema_sink |" in r.stdout

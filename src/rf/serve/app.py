@@ -6,10 +6,10 @@
     GET /download/<name>.mp4    the stream so far, <name> a random token looked up in memory, never a path
     GET /download/<name>.yaml   the schedule that makes the same stream with `make generate`
 
-Data flow of a chunk: worker thread (rf.serve.live: denoise, decode, mp4, encode images) -> on_event ->
-loop.call_soon_threadsafe -> the visitor's outbox (an asyncio.Queue) -> its sender task -> the socket: a JSON
-header, then the images. One worker thread per device (a one-thread executor): streams run one after another,
-the model is never shared by two at a time; rf.serve.slots decides whose turn it is.
+Data flow of a chunk: worker thread (rf.serve.live: denoise, decode, encode images; its recorder thread writes
+the mp4) -> on_event -> loop.call_soon_threadsafe -> the visitor's outbox (an asyncio.Queue) -> its sender task
+-> the socket: a JSON header, then the images. One worker thread per device (a one-thread executor): streams
+run one after another, the model is never shared by two at a time; rf.serve.slots decides whose turn it is.
 
 The server keeps nothing that outlives a stream: each stream's mp4 lives in its own temporary folder, removed
 when its visitor leaves or the server stops; a restart starts empty (and removes the folders of a server that was
