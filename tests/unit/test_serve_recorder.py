@@ -68,7 +68,7 @@ def test_frames_are_sent_before_the_slow_mp4_write_and_all_are_recorded(streamer
     # the recorder lags at most RECORD_BACKLOG + 1 chunks when the next one is sent: memory stays bounded
     for k, (sent, _) in enumerate(chunks):
         assert k - sum(done < sent for done in finished) <= RECORD_BACKLOG + 1
-    assert stream.writer.frames_written == stream.frames_sent == sum(m["frames"] for _, m in chunks)
+    assert stream.writer.frames_written == sum(m["frames"] for _, m in chunks)  # every frame sent is in the mp4
     assert stream.writer.path.exists() and stream.finished  # whole: the mp4 was finalised after the last write
     stream.close()
 

@@ -131,7 +131,6 @@ class LiveStream:
         self.reason: str | None = None
         self.switches: list[tuple[int, str]] = [(0, start.prompt)]  # (first chunk, prompt), as applied
         self.chunks_done = 0
-        self.frames_sent = 0
         self.finished = False
         self.number = 0  # the server's count, for its log lines
 
@@ -233,7 +232,6 @@ class LiveStream:
             pixels = to_uint8(frames)  # [t, H, W, 3]
             images = [encode_image(p, self.frame_format, self.quality) for p in pixels]
             self.chunks_done = chunk.index + 1
-            self.frames_sent += len(images)
             self.on_event({"type": "chunk", "index": chunk.index, "prompt_index": chunk.prompt_index,
                            "frames": len(images), "stamp_ms": stamp_ms, "compute_s": compute,
                            "seconds": self.chunk_start(chunk.index)}, images)  # fmt: skip
@@ -246,7 +244,7 @@ class LiveStream:
             if self.pace:  # the next chunk starts when the frames made so far have played in real time (lead 0:
                 # the page's queue is empty when it arrives, so it is drawn at once; a chunk's compute time is a
                 # pause of the last frame, about one frame at 8 fps on the CPU)
-                self.stopped.wait(max(0.0, self.frames_sent / s.fps - (time.perf_counter() - begun)))
+                self.stopped.wait(max(0.0, self.chunk_start(self.chunks_done) - (time.perf_counter() - begun)))
             self._apply_switch(prompts, chunk.index + 1)  # after the wait: a prompt typed meanwhile counts now
 
     def _record(self, frames: torch.Tensor) -> None:
