@@ -7,8 +7,10 @@ It presses Start with --prompt, receives for --seconds, sends --switch-prompt at
 chunk, then Stop, and reports (printed, and as JSON to --out):
 
     fps_received       frames received per second, first chunk to last (decoded here, as a page would)
-    chunk_latency_ms   per chunk: server stamp (chunk decoded there, epoch ms) -> its images received and decoded
-                       here (PIL); p50 / p90 / max. Same machine: the clocks agree
+    first_frame_latency_ms  per chunk: server stamp (chunk decoded there, epoch ms) -> its first image received and
+                       decoded here (PIL): when the page draws it (the page plays the rest at the video's fps);
+                       p50 / p90 / max. Same machine: the clocks agree
+    chunk_latency_ms   the same to all of a chunk's images received and decoded here, one after the other
     first_chunk_s      Start sent -> first chunk received
     switch_latency_s   switch sent -> first chunk of the new prompt received and decoded; the chunk it took
                        effect at, and the chunks in between (the switch waits for the chunk being made)
@@ -46,7 +48,7 @@ def quantiles(values: list[float]) -> dict:
 async def measure(url: str, prompt: str, switch_prompt: str, seconds: float, switch_at: float | None,
                   token: str | None) -> dict:  # fmt: skip
     params = {"token": token} if token else {}
-    latencies, compute, switch = [], [], {}
+    latencies, firsts, compute, switch = [], [], [], {}
     frames, first_chunk, last_chunk, first_s = 0, None, None, None
     async with aiohttp.ClientSession() as session, session.ws_connect(url.rstrip("/") + "/ws", params=params,
                                                                       max_msg_size=0) as ws:  # fmt: skip
@@ -64,9 +66,12 @@ async def measure(url: str, prompt: str, switch_prompt: str, seconds: float, swi
             msg = await ws.receive(timeout=120)
             if msg.type == aiohttp.WSMsgType.BINARY:
                 images.append(msg.data)
+                if len(images) == 1:  # the page draws a chunk's first frame once it has it decoded
+                    Image.open(io.BytesIO(msg.data)).load()
+                    firsts.append(time.time() * 1000 - header["stamp_ms"])
                 if len(images) < header["frames"]:
                     continue
-                for data in images:  # decoded, as the page must before it can draw
+                for data in images[1:]:  # decoded, as the page must before it can draw
                     Image.open(io.BytesIO(data)).load()
                 arrived = time.monotonic()
                 latencies.append(time.time() * 1000 - header["stamp_ms"])
@@ -104,6 +109,7 @@ async def measure(url: str, prompt: str, switch_prompt: str, seconds: float, swi
         "chunks": len(latencies),
         "fps_received": round(frames / span, 2) if span else None,
         "first_chunk_s": round(first_s, 3) if first_s is not None else None,
+        "first_frame_latency_ms": quantiles(firsts),
         "chunk_latency_ms": quantiles(latencies),
         "compute_s": quantiles(compute),
         "switch": {k: v for k, v in switch.items() if k != "sent"} or None,
@@ -123,9 +129,10 @@ def main() -> None:
     args = parser.parse_args()
     switch_at = args.switch_at if args.switch_at >= 0 else None
     report = asyncio.run(measure(args.url, args.prompt, args.switch_prompt, args.seconds, switch_at, args.token))
-    lat, sw = report["chunk_latency_ms"], report["switch"] or {}
+    lat, first, sw = report["chunk_latency_ms"], report["first_frame_latency_ms"], report["switch"] or {}
     print(f"{report['model']} {report['size'][0]}x{report['size'][1]}: {report['fps_received']} frames/s received "
-          f"(video {report['video_fps']} fps), first chunk after {report['first_chunk_s']} s, chunk latency p50 "
+          f"(video {report['video_fps']} fps), first chunk after {report['first_chunk_s']} s, decode -> first frame "
+          f"p50 {first.get('p50')} / p90 {first.get('p90')} / max {first.get('max')} ms, -> whole chunk p50 "
           f"{lat.get('p50')} / p90 {lat.get('p90')} / max {lat.get('max')} ms, switch latency "
           f"{sw.get('latency_s')} s (at chunk {sw.get('chunk')})")  # fmt: skip
     if args.out:

@@ -5,12 +5,16 @@ import copy
 import pytest
 import torch
 from diffusers import AutoencoderKLWan
+from diffusers.models.activations import GELU
+from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.fast.compile import compile_blocks
+from rf.fast.epilogue import EpilogueGELU
 from rf.fast.fast_path import FastPath
 from rf.fast.graphs import CudaGraphModel
 from rf.fast.static_cache import StaticKVCache
+from rf.models.attention import backend
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
 from rf.models.vae import WanVideoAutoencoder
@@ -140,11 +144,59 @@ def test_attention_backend_switch_keeps_the_function():
     shape = (1, model.config.in_channels, 9, 4, 4)
     with torch.no_grad():
         ref = StreamSampler(model, CacheConfig()).rollout([(0, text)], shape, GeneratorNoise(0))
+        default = _AttentionBackendRegistry._active_backend  # diffusers' process-wide default (env DIFFUSERS_ATTN_BACKEND)
         runner = FastPath(attention="math", static_cache=True).prepare_model(model)
         assert all(b.attn1.processor._attention_backend.value == "_native_math" for b in model.blocks)
+        fresh = CausalWanTransformer3DModel(**tiny_wan_config())  # another model keeps the default kernel
+        assert backend(fresh.blocks[0].attn1) is None and _AttentionBackendRegistry._active_backend == default
         sampler = StreamSampler(runner, CacheConfig(), **FastPath(static_cache=True).sampler_kwargs())
         out = sampler.rollout([(0, text)], shape, GeneratorNoise(0))
     assert relative_error(out, ref) < 1e-5
+
+
+def test_fused_qkv_projection_keeps_the_function():
+    """fast.fuse_qkv: one [dim -> 3 dim] matmul per self-attention; the stream (fused cache pass too) is unchanged."""
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    text = torch.randn(1, 6, model.config.text_dim)
+    shape = (1, model.config.in_channels, 15, 4, 4)  # 5 chunks: the window fills, evicts and fuses
+    cache = CacheConfig(policy="ema_sink", sink_frames=3, attention_frames=9)
+    with torch.no_grad():
+        ref = StreamSampler(model, cache).rollout([(0, text)], shape, GeneratorNoise(0))
+        runner = FastPath(fuse_qkv=True).prepare_model(model)
+        assert all(b.attn1.fused_projections and not b.attn2.fused_projections for b in model.blocks)
+        out = StreamSampler(runner, cache).rollout([(0, text)], shape, GeneratorNoise(0))
+        fused = StreamSampler(runner, cache, cache_pass="fused").rollout([(0, text)], shape, GeneratorNoise(0))
+    # one matmul of three: each output is the same dot product, summed perhaps in another order (fp32: ~1e-7)
+    assert relative_error(out, ref) < 1e-5
+    assert relative_error(fused, ref) < 1e-5
+
+
+def test_gelu_epilogue_swaps_every_ffn_activation_and_keeps_the_function_off_cuda():
+    """fast.gelu_epilogue: each block's GELU becomes an EpilogueGELU with the same parameters; off CUDA it computes
+    what diffusers' GELU does (its fused CUDA form is checked by the bench on the GPU)."""
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    text = torch.randn(1, 6, model.config.text_dim)
+    shape = (1, model.config.in_channels, 9, 4, 4)
+    names = set(model.state_dict())
+    with torch.no_grad():
+        ref = StreamSampler(model, CacheConfig()).rollout([(0, text)], shape, GeneratorNoise(0))
+        FastPath(gelu_epilogue=True).prepare_model(model)
+        out = StreamSampler(model, CacheConfig()).rollout([(0, text)], shape, GeneratorNoise(0))
+    assert all(type(b.ffn.net[0]) is EpilogueGELU for b in model.blocks)
+    assert set(model.state_dict()) == names  # checkpoints load and save as before
+    assert relative_error(out, ref) < 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the cuBLASLt epilogue runs on CUDA only")
+def test_gelu_epilogue_on_cuda_is_the_tanh_gelu():
+    torch.manual_seed(0)
+    act = GELU(64, 256, approximate="tanh").cuda()
+    x = torch.randn(3, 40, 64, device="cuda")
+    ref = act(x)
+    act.__class__ = EpilogueGELU
+    assert relative_error(act(x), ref) < 1e-5  # fp32: the same function, rounding only
 
 
 def test_fast_path_refuses_unknown_switch_values():

@@ -5,6 +5,8 @@ Exact (the plain path's function; only bf16 rounding differs):
     compile          torch.compile each causal block                      rf.fast.compile
     static_cache     preallocated KV buffers with a ring-buffer window    rf.fast.static_cache
     graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
+    fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
+    gelu_epilogue    the FFN's bias and tanh-GELU in its up-projection's cuBLASLt epilogue    rf.fast.epilogue
     attention        the DiT's attention kernel, through diffusers' set_attention_backend: cudnn | flash |
                      efficient | math (null: PyTorch picks; on the H100 it picks flash, cuDNN is 1.7x faster)
     cudnn_benchmark  let cuDNN time its convolution algorithms (the VAE's 3-D convolutions)
@@ -51,6 +53,8 @@ class FastPath:
     compile: bool = False
     static_cache: bool = False
     graphs: bool = False
+    fuse_qkv: bool = False
+    gelu_epilogue: bool = False
     attention: str | None = None
     cudnn_benchmark: bool = False
     vae_channels_last: bool = False
@@ -90,7 +94,18 @@ class FastPath:
     def prepare_model(self, model: torch.nn.Module):
         """Apply the model switches in place; returns what StreamSampler should call (a CUDA-graph wrapper or it)."""
         if self.attention is not None:  # before compiling: the kernel is fixed when the blocks are traced
-            model.set_attention_backend(BACKENDS[self.attention])
+            from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
+
+            default = registry._active_backend
+            model.set_attention_backend(BACKENDS[self.attention])  # this model's attention modules (what rf reads)...
+            registry.set_active_backend(default)  # ...but diffusers also makes it every later model's: not here
+        if self.fuse_qkv:  # one [dim -> 3 dim] matmul instead of three; to_q/k/v stay for checkpoints
+            for block in model.blocks:
+                block.attn1.fuse_projections()
+        if self.gelu_epilogue:  # before fp8: an fp8 projection keeps its own GELU
+            from rf.fast.epilogue import gelu_epilogue
+
+            gelu_epilogue(model)
         if self.fp8:
             from rf.fast.fp8 import fp8_linears  # Hopper matmuls: imported only when asked for
 

@@ -73,11 +73,16 @@ def self_attention(
 
 
 def project_qkv(attn: WanAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x [B, L, dim] -> q, k, v [B, L, H, D]: q and k after their RMSNorm, all before RoPE."""
-    q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))  # [B, L, H, D]
-    k = attn.norm_k(attn.to_k(x)).unflatten(2, (attn.heads, -1))
-    v = attn.to_v(x).unflatten(2, (attn.heads, -1))
-    return q, k, v
+    """x [B, L, dim] -> q, k, v [B, L, H, D]: q and k after their RMSNorm, all before RoPE.
+
+    After diffusers' `attn.fuse_projections()` (fast.fuse_qkv) the three projections are one matmul, to_qkv."""
+    if getattr(attn, "fused_projections", False):
+        q, k, v = attn.to_qkv(x).chunk(3, dim=-1)  # [B, L, dim] each
+    else:
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+    q = attn.norm_q(q).unflatten(2, (attn.heads, -1))  # [B, L, H, D]
+    k = attn.norm_k(k).unflatten(2, (attn.heads, -1))
+    return q, k, v.unflatten(2, (attn.heads, -1))
 
 
 def attend(

@@ -5,6 +5,7 @@ mp4 written as it goes, and the switch times kept so `make generate` can make th
       for chunk in sampler.stream(prompts, ...):            switch(prompt) -> self.pending (a thread-safe queue)
           frames = decoder.decode(chunk)  [1, 3, t, H, W]   stop(reason)   -> self.stopped (an Event)
           on_event(chunk header, t encoded images)  -> loop.call_soon_threadsafe in the caller's callback
+                  (the t images encoded by ENCODE_THREADS threads at once)
           recorder: writer.write(frames)  the mp4, in its own thread, under a lock (a download copies it
                                           between writes), while the next chunk is generated
           stop? idle? -> end at this chunk boundary
@@ -24,7 +25,9 @@ Why the mp4 has its own thread: H.264-encoding a chunk costs about 0.25 s of CPU
 much as half the GPU's work for it. Written before sending, it delayed every chunk's frames by that much (256 ms
 from decode to the viewer on an H100, experiments/serve) and made the stream serial: 18 frames/s where the
 generator makes 29. Now the frames go to the page first, and the recorder writes while the next chunk is made,
-at most RECORD_BACKLOG chunks behind.
+at most RECORD_BACKLOG chunks behind. The frames themselves are JPEG-encoded by a few threads at once (Pillow
+releases the GIL while it encodes): one after the other, 12 frames at 832x480 took most of the 100 ms a chunk
+may take from decode to the page.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from rf.utils.video import StreamingVideoWriter
 FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}  # png: lossless (the reproducibility test compares pixels)
 PREFIX = "rf-serve-"  # each stream's temporary folder: rf-serve-<server pid>-<random>
 RECORD_BACKLOG = 2  # chunks the mp4 recorder may lag behind the stream before the generator waits for it
+ENCODE_THREADS = 4  # a chunk's frames are JPEG-encoded this many at a time
 
 
 def sweep_stale(root: str | Path | None = None) -> list[Path]:
@@ -125,6 +129,7 @@ class LiveStream:
                                            streamer.height, streamer.width)  # fmt: skip
         self.lock = threading.Lock()  # the writer: a write and a download copy never interleave
         self.recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rf-serve-mp4")  # writes in order
+        self.encoder = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="rf-serve-jpeg")
         self.recording: deque[Future] = deque()  # writes submitted and not yet checked
         self.pending: queue.SimpleQueue[str] = queue.SimpleQueue()  # switches from the loop, applied by the worker
         self.stopped = threading.Event()
@@ -200,6 +205,7 @@ class LiveStream:
                 traceback.print_exc()
                 self.reason = self.reason or f"error: the mp4 could not be written: {err}"
             self.recorder.shutdown(wait=True)
+            self.encoder.shutdown(wait=True)
             with self.lock:
                 if self.writer.frames_written:
                     self.writer.close()
@@ -230,7 +236,9 @@ class LiveStream:
                 begun = time.perf_counter()
             compute = time.perf_counter() - tick
             pixels = to_uint8(frames)  # [t, H, W, 3]
-            images = [encode_image(p, self.frame_format, self.quality) for p in pixels]
+            images = list(
+                self.encoder.map(encode_image, pixels, [self.frame_format] * len(pixels), [self.quality] * len(pixels))
+            )  # in order; the threads at once
             self.chunks_done = chunk.index + 1
             self.on_event({"type": "chunk", "index": chunk.index, "prompt_index": chunk.prompt_index,
                            "frames": len(images), "stamp_ms": stamp_ms, "compute_s": compute,

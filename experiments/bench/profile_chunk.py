@@ -1,0 +1,362 @@
+"""Where a steady chunk's time goes on the exact path: a per-kernel profile of the DiT and of the Wan VAE decode,
+and the FP8 matmuls against bf16 at the DiT's own shapes.
+
+    python experiments/bench/profile_chunk.py OUTDIR [--dit exact,exact_flash,...] [--no-vae] [--no-fp8]   (one H100)
+
+DiT: the full-size student (random weights), `ema_sink`, each named configuration built on a fresh model (an
+attention kernel is fixed when the blocks are compiled); a stream is warmed up for 8 chunks, then 4 steady chunks
+(each with the previous chunk's cache pass) are profiled with torch.profiler. CUDA graphs are off here (the exact
+path's `graphs` changes nothing measurable in the steady state, `experiments/bench/README.md`) so that every kernel
+is named; their static cache is on.
+VAE: the streaming Wan decoder with the exact path's switches (channels-last, conv2d, compile), 4 steady
+3-latent-frame chunks (12 frames, 480x832) after 6 warm ones.
+Kernels are grouped (attention, matmul, convolution, Triton = Inductor's fused elementwise/reduction kernels,
+eager elementwise, copies) and the busy time of the card is compared with the wall time of the profiled chunks:
+the difference is the card waiting for the host.
+FP8: M = 4,680 tokens (one chunk) and 9,360 (the fused cache pass's two chunks) times each Linear shape of a block:
+bf16 `F.linear` against `torch._scaled_mm` rowwise and tensorwise on pre-quantised inputs, and the rowwise
+quantisation of the input alone (rf.fast.fp8.quantize_rowwise, compiled).
+
+Writes OUTDIR/profile.json and OUTDIR/profile.md (the tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from rf.bench import build
+from rf.diffusion.sampler import GeneratorNoise
+from rf.fast.fast_path import FastPath
+from rf.fast.fp8 import quantize_rowwise
+from rf.fast.timing import dit_flops
+from rf.models.cache import CacheConfig
+from rf.stream import build_sampler
+from rf.utils.cli import CONF_DIR
+from rf.utils.instantiate import resolve_dtype, to_dict
+
+EXACT = {"compile": True, "static_cache": True, "attention": "cudnn"}
+DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in this order
+    "exact": EXACT,
+    "exact_fused_pass": {**EXACT, "cache_pass": "fused"},
+    "fp8": {**EXACT, "fp8": True},
+    "exact_fuse_qkv": {**EXACT, "fuse_qkv": True},
+    "exact_flash": {**EXACT, "attention": None},  # PyTorch's pick (flash): is cuDNN attention used in the stream?
+    "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
+    "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},
+}
+WARM, PROFILED = 8, 4
+TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels
+
+
+def category(name: str) -> str:
+    """A device kernel's group, from its name (cuDNN's attention kernels say sdpa/flash; its convolutions fprop).
+    Inductor's kernels are named after the ops they fuse (`_to_copy`, `cat`, ...): they are Triton, not copies."""
+    n = name.lower()
+    if n.startswith("triton") and not n.startswith("triton_tem"):
+        return TRITON
+    if any(s in n for s in ("memcpy", "memset", "copy")):
+        return "copies"
+    if any(s in n for s in ("flash", "fmha", "sdpa", "attention")):
+        return "attention"
+    if any(s in n for s in ("fprop", "dgrad", "implicit", "winograd", "conv")):
+        return "conv"
+    if "triton_tem" in n or any(s in n for s in ("gemm", "nvjet", "cutlass", "cublas", "wgmma", "xmma", "f8f8")):
+        return "matmul"
+    if any(s in n for s in ("elementwise", "reduce", "cat", "index", "gelu", "norm", "softmax")):
+        return "eager elementwise"
+    return "other"
+
+
+def kernels_of(prof) -> list[dict]:
+    """The device events of a finished profiler: [{name, ts, dur}] in microseconds, from its Chrome trace."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+    return [
+        {"name": e["name"], "ts": float(e["ts"]), "dur": float(e["dur"])}
+        for e in events
+        if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")
+    ]
+
+
+def summarize(kernels: list[dict], chunks: int, wall_s: float, top: int = 30) -> dict:
+    """Per chunk: time by category and by kernel, the card's busy time (union of kernel intervals) and the wall."""
+    by_cat, by_name = defaultdict(float), defaultdict(lambda: [0.0, 0])
+    for k in kernels:
+        by_cat[category(k["name"])] += k["dur"]
+        by_name[k["name"]][0] += k["dur"]
+        by_name[k["name"]][1] += 1
+    busy, end = 0.0, -1.0
+    for k in sorted(kernels, key=lambda k: k["ts"]):  # union of [ts, ts + dur)
+        start, stop = max(k["ts"], end), k["ts"] + k["dur"]
+        busy += max(0.0, stop - start)
+        end = max(end, stop)
+    total = sum(k["dur"] for k in kernels)
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]
+    return {
+        "chunks": chunks,
+        "wall_ms_per_chunk": 1e3 * wall_s / chunks,
+        "busy_ms_per_chunk": busy / 1e3 / chunks,
+        "kernel_ms_per_chunk": total / 1e3 / chunks,
+        "kernels_per_chunk": len(kernels) / chunks,
+        "by_category_ms_per_chunk": {c: t / 1e3 / chunks for c, t in sorted(by_cat.items(), key=lambda kv: -kv[1])},
+        "top_kernels": [
+            {
+                "name": name[:160],
+                "category": category(name),
+                "ms_per_chunk": t / 1e3 / chunks,
+                "calls_per_chunk": n / chunks,
+                "mean_us": t / n,
+            }
+            for name, (t, n) in ranked
+        ],  # fmt: skip
+    }
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def profiled(fn, chunks: int, trace: Path | None = None) -> dict:
+    """Run fn() (the profiled chunks' work) under torch.profiler; the GPU synchronised before and after."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        wall = time.perf_counter() - t0
+    kernels = kernels_of(prof)
+    if trace is not None:
+        with gzip.open(trace, "wt") as f:
+            json.dump(kernels, f)
+    return summarize(kernels, chunks, wall)
+
+
+def timed_chunks(step, n: int) -> list[float]:
+    """n calls of step(), each timed with the GPU synchronised (seconds)."""
+    times = []
+    for _ in range(n):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def dit_profile(cfg, name: str, switches: dict, out: Path, device: torch.device, dtype: torch.dtype) -> dict:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    arch, model, autoencoder, text = build(cfg, device, dtype)
+    if device.type == "cpu":  # the CPU smoke run (model=toy): no cuDNN there
+        switches = {**switches, "attention": "math"}
+    fast = FastPath(**switches)
+    runner = fast.prepare_model(model)
+    sampler = build_sampler(runner, CacheConfig(**{**to_dict(cfg.sink), "policy": "ema_sink"}), cfg.sampler, fast)
+    f = autoencoder.spatial_factor
+    h, w = cfg.model.video.height // f, cfg.model.video.width // f
+    chunks = WARM + PROFILED + 8
+    shape = (1, autoencoder.latent_channels, chunks * cfg.sink.chunk_frames, h, w)
+    with torch.inference_mode():
+        stream = sampler.stream([(0, text)], shape, GeneratorNoise(0, device))
+        t0 = time.perf_counter()
+        for _ in range(WARM):
+            next(stream)
+        sync()
+        warm_s = time.perf_counter() - t0
+        result = profiled(lambda: [next(stream) for _ in range(PROFILED)], PROFILED, out / f"kernels_{name}.json.gz")
+        steady = timed_chunks(lambda: next(stream), 8)
+    tokens = (h // arch["patch_size"][1]) * (w // arch["patch_size"][2])
+    span = cfg.sink.attention_frames * tokens
+    q = cfg.sink.chunk_frames * tokens
+    work = 5  # chunk-sized passes of FLOPs per steady chunk (4 denoising + the cache pass, fused or not)
+    flops = {"linear": work * dit_flops(arch, q, 0, 0), "attention": work * (dit_flops(arch, q, span, 512)
+                                                                              - dit_flops(arch, q, 0, 0))}  # fmt: skip
+    result.update(
+        switches=fast.describe(),
+        warmup_s=warm_s,
+        steady_chunk_s_unprofiled=statistics.median(steady),
+        tflop_per_chunk=flops["linear"] / 1e12 + flops["attention"] / 1e12,
+        linear_tflop_per_chunk=flops["linear"] / 1e12,
+        attention_tflop_per_chunk=flops["attention"] / 1e12,
+        graph_breaks={k[:120]: n for k, n in torch._dynamo.utils.counters["graph_break"].items()},
+    )
+    cats = result["by_category_ms_per_chunk"]
+    result["attention_tflops"] = flops["attention"] / 1e9 / cats.get("attention", float("nan"))
+    result["matmul_tflops"] = flops["linear"] / 1e9 / cats.get("matmul", float("nan"))
+    del model, runner, sampler
+    torch.cuda.empty_cache()
+    return result
+
+
+def vae_profile(cfg, out: Path, device: torch.device, dtype: torch.dtype) -> dict:
+    torch._dynamo.reset()
+    _, model, autoencoder, _ = build(cfg, device, dtype)
+    del model
+    autoencoder.speed_up(channels_last=True, compile=True, conv2d=True)
+    decoder = autoencoder.stream_decoder()
+    f = autoencoder.spatial_factor
+    h, w = cfg.model.video.height // f, cfg.model.video.width // f
+    gen = torch.Generator(device).manual_seed(0)
+    latents = torch.randn(1, autoencoder.latent_channels, 3 * 12, h, w, device=device, generator=gen, dtype=dtype)
+    chunks = iter(latents.split(3, dim=2))
+    with torch.inference_mode():
+        decoder.reset()
+        for _ in range(6):
+            decoder.decode(next(chunks))
+        result = profiled(lambda: [decoder.decode(next(chunks)) for _ in range(PROFILED)], PROFILED,
+                          out / "kernels_vae.json.gz")  # fmt: skip
+        result["steady_chunk_s_unprofiled"] = statistics.median(timed_chunks(lambda: decoder.decode(next(chunks)), 2))
+    return result
+
+
+def cuda_ms(fn, repeats: int = 50) -> float:
+    for _ in range(5):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def fp8_row(m: int, k: int, n: int, quantize) -> dict:
+    """One Linear shape x [m, k] @ w [n, k]^T + bias: bf16 against fp8 (rowwise, tensorwise) and the quantisation."""
+    device = torch.device("cuda")
+    x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+    w = torch.randn(n, k, device=device, dtype=torch.bfloat16) / k**0.5
+    bias = torch.zeros(n, device=device, dtype=torch.bfloat16)
+    xq, xs = quantize_rowwise(x)
+    wq, ws = quantize_rowwise(w)
+    one = torch.ones((), device=device)
+    bf16 = cuda_ms(lambda: F.linear(x, w, bias))
+    row = cuda_ms(lambda: torch._scaled_mm(xq, wq.t(), scale_a=xs, scale_b=ws.t(), bias=bias, out_dtype=torch.bfloat16))
+    tensor = cuda_ms(lambda: torch._scaled_mm(xq, wq.t(), scale_a=one, scale_b=one, bias=bias,
+                                              out_dtype=torch.bfloat16))  # fmt: skip
+    quant = cuda_ms(lambda: quantize(x))
+    flop = 2 * m * k * n
+    return {
+        "bf16_ms": bf16, "fp8_rowwise_ms": row, "fp8_tensorwise_ms": tensor, "quantize_x_ms": quant,
+        "bf16_tflops": flop / bf16 / 1e9, "fp8_rowwise_tflops": flop / row / 1e9,
+        "fp8_tensorwise_tflops": flop / tensor / 1e9, "fp8_rowwise_with_quantize_speedup": bf16 / (row + quant),
+    }  # fmt: skip
+
+
+def fp8_matmuls() -> dict:
+    quantize = torch.compile(quantize_rowwise)
+    shapes = {"q/k/v/o, cross q/o": (1536, 1536), "fused qkv": (1536, 4608), "ffn up": (1536, 8960),
+              "ffn down": (8960, 1536)}  # fmt: skip
+    return {f"M={m} {what} ({k}->{n})": fp8_row(m, k, n, quantize) for m in (4680, 9360)
+            for what, (k, n) in shapes.items()}  # fmt: skip
+
+
+def markdown(results: dict) -> str:
+    lines = [f"device: {results['device']}, torch {results['torch']}", ""]
+    dits = results.get("dit", {})
+    if dits:
+        lines += ["| DiT config | steady chunk (unprofiled) | profiled wall / card busy / kernel sum (ms) | kernels |"
+                  " attention / matmul / triton / eager / copies (ms) | attention / matmul TFLOP/s | graph breaks |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, r in dits.items():
+            if "error" in r:
+                lines.append(f"| {name} | failed: {r['error'][:100]} |")
+                continue
+            c = r["by_category_ms_per_chunk"]
+            parts = [c.get(k, 0.0) for k in ("attention", "matmul", TRITON, "eager elementwise", "copies")]
+            lines.append(
+                f"| {name} | {1e3 * r['steady_chunk_s_unprofiled']:.1f} ms | {r['wall_ms_per_chunk']:.1f} / "
+                f"{r['busy_ms_per_chunk']:.1f} / {r['kernel_ms_per_chunk']:.1f} | {r['kernels_per_chunk']:.0f} | "
+                + " / ".join(f"{p:.1f}" for p in parts)
+                + f" | {r['attention_tflops']:.0f} / {r['matmul_tflops']:.0f} | {sum(r['graph_breaks'].values())} |"
+            )
+    for name, r in [*dits.items(), *([("vae", results["vae"])] if "vae" in results else [])]:
+        if "top_kernels" not in r:
+            continue
+        lines += ["", f"### {name}: top kernels per steady chunk", "", "| kernel | category | ms | calls | mean us |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| `{k['name'][:90]}` | {k['category']} | {k['ms_per_chunk']:.2f} | {k['calls_per_chunk']:.0f} | "
+                  f"{k['mean_us']:.0f} |" for k in r["top_kernels"][:20]]  # fmt: skip
+    if "vae" in results:
+        v = results["vae"]
+        lines += ["", "| VAE | steady chunk (unprofiled) | wall / busy (ms) | by category (ms) |", "|---|---|---|---|",
+                  f"| exact switches | {1e3 * v['steady_chunk_s_unprofiled']:.1f} ms | {v['wall_ms_per_chunk']:.1f} / "
+                  f"{v['busy_ms_per_chunk']:.1f} | "
+                  + ", ".join(f"{k} {t:.1f}" for k, t in v["by_category_ms_per_chunk"].items()) + " |"]  # fmt: skip
+    if "fp8" in results:
+        lines += ["", "| shape | bf16 ms (TFLOP/s) | fp8 rowwise | fp8 tensorwise | quantise x | "
+                  "rowwise+quantise vs bf16 |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for shape, r in results["fp8"].items():
+            lines.append(
+                f"| {shape} | {r['bf16_ms']:.3f} ({r['bf16_tflops']:.0f}) | {r['fp8_rowwise_ms']:.3f} "
+                f"({r['fp8_rowwise_tflops']:.0f}) | {r['fp8_tensorwise_ms']:.3f} ({r['fp8_tensorwise_tflops']:.0f}) | "
+                f"{r['quantize_x_ms']:.3f} | {r['fp8_rowwise_with_quantize_speedup']:.2f}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--dit", default=",".join(DIT), help=f"comma-separated, from {', '.join(DIT)}")
+    ap.add_argument("--no-vae", action="store_true")
+    ap.add_argument("--no-fp8", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="rf.bench config overrides (model=toy: a CPU smoke run)")
+    args = ap.parse_intermixed_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with initialize_config_dir(CONF_DIR, version_base=None):
+        cfg = compose("bench", overrides=args.overrides)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_dtype(cfg.model.dtype)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    results = {"device": name, "torch": torch.__version__, "dit": {}}
+
+    def save():
+        (args.out / "profile.json").write_text(json.dumps(results, indent=1))
+        (args.out / "profile.md").write_text(markdown(results))
+
+    def dit(name):
+        print(f"DiT {name}", flush=True)
+        try:
+            results["dit"][name] = dit_profile(cfg, name, DIT[name], args.out, device, dtype)
+        except Exception as e:  # one failing configuration must not lose the others
+            results["dit"][name] = {"error": f"{type(e).__name__}: {e}"}
+        save()
+
+    # quickest first, each saved as it comes: a call cut by its time limit keeps what was measured
+    names = [n for n in args.dit.split(",") if n]
+    if not args.no_fp8 and device.type == "cuda":
+        print("FP8", flush=True)
+        results["fp8"] = fp8_matmuls()
+        save()
+    for name in names[:1]:
+        dit(name)
+    if not args.no_vae:
+        print("VAE", flush=True)
+        results["vae"] = vae_profile(cfg, args.out, device, dtype)
+        save()
+    for name in names[1:]:
+        dit(name)
+    print(markdown(results))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
