@@ -144,7 +144,7 @@ def test_attention_backend_switch_keeps_the_function():
     shape = (1, model.config.in_channels, 9, 4, 4)
     with torch.no_grad():
         ref = StreamSampler(model, CacheConfig()).rollout([(0, text)], shape, GeneratorNoise(0))
-        default = _AttentionBackendRegistry._active_backend  # diffusers' process-wide default (env DIFFUSERS_ATTN_BACKEND)
+        default = _AttentionBackendRegistry._active_backend  # diffusers' process-wide default (DIFFUSERS_ATTN_BACKEND)
         runner = FastPath(attention="math", static_cache=True).prepare_model(model)
         assert all(b.attn1.processor._attention_backend.value == "_native_math" for b in model.blocks)
         fresh = CausalWanTransformer3DModel(**tiny_wan_config())  # another model keeps the default kernel
