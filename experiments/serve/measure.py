@@ -114,6 +114,7 @@ async def measure(url: str, prompt: str, switch_prompt: str, seconds: float, swi
         "compute_s": quantiles(compute),
         "switch": {k: v for k, v in switch.items() if k != "sent"} or None,
         "latencies_ms": [round(x, 2) for x in latencies],
+        "first_frame_latencies_ms": [round(x, 2) for x in firsts],
     }
 
 
