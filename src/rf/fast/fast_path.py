@@ -7,8 +7,11 @@ Exact (the plain path's function; only bf16 rounding differs):
     graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
     fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
     gelu_epilogue    the FFN's bias and tanh-GELU in its up-projection's cuBLASLt epilogue    rf.fast.epilogue
+                     (fuse_qkv, gelu_epilogue and cache_pass=fused: exact, and no faster on an H100 in the steady
+                     state, experiments/bench/README.md)
     attention        the DiT's attention kernel, through diffusers' set_attention_backend: cudnn | flash |
-                     efficient | math (null: PyTorch picks; on the H100 it picks flash, cuDNN is 1.7x faster)
+                     efficient | math (null: PyTorch picks; on an H100, torch 2.11 already picks cuDNN for the stream's
+                     shapes, experiments/bench/README.md)
     cudnn_benchmark  let cuDNN time its convolution algorithms (the VAE's 3-D convolutions)
     vae_channels_last / vae_conv2d / vae_compile   the Wan VAE decoder in channels-last layout / its causal 3-D
                      convolutions as 2-D ones over stacked frames / under torch.compile      rf.models.vae
