@@ -15,6 +15,9 @@ const stats = (window.rfStats = {
   latencies: [],
   promptIndex: null, // prompt index of the frame drawn last
   switches: [], // [{prompt_index, chunk, at}] as the server applied them
+  switchSent: [], // Date.now() of each switch typed (Enter or the button)
+  firstDrawn: {}, // prompt index -> Date.now() of its first frame drawn: the switch latency is the difference
+  lastDrawn: null, // Date.now() of the last frame drawn
   errors: [],
   ended: null, // the server's ended message
 });
@@ -55,6 +58,8 @@ function draw(item) {
   const now = Date.now();
   stats.framesDrawn += 1;
   stats.promptIndex = item.header.prompt_index;
+  if (!(stats.promptIndex in stats.firstDrawn)) stats.firstDrawn[stats.promptIndex] = now;
+  stats.lastDrawn = now;
   if (item.first) {
     const { index, stamp_ms } = item.header;
     stats.latencies.push({ chunk: index, ms: now - stamp_ms, ready: item.ready - stamp_ms, backlog: item.backlog });
@@ -134,7 +139,8 @@ function onHello(msg) {
 }
 
 function onStarted(msg) {
-  Object.assign(stats, { position: null, framesDrawn: 0, latencies: [], promptIndex: null, switches: [], ended: null });
+  Object.assign(stats, { position: null, framesDrawn: 0, latencies: [], promptIndex: null, switches: [],
+                         switchSent: [], firstDrawn: {}, lastDrawn: null, ended: null });
   queue = [];
   drawTimes = [];
   startedAt = Date.now();
@@ -161,6 +167,7 @@ $("start").onclick = () => {
 $("stop").onclick = () => send({ type: "stop" });
 const switchPrompt = () => {
   $("errors").textContent = "";
+  stats.switchSent.push(Date.now());
   send({ type: "switch", prompt: $("prompt").value });
 };
 $("switch").onclick = switchPrompt;

@@ -1,0 +1,183 @@
+"""Measure the live page as a person sees it: a real headless Chromium draws the stream, driven over the DevTools
+protocol (aiohttp only: no Playwright, so it runs where only rf's own dependencies and a Chromium binary are).
+
+    python -m rf.serve ... &                                   (any model; on a GPU machine the full one)
+    python experiments/serve/browser.py --url http://127.0.0.1:8000/ --chromium chromium --seconds 20 --switch-at 10 \\
+        --out browser.json
+
+It opens the page, types --prompt and presses Start, types --switch-prompt and presses Enter at --switch-at seconds
+after the first frame drawn, presses Stop after --seconds, and reports what the page itself measured
+(`window.rfStats`, rf/serve/page/app.js), all on the page's clock:
+
+    fps_drawn          frames drawn on the canvas per second, first frame to last
+    first_frame_ms     per chunk: the server's decode stamp -> the chunk's first frame drawn; p50 / p90 / max
+                       (the server and the browser on one machine: one clock)
+    switch_latency_s   the switch typed -> the first frame of the new prompt drawn
+    backlogged_chunks  chunks whose first frame waited behind earlier frames (the page plays a backlog at the
+                       video's fps)
+
+--chromium is any Chromium or headless shell; extra library folders go in --library-path (a self-contained
+headless shell such as @sparticuz/chromium's brings libnss3 and its kin beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+RED = "a red circle moving fast to the right on a striped background"
+YELLOW = "a yellow square moving slowly upwards on a dotted background"
+FLAGS = [  # what Playwright passes to keep a headless page's timers and drawing at full rate
+    "--headless", "--no-sandbox", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows", "--disable-dev-shm-usage", "--mute-audio", "--window-size=1280,900",
+]  # fmt: skip
+
+
+def quantiles(values: list[float]) -> dict:
+    if not values:
+        return {}
+    s = sorted(values)
+    return {"p50": round(statistics.median(s), 2), "p90": round(s[int(0.9 * (len(s) - 1))], 2), "max": round(s[-1], 2)}
+
+
+class Page:
+    """One page target of a Chromium started with --remote-debugging-port, spoken to over its WebSocket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
+        self.ws, self.next_id = ws, 0
+
+    async def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        await self.ws.send_json({"id": self.next_id, "method": method, "params": params})
+        while True:  # events (no domain is enabled, so few) are skipped until our answer comes
+            msg = await self.ws.receive_json(timeout=60)
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    async def js(self, expression: str):
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    async def until(self, condition: str, timeout: float, every: float = 0.05) -> None:
+        end = time.monotonic() + timeout
+        while not await self.js(condition):
+            if time.monotonic() > end:
+                raise TimeoutError(f"waited {timeout:g} s for {condition}: rfStats = {await self.js('window.rfStats')}")
+            await asyncio.sleep(every)
+
+
+def launch(chromium: str, library_path: str | None, profile: str) -> tuple[subprocess.Popen, int]:
+    """Start Chromium with a DevTools port of its choosing; returns the process and the port."""
+    env = dict(os.environ)
+    if library_path:
+        env["LD_LIBRARY_PATH"] = library_path + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+    binary = shutil.which(chromium) or chromium
+    cmd = [binary, *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
+        seen.append(line)
+        found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
+        if found:
+            return proc, int(found.group(1))
+    raise RuntimeError(f"{binary} ended before listening (exit {proc.wait()}): {''.join(seen)[-2000:]}")
+
+
+async def measure(url: str, chromium: str, library_path: str | None, prompt: str, switch_prompt: str,
+                  seconds: float, switch_at: float | None) -> dict:  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="rf-browser-") as profile:
+        proc, port = launch(chromium, library_path, profile)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.put(f"http://127.0.0.1:{port}/json/new?{url}") as r:
+                    target = await r.json()
+                async with session.get(f"http://127.0.0.1:{port}/json/version") as r:
+                    version = (await r.json())["Browser"]
+                async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                    return await drive(Page(ws), version, url, prompt, switch_prompt, seconds, switch_at)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+async def drive(page: Page, version: str, url: str, prompt: str, switch_prompt: str, seconds: float,
+                switch_at: float | None) -> dict:  # fmt: skip
+    await page.until("window.rfStats && window.rfStats.state === 'idle'", timeout=60)
+    await page.js(f"document.getElementById('prompt').value = {json.dumps(prompt)}; "
+                  "document.getElementById('start').click()")  # fmt: skip
+    await page.until("window.rfStats.framesDrawn > 0", timeout=600)  # a fresh fast=exact server compiles first
+    first = time.monotonic()
+    switched = switch_at is None
+    while time.monotonic() - first < seconds:
+        if not switched and time.monotonic() - first >= switch_at:
+            await page.js(  # typed, then Enter: what a person does
+                f"const p = document.getElementById('prompt'); p.value = {json.dumps(switch_prompt)}; "
+                "p.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'}))"
+            )
+            switched = True
+        await asyncio.sleep(0.1)
+        if await page.js("window.rfStats.state") == "ended":
+            break
+    stats = await page.js(
+        "(() => { const s = window.rfStats; document.getElementById('stop').click(); return s; })()"
+    )  # fmt: skip
+    lat = stats["latencies"]  # [{chunk, ms, ready, backlog}] per chunk drawn
+    drawn, begun, last = stats["framesDrawn"], stats["firstDrawn"].get("0"), stats["lastDrawn"]
+    sent, new_drawn = (stats["switchSent"] or [None])[0], stats["firstDrawn"].get("1")
+    return {
+        "url": url,
+        "browser": version,
+        "frames_drawn": drawn,
+        "chunks_drawn": len(lat),
+        "fps_drawn": round((drawn - 1) / ((last - begun) / 1000), 2) if drawn > 1 and last > begun else None,
+        "first_frame_ms": quantiles([x["ms"] for x in lat]),
+        "backlogged_chunks": sum(x["backlog"] > 0 for x in lat),
+        "switch_latency_s": round((new_drawn - sent) / 1000, 3) if sent and new_drawn else None,
+        "latencies": lat,
+        "errors": stats["errors"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000/")
+    parser.add_argument("--chromium", default=os.environ.get("RF_CHROMIUM", "chromium"), help="a Chromium binary")
+    parser.add_argument("--library-path", default=None, help="folders for LD_LIBRARY_PATH (a bundled headless shell)")
+    parser.add_argument("--prompt", default=RED)
+    parser.add_argument("--switch-prompt", default=YELLOW)
+    parser.add_argument("--seconds", type=float, default=20, help="seconds to watch, from the first frame drawn")
+    parser.add_argument("--switch-at", type=float, default=10, help="seconds after the first frame; <0: no switch")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    switch_at = args.switch_at if args.switch_at >= 0 else None
+    report = asyncio.run(measure(args.url, args.chromium, args.library_path, args.prompt, args.switch_prompt,
+                                 args.seconds, switch_at))  # fmt: skip
+    lat = report["first_frame_ms"]
+    print(
+        f"{report['browser']}: {report['fps_drawn']} frames/s drawn, decode -> first frame drawn p50 {lat.get('p50')}"
+        f" / p90 {lat.get('p90')} / max {lat.get('max')} ms over {report['chunks_drawn']} chunks "
+        f"({report['backlogged_chunks']} behind a backlog), switch latency {report['switch_latency_s']} s"
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
