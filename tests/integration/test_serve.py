@@ -317,3 +317,41 @@ def test_a_port_in_use_gives_one_line(tmp_path):
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in lines[0] and "choose another port=" in lines[0]
+
+
+def test_a_warm_up_stream_runs_before_the_first_visitors_stream(streamer, capsys):
+    """warmup_chunks=N: at start-up a stream of N chunks with a re-cached switch runs on the worker thread, where the
+    fast path would compile; a visitor who starts meanwhile gets its own stream, from chunk 0, after it."""
+
+    async def go():
+        async with serving(streamer, *FAST, "warmup_chunks=4") as client:
+            ws = await client.ws_connect("/ws")
+            await next_json(ws)
+            await ws.send_json({"type": "start", "prompt": RED, "seed": 0, "policy": "ema_sink", "alpha": 0.99,
+                                "recache": False})  # fmt: skip
+            await until(ws, "started")
+            header, frames = await chunk_with_frames(ws)
+            log = capsys.readouterr().out  # what the server had printed when the visitor's first chunk came
+            await ws.close()
+            return header, frames, log
+
+    header, frames, log = asyncio.run(go())
+    assert "warming up: 4 chunks with a switch at chunk 2" in log and "warm-up done in" in log, log
+    assert "(4 chunks, 2 prompts)" in log, log  # every chunk made, the switch applied, no error
+    assert header["index"] == 0 and len(frames) == 3
+
+
+def test_warmup_chunks_auto_warms_only_a_fast_path_that_compiles():
+    from rf.models.cache import CacheConfig
+    from rf.serve.__main__ import warmup_chunks
+    from rf.utils.instantiate import to_dict
+
+    def chunks(*overrides):
+        cfg = compose_serve(*overrides)
+        return warmup_chunks(cfg, CacheConfig(**to_dict(cfg.sink)))
+
+    assert chunks() == 0  # the plain path compiles nothing
+    assert chunks("fast=exact") == 9 // 3 + 3  # the window filled (9 frames of 3-frame chunks), then 3 more
+    assert chunks("warmup_chunks=2") == 2
+    with pytest.raises(ValueError, match="warmup_chunks=-1: use auto, 0"):
+        chunks("warmup_chunks=-1")

@@ -73,6 +73,19 @@ def generate_overrides(cfg: DictConfig, overrides: list[str]) -> tuple[str, ...]
     return tuple(base + [o for o in given if not o.startswith(("model=", "ckpt="))])
 
 
+def warmup_chunks(cfg: DictConfig, cache: CacheConfig) -> int:
+    """warmup_chunks=auto: when the fast path compiles (compile, graphs, vae_compile), enough chunks to fill the
+    window, run steady and switch (rf.serve.app.Server._warm_up); 0 on the plain path, which has nothing to compile."""
+    value = cfg.warmup_chunks
+    if value == "auto":
+        fast = cfg.get("fast", {})
+        compiles = any(bool(fast.get(k, False)) for k in ("compile", "graphs", "vae_compile"))
+        return -(-cache.attention_frames // cache.chunk_frames) + 3 if compiles else 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"warmup_chunks={value}: use auto, 0 (none) or a number of chunks")
+    return value
+
+
 async def serve(server: Server, host: str, port: int, token: str | None) -> None:
     runner = web.AppRunner(server.app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -127,6 +140,7 @@ def build_server(cfg: DictConfig, overrides: list[str], streamer: Streamer | Non
         max_switches_per_second=float(cfg.max_switches_per_second), pace=bool(cfg.pace),
         frame_format=cfg.frame_format, jpeg_quality=int(cfg.jpeg_quality), token=token,
         generate_overrides=generate_overrides(cfg, overrides), model=cfg.model.name, prompt=cfg.prompt,
+        warmup_chunks=warmup_chunks(cfg, cache),
     )  # fmt: skip
     return Server(streamer, options, log=log)
 

@@ -63,6 +63,7 @@ class Options:
     generate_overrides: tuple[str, ...]
     model: str
     prompt: str  # the page's first prompt
+    warmup_chunks: int = 0  # a stream run at start-up, before any visitor's (0: none)
 
 
 class Visitor:
@@ -114,6 +115,8 @@ class Server:
         self.app.router.add_get("/ws", self.websocket)
         self.app.router.add_get("/download/{name}", self.download)
         self.app.on_shutdown.append(self._shutdown)
+        self.app.on_startup.append(self._warm_up)
+        self.warm: asyncio.Future | None = None  # the warm-up stream's run, while there is one
 
     # -- HTTP ------------------------------------------------------------------------------------------------------
     @web.middleware
@@ -264,6 +267,48 @@ class Server:
         elif live is not None:
             self._discard(live)
         self.slots.leave(visitor)
+
+    async def _warm_up(self, app: web.Application) -> None:
+        """Queue a stream on the worker thread before any visitor's: the fast path compiles its shapes (and captures
+        its CUDA graphs) there, not in the first visitor's stream (a minute on an H100, experiments/serve). The
+        stream fills the window, runs steady chunks, and switches the prompt with re-caching, the shapes a visitor's
+        stream meets. A visitor who starts meanwhile gets the usual `started` and its frames after the warm-up, which
+        runs first on the one worker thread."""
+        n = self.options.warmup_chunks
+        if n <= 0:
+            return
+        o, loop, started = self.options, asyncio.get_running_loop(), time.perf_counter()
+        switch_at = max(1, n - 2)  # a switch after the window has filled, then chunks under the new prompt
+
+        def on_event(message: dict, images: list[bytes]) -> None:  # the worker thread
+            if message["type"] == "chunk" and message["index"] == switch_at - 1:
+                live.switch(o.prompt)  # the same words: the switch and re-cache passes are what matter
+
+        start = Start(o.prompt, o.cache.policy, o.cache.alpha, recache=True, seed=0)
+        live = LiveStream(
+            self.streamer,
+            start,
+            cache=o.cache,
+            chunks=n,
+            on_event=on_event,
+            last_seen=time.monotonic,
+            idle_seconds=float("inf"),
+            pace=False,
+            frame_format=o.frame_format,
+            quality=o.jpeg_quality,
+        )
+        self.log(f"warming up: {n} chunks with a switch at chunk {switch_at}, before the first visitor's stream")
+
+        def done(_) -> None:
+            self.warm = None
+            live.close()
+            self.log(
+                f"warm-up done in {time.perf_counter() - started:.1f} s ({live.chunks_done} chunks, "
+                f"{len(live.switches)} prompts" + (f", {live.reason}" if live.reason else "") + ")"
+            )
+
+        self.warm = loop.run_in_executor(self.executor, live.run)
+        self.warm.add_done_callback(done)
 
     async def _shutdown(self, app: web.Application) -> None:
         """Ctrl-C: every stream stops at its chunk boundary, every socket closes, every temp folder goes."""
