@@ -28,28 +28,19 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+from measure import RED, YELLOW, quantiles  # the headless client beside this file: its prompts and quantiles
 
-RED = "a red circle moving fast to the right on a striped background"
-YELLOW = "a yellow square moving slowly upwards on a dotted background"
 FLAGS = [  # what Playwright passes to keep a headless page's timers and drawing at full rate
     "--headless", "--no-sandbox", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
     "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows", "--disable-dev-shm-usage", "--mute-audio", "--window-size=1280,900",
 ]  # fmt: skip
-
-
-def quantiles(values: list[float]) -> dict:
-    if not values:
-        return {}
-    s = sorted(values)
-    return {"p50": round(statistics.median(s), 2), "p90": round(s[int(0.9 * (len(s) - 1))], 2), "max": round(s[-1], 2)}
 
 
 class Page:
