@@ -1,7 +1,8 @@
 """Where a steady chunk's time goes on the exact path: a per-kernel profile of the DiT and of the Wan VAE decode,
 and the FP8 matmuls against bf16 at the DiT's own shapes.
 
-    python experiments/bench/profile_chunk.py OUTDIR [--dit exact,exact_flash,...] [--no-vae] [--no-fp8]   (one H100)
+    python experiments/bench/profile_chunk.py OUTDIR [--dit exact,exact_fused_pass,...] [--vae exact,conv3d,...]
+                                                     [--no-fp8]   (one H100)
 
 DiT: the full-size student (random weights), `ema_sink`, each named configuration built on a fresh model (an
 attention kernel is fixed when the blocks are compiled); a stream is warmed up for 8 chunks, then 4 steady chunks
@@ -55,6 +56,11 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_flash": {**EXACT, "attention": None},  # PyTorch's pick (flash): is cuDNN attention used in the stream?
     "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
     "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},
+}
+VAE = {  # name -> the Wan VAE's speed_up switches
+    "exact": {"channels_last": True, "compile": True, "conv2d": True},
+    "exact_whole_chunk": {"channels_last": True, "compile": True, "conv2d": True, "whole_chunk": True},
+    "conv3d": {"channels_last": True, "compile": True},  # cuDNN's 3-D convolutions, no stacking copies
 }
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels
@@ -205,11 +211,11 @@ def dit_profile(cfg, name: str, switches: dict, out: Path, device: torch.device,
     return result
 
 
-def vae_profile(cfg, out: Path, device: torch.device, dtype: torch.dtype) -> dict:
+def vae_profile(cfg, name: str, out: Path, device: torch.device, dtype: torch.dtype) -> dict:
     torch._dynamo.reset()
     _, model, autoencoder, _ = build(cfg, device, dtype)
     del model
-    autoencoder.speed_up(channels_last=True, compile=True, conv2d=True)
+    autoencoder.speed_up(**VAE[name])
     decoder = autoencoder.stream_decoder()
     f = autoencoder.spatial_factor
     h, w = cfg.model.video.height // f, cfg.model.video.width // f
@@ -221,7 +227,7 @@ def vae_profile(cfg, out: Path, device: torch.device, dtype: torch.dtype) -> dic
         for _ in range(6):
             decoder.decode(next(chunks))
         result = profiled(lambda: [decoder.decode(next(chunks)) for _ in range(PROFILED)], PROFILED,
-                          out / "kernels_vae.json.gz")  # fmt: skip
+                          out / f"kernels_vae_{name}.json.gz")  # fmt: skip
         result["steady_chunk_s_unprofiled"] = statistics.median(timed_chunks(lambda: decoder.decode(next(chunks)), 2))
     return result
 
@@ -287,19 +293,20 @@ def markdown(results: dict) -> str:
                 + " / ".join(f"{p:.1f}" for p in parts)
                 + f" | {r['attention_tflops']:.0f} / {r['matmul_tflops']:.0f} | {sum(r['graph_breaks'].values())} |"
             )
-    for name, r in [*dits.items(), *([("vae", results["vae"])] if "vae" in results else [])]:
+    vaes = {k: v for k, v in results.items() if k == "vae" or k.startswith("vae_")}  # "vae": the exact switches
+    for name, r in [*dits.items(), *vaes.items()]:
         if "top_kernels" not in r:
             continue
         lines += ["", f"### {name}: top kernels per steady chunk", "", "| kernel | category | ms | calls | mean us |",
                   "|---|---|---|---|---|"]  # fmt: skip
         lines += [f"| `{k['name'][:90]}` | {k['category']} | {k['ms_per_chunk']:.2f} | {k['calls_per_chunk']:.0f} | "
                   f"{k['mean_us']:.0f} |" for k in r["top_kernels"][:20]]  # fmt: skip
-    if "vae" in results:
-        v = results["vae"]
-        lines += ["", "| VAE | steady chunk (unprofiled) | wall / busy (ms) | by category (ms) |", "|---|---|---|---|",
-                  f"| exact switches | {1e3 * v['steady_chunk_s_unprofiled']:.1f} ms | {v['wall_ms_per_chunk']:.1f} / "
-                  f"{v['busy_ms_per_chunk']:.1f} | "
-                  + ", ".join(f"{k} {t:.1f}" for k, t in v["by_category_ms_per_chunk"].items()) + " |"]  # fmt: skip
+    if vaes:
+        lines += ["", "| VAE | steady chunk (unprofiled) | wall / busy (ms) | by category (ms) |", "|---|---|---|---|"]
+        for name, v in vaes.items():
+            parts = ", ".join(f"{k} {t:.1f}" for k, t in v["by_category_ms_per_chunk"].items())
+            lines.append(f"| {name} | {1e3 * v['steady_chunk_s_unprofiled']:.1f} ms | {v['wall_ms_per_chunk']:.1f} / "
+                         f"{v['busy_ms_per_chunk']:.1f} | {parts} |")  # fmt: skip
     if "fp8" in results:
         lines += ["", "| shape | bf16 ms (TFLOP/s) | fp8 rowwise | fp8 tensorwise | quantise x | "
                   "rowwise+quantise vs bf16 |", "|---|---|---|---|---|---|"]  # fmt: skip
@@ -316,7 +323,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--dit", default=",".join(DIT), help=f"comma-separated, from {', '.join(DIT)}")
-    ap.add_argument("--no-vae", action="store_true")
+    ap.add_argument("--vae", default="exact", help=f"comma-separated, from {', '.join(VAE)} ('' for none)")
     ap.add_argument("--no-fp8", action="store_true")
     ap.add_argument("overrides", nargs="*", help="rf.bench config overrides (model=toy: a CPU smoke run)")
     args = ap.parse_intermixed_args()
@@ -348,9 +355,9 @@ def main() -> None:
         save()
     for name in names[:1]:
         dit(name)
-    if not args.no_vae:
-        print("VAE", flush=True)
-        results["vae"] = vae_profile(cfg, args.out, device, dtype)
+    for name in [n for n in args.vae.split(",") if n]:
+        print(f"VAE {name}", flush=True)
+        results["vae" if name == "exact" else f"vae_{name}"] = vae_profile(cfg, name, args.out, device, dtype)
         save()
     for name in names[1:]:
         dit(name)

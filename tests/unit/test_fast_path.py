@@ -118,8 +118,9 @@ def test_reusing_the_last_pass_kv_is_an_approximation_with_one_pass_fewer():
 
 @pytest.mark.parametrize(
     "switches",
-    [{"conv2d": True}, {"channels_last": True}, {"conv2d": True, "channels_last": True}, {"compile": True}],
-)
+    [{"conv2d": True}, {"channels_last": True}, {"conv2d": True, "channels_last": True}, {"compile": True},
+     {"whole_chunk": True}, {"whole_chunk": True, "conv2d": True, "channels_last": True}],
+)  # fmt: skip
 def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     """vae_conv2d / vae_channels_last / vae_compile: chunked streaming decode equal to the plain decoder's (fp32)."""
     torch.manual_seed(0)
@@ -134,6 +135,30 @@ def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     out = torch.cat([decoder.decode(z[:, :, :1]), decoder.decode(z[:, :, 1:4]), decoder.decode(z[:, :, 4:])], dim=2)
     assert out.shape == ref.shape == (1, 3, 25, 32, 48)
     assert relative_error(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("first", [1, 3])
+def test_whole_chunk_decode_is_the_frame_by_frame_function_exactly_in_float64(first):
+    """vae_whole_chunk: after the stream's first latent frame, a call's frames go through the decoder together: every
+    causal convolution sees the same inputs through its cache, so the function is the same. In float64 only the
+    order of a kernel's sums may differ (rounding 1e-16 per operation, a few hundred operations deep: far below
+    1e-12), where a wrong cache would be off by order 1. A first call of several frames decodes its first frame
+    alone, as the Wan VAE must."""
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).double()  # fmt: skip
+    plain = WanVideoAutoencoder(vae)
+    whole = copy.deepcopy(plain)
+    whole.speed_up(whole_chunk=True)
+    z = torch.randn(1, 16, first + 6, 4, 6, dtype=torch.float64)
+    ref = plain.stream_decoder().decode(z)
+    decoder = whole.stream_decoder()
+    calls = []
+    decoder.vae.decoder.register_forward_hook(lambda m, args, kwargs, out: calls.append(out.shape[2]), with_kwargs=True)
+    out = torch.cat([decoder.decode(z[:, :, :first]), decoder.decode(z[:, :, first : first + 3]),
+                     decoder.decode(z[:, :, first + 3 :])], dim=2)  # fmt: skip
+    assert calls == [1] + ([4 * (first - 1)] if first > 1 else []) + [12, 12]  # video frames per decoder call
+    assert out.shape == ref.shape and relative_error(out, ref) < 1e-12
 
 
 def test_attention_backend_switch_keeps_the_function():

@@ -15,6 +15,8 @@ Exact (the plain path's function; only bf16 rounding differs):
     cudnn_benchmark  let cuDNN time its convolution algorithms (the VAE's 3-D convolutions)
     vae_channels_last / vae_conv2d / vae_compile   the Wan VAE decoder in channels-last layout / its causal 3-D
                      convolutions as 2-D ones over stacked frames / under torch.compile      rf.models.vae
+    vae_whole_chunk  a chunk's latent frames through the Wan decoder in one call, not one by one (exact; not yet
+                     timed on a GPU)    rf.models.vae.WanStreamDecoder
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     cache_pass       fused: chunk i's t=0 cache pass and chunk i+1's first denoising pass as one forward over both
                      chunks (one pass fewer per chunk, larger matmuls; not with graphs yet)    rf.models.fused
@@ -63,6 +65,7 @@ class FastPath:
     vae_channels_last: bool = False
     vae_conv2d: bool = False
     vae_compile: bool = False
+    vae_whole_chunk: bool = False
     overlap: bool = False
     fp8: bool = False
     cache_pass: str = "clean"
@@ -125,6 +128,11 @@ class FastPath:
         if self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         # the Wan VAE's switches (rf.models.vae.VideoAutoencoder.speed_up; TAEHV and the toy one have none)
-        autoencoder.speed_up(channels_last=self.vae_channels_last, compile=self.vae_compile, conv2d=self.vae_conv2d)
+        autoencoder.speed_up(
+            channels_last=self.vae_channels_last,
+            compile=self.vae_compile,
+            conv2d=self.vae_conv2d,
+            whole_chunk=self.vae_whole_chunk,
+        )
         decoder = autoencoder.stream_decoder()
         return OverlappedDecoder(decoder, device) if self.overlap else decoder

@@ -179,7 +179,9 @@ class TAEHVAutoencoder(nn.Module):
     def stream_decoder(self) -> TAEHVStreamDecoder:
         return TAEHVStreamDecoder(self.decoder)
 
-    def speed_up(self, channels_last: bool = False, compile: bool = False, conv2d: bool = False) -> None:
+    def speed_up(
+        self, channels_last: bool = False, compile: bool = False, conv2d: bool = False, whole_chunk: bool = False
+    ) -> None:
         """The Wan VAE's decoder switches (rf.fast.fast_path): TAEHV has none, it runs as it is."""
 
     @torch.no_grad()

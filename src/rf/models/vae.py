@@ -80,17 +80,24 @@ class VideoAutoencoder(Protocol):
 
     def stream_decoder(self) -> StreamDecoder: ...
 
-    def speed_up(self, channels_last: bool = False, compile: bool = False, conv2d: bool = False) -> None:
+    def speed_up(
+        self, channels_last: bool = False, compile: bool = False, conv2d: bool = False, whole_chunk: bool = False
+    ) -> None:
         """The fast path's decoder switches (rf.fast.fast_path): the Wan VAE's; the others have none."""
 
 
 class WanStreamDecoder:
-    """The Wan VAE's StreamDecoder: one latent frame at a time through diffusers' decoder, its cache kept."""
+    """The Wan VAE's StreamDecoder: one latent frame at a time through diffusers' decoder, its cache kept.
+
+    whole_chunk: after the stream's first latent frame (decoded alone: Wan's time upsampling starts there), all of a
+    call's latent frames go through the decoder at once. Every convolution is causal with its cache carried, so this
+    is the same function (float64: identical; fp32: 1e-6), in a third of the calls for a 3-frame chunk."""
 
     overlapped = False
 
-    def __init__(self, vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False):
-        self.vae, self.mean, self.std = vae, mean, std
+    def __init__(self, vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False,
+                 whole_chunk: bool = False):  # fmt: skip
+        self.vae, self.mean, self.std, self.whole_chunk = vae, mean, std, whole_chunk
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.num_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
         self.reset()
@@ -105,11 +112,16 @@ class WanStreamDecoder:
         vae = self.vae
         z = latents.to(vae.dtype) * self.std.to(latents.device, vae.dtype) + self.mean.to(latents.device, vae.dtype)
         z = vae.post_quant_conv(z.contiguous(memory_format=self.memory_format))
+        if self.whole_chunk:  # the stream's first frame alone, then the rest at once
+            pieces = [z[:, :, :1], z[:, :, 1:]] if self.first else [z]
+        else:
+            pieces = list(z.split(1, dim=2))
         out = []
-        for i in range(z.shape[2]):
-            frame = vae.decoder(z[:, :, i : i + 1], feat_cache=self.feat_map, feat_idx=[0], first_chunk=self.first)
+        for piece in pieces:
+            if piece.shape[2] == 0:
+                continue
+            out.append(vae.decoder(piece, feat_cache=self.feat_map, feat_idx=[0], first_chunk=self.first))
             self.first = False
-            out.append(frame)
         video = torch.cat(out, dim=2)
         if vae.config.patch_size is not None:
             video = unpatchify(video, patch_size=vae.config.patch_size)
@@ -130,7 +142,7 @@ class WanVideoAutoencoder(torch.nn.Module):
         self.latent_channels = z
         self.spatial_factor = vae.spatial_compression_ratio
         self.temporal_factor = vae.temporal_compression_ratio if hasattr(vae, "temporal_compression_ratio") else 4
-        self.channels_last = False  # speed_up(channels_last=True) sets it
+        self.channels_last = self.whole_chunk = False  # speed_up sets them
 
     @classmethod
     def from_pretrained(
@@ -160,12 +172,16 @@ class WanVideoAutoencoder(torch.nn.Module):
         z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
         return (z - self.mean.to(z)) / self.std.to(z)
 
-    def speed_up(self, channels_last: bool = False, compile: bool = False, conv2d: bool = False) -> None:
+    def speed_up(
+        self, channels_last: bool = False, compile: bool = False, conv2d: bool = False, whole_chunk: bool = False
+    ) -> None:
         """Decoder speed switches of the fast path (rf.fast.fast_path); the function decoded stays the same.
 
         channels_last: 3-D convolutions in channels-last-3d layout (cuDNN's fast kernels on tensor cores).
         compile: torch.compile the decoder (the causal-conv cache is a list it mutates: Dynamo replays that).
-        conv2d: every causal 3-D convolution computed as one 2-D convolution over stacked frames."""
+        conv2d: every causal 3-D convolution computed as one 2-D convolution over stacked frames.
+        whole_chunk: a chunk's latent frames through the decoder in one call, not one by one (WanStreamDecoder)."""
+        self.whole_chunk = whole_chunk
         if conv2d:
             for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
                 if isinstance(module, WanCausalConv3d):
@@ -181,7 +197,7 @@ class WanVideoAutoencoder(torch.nn.Module):
             self.vae.decoder.compile(dynamic=False)
 
     def stream_decoder(self) -> WanStreamDecoder:
-        return WanStreamDecoder(self.vae, self.mean, self.std, self.channels_last)
+        return WanStreamDecoder(self.vae, self.mean, self.std, self.channels_last, self.whole_chunk)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
