@@ -45,7 +45,7 @@ from rf.fast.timing import dit_flops
 from rf.models.cache import CacheConfig
 from rf.stream import build_sampler
 from rf.utils.cli import CONF_DIR
-from rf.utils.instantiate import resolve_dtype, to_dict
+from rf.utils.instantiate import instantiate, resolve_dtype, to_dict
 
 EXACT = {"compile": True, "static_cache": True, "attention": "cudnn"}
 DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in this order
@@ -213,8 +213,8 @@ def dit_profile(cfg, name: str, switches: dict, out: Path, device: torch.device,
 
 def vae_profile(cfg, name: str, out: Path, device: torch.device, dtype: torch.dtype) -> dict:
     torch._dynamo.reset()
-    _, model, autoencoder, _ = build(cfg, device, dtype)
-    del model
+    vae = {**to_dict(cfg.model.autoencoder), "path": None}  # the published architecture, random weights (as rf.bench)
+    autoencoder = instantiate(vae).to(device)
     autoencoder.speed_up(**VAE[name])
     decoder = autoencoder.stream_decoder()
     f = autoencoder.spatial_factor
