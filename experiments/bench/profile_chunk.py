@@ -213,7 +213,9 @@ def dit_profile(cfg, name: str, switches: dict, out: Path, device: torch.device,
 
 def vae_profile(cfg, name: str, out: Path, device: torch.device, dtype: torch.dtype) -> dict:
     torch._dynamo.reset()
-    vae = {**to_dict(cfg.model.autoencoder), "path": None}  # the published architecture, random weights (as rf.bench)
+    vae = to_dict(cfg.model.autoencoder)
+    if "path" in vae:  # the Wan VAE: its published architecture with random weights, as rf.bench builds it
+        vae["path"] = None
     autoencoder = instantiate(vae).to(device)
     autoencoder.speed_up(**VAE[name])
     decoder = autoencoder.stream_decoder()
