@@ -355,3 +355,20 @@ def test_warmup_chunks_auto_warms_only_a_fast_path_that_compiles():
     assert chunks("warmup_chunks=2") == 2
     with pytest.raises(ValueError, match="warmup_chunks=-1: use auto, 0"):
         chunks("warmup_chunks=-1")
+
+
+def test_stopping_the_server_stops_its_warm_up(streamer, capsys):
+    """Ctrl-C during the warm-up: it ends at its next chunk boundary (the server's shutdown), not after all chunks."""
+
+    async def go():
+        async with serving(streamer, *FAST, "warmup_chunks=1000"):
+            while "chunks with a switch" not in capsys.readouterr().out:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # a few chunks in
+
+    asyncio.run(go())
+    log = capsys.readouterr().out
+    done = [line for line in log.splitlines() if "warm-up done" in line]
+    assert len(done) == 1 and done[0].endswith("server stopped)"), log
+    chunks = int(done[0].split("(")[1].split(" chunks")[0])
+    assert 0 < chunks < 1000, done

@@ -116,7 +116,7 @@ class Server:
         self.app.router.add_get("/download/{name}", self.download)
         self.app.on_shutdown.append(self._shutdown)
         self.app.on_startup.append(self._warm_up)
-        self.warm: asyncio.Future | None = None  # the warm-up stream's run, while there is one
+        self.warming: LiveStream | None = None  # the warm-up stream, while it runs
 
     # -- HTTP ------------------------------------------------------------------------------------------------------
     @web.middleware
@@ -300,18 +300,20 @@ class Server:
         self.log(f"warming up: {n} chunks with a switch at chunk {switch_at}, before the first visitor's stream")
 
         def done(_) -> None:
-            self.warm = None
+            self.warming = None
             live.close()
             self.log(
                 f"warm-up done in {time.perf_counter() - started:.1f} s ({live.chunks_done} chunks, "
                 f"{len(live.switches)} prompts" + (f", {live.reason}" if live.reason else "") + ")"
             )
 
-        self.warm = loop.run_in_executor(self.executor, live.run)
-        self.warm.add_done_callback(done)
+        self.warming = live
+        loop.run_in_executor(self.executor, live.run).add_done_callback(done)
 
     async def _shutdown(self, app: web.Application) -> None:
         """Ctrl-C: every stream stops at its chunk boundary, every socket closes, every temp folder goes."""
+        if self.warming is not None:  # the warm-up too (it ends at its chunk boundary)
+            self.warming.stop("server stopped")
         for visitor in list(self.visitors):
             if visitor.stream is not None:
                 visitor.stream.stop("server stopped")
