@@ -93,3 +93,18 @@ def test_full_size_on_the_cpu_is_refused_with_the_smoke_command(tmp_path):
         "`make bench ARGS='model=toy'` runs the CPU smoke mode"
     ]
     assert not (tmp_path / "b.json").exists()
+
+
+def test_the_table_says_dit_only_is_not_separable_when_the_decode_overlaps():
+    """An overlapped variant's DiT time holds the wait for the previous chunk's decode: its record says None and the
+    table prints '-', where the same switches without overlap give a rate."""
+    from rf.bench import table
+
+    record = {"attention_frames": 9, "sink_frames": 3, "clip_fps": 30.3, "clip_first_frame_s": 0.165,
+              "clip_first_frames_s": 0.275, "stream_fps": 29.5, "steady_fps": 28.8, "steady_dit_only_fps": None,
+              "stream_seconds_of_video": 10, "latency": {}, "stream_peak_memory_gib": 11.9,
+              "steady_chunk_dit_s": 0.416, "steady_chunk_decode_s": 0.0, "stream_stopped": None}  # fmt: skip
+    results = {"device": "H100", "matmul_tflops": 779.0, "variants": {"exact": {"policies": {"ema_sink": record}}}}
+    assert "| 28.8 / - |" in table(results)
+    assert "| 28.8 / 42.7 |" in table({**results, "variants": {"e": {"policies": {"ema_sink": {
+        **record, "steady_dit_only_fps": 42.7}}}}})  # fmt: skip
