@@ -342,13 +342,14 @@ def test_a_warm_up_stream_runs_before_the_first_visitors_stream(streamer, capsys
 
 
 def test_warmup_chunks_auto_warms_only_a_fast_path_that_compiles():
+    from rf.fast.fast_path import FastPath
     from rf.models.cache import CacheConfig
     from rf.serve.__main__ import warmup_chunks
     from rf.utils.instantiate import to_dict
 
     def chunks(*overrides):
         cfg = compose_serve(*overrides)
-        return warmup_chunks(cfg, CacheConfig(**to_dict(cfg.sink)))
+        return warmup_chunks(cfg.warmup_chunks, FastPath(**to_dict(cfg.fast)), CacheConfig(**to_dict(cfg.sink)))
 
     assert chunks() == 0  # the plain path compiles nothing
     assert chunks("fast=exact") == 9 // 3 + 3  # the window filled (9 frames of 3-frame chunks), then 3 more

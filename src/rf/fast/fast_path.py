@@ -90,6 +90,11 @@ class FastPath:
         return on + ([f"attention={self.attention}"] if self.attention in ("cudnn", "flash") else [])
 
     @property
+    def compiles(self) -> bool:
+        """Whether the first chunks of a stream pay for compilation or graph capture (rf.serve warms these up)."""
+        return self.compile or self.graphs or self.vae_compile
+
+    @property
     def approximate(self) -> bool:
         return self.fp8 or self.cache_pass == "reuse" or self.decoder != "wan"
 

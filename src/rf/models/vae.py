@@ -112,14 +112,14 @@ class WanStreamDecoder:
         vae = self.vae
         z = latents.to(vae.dtype) * self.std.to(latents.device, vae.dtype) + self.mean.to(latents.device, vae.dtype)
         z = vae.post_quant_conv(z.contiguous(memory_format=self.memory_format))
-        if self.whole_chunk:  # the stream's first frame alone, then the rest at once
-            pieces = [z[:, :, :1], z[:, :, 1:]] if self.first else [z]
+        if not self.whole_chunk:
+            pieces = z.split(1, dim=2)
+        elif self.first and z.shape[2] > 1:  # the stream's first frame alone, then the rest at once
+            pieces = [z[:, :, :1], z[:, :, 1:]]
         else:
-            pieces = list(z.split(1, dim=2))
+            pieces = [z]
         out = []
         for piece in pieces:
-            if piece.shape[2] == 0:
-                continue
             out.append(vae.decoder(piece, feat_cache=self.feat_map, feat_idx=[0], first_chunk=self.first))
             self.first = False
         video = torch.cat(out, dim=2)

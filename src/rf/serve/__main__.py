@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rf.diffusion.schedule import chunks_for_seconds
+from rf.fast.fast_path import FastPath
 from rf.models.cache import POLICIES, CacheConfig
 from rf.serve.app import Options, Server
 from rf.serve.live import FORMATS, sweep_stale
@@ -73,14 +74,11 @@ def generate_overrides(cfg: DictConfig, overrides: list[str]) -> tuple[str, ...]
     return tuple(base + [o for o in given if not o.startswith(("model=", "ckpt="))])
 
 
-def warmup_chunks(cfg: DictConfig, cache: CacheConfig) -> int:
-    """warmup_chunks=auto: when the fast path compiles (compile, graphs, vae_compile), enough chunks to fill the
-    window, run steady and switch (rf.serve.app.Server._warm_up); 0 on the plain path, which has nothing to compile."""
-    value = cfg.warmup_chunks
+def warmup_chunks(value, fast: FastPath, cache: CacheConfig) -> int:
+    """warmup_chunks=auto: when the fast path compiles (FastPath.compiles), enough chunks to fill the window, run steady
+    and switch (rf.serve.app.Server._warm_up); 0 on the plain path, which has nothing to compile."""
     if value == "auto":
-        fast = cfg.get("fast", {})
-        compiles = any(bool(fast.get(k, False)) for k in ("compile", "graphs", "vae_compile"))
-        return -(-cache.attention_frames // cache.chunk_frames) + 3 if compiles else 0
+        return -(-cache.attention_frames // cache.chunk_frames) + 3 if fast.compiles else 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"warmup_chunks={value}: use auto, 0 (none) or a number of chunks")
     return value
@@ -140,7 +138,7 @@ def build_server(cfg: DictConfig, overrides: list[str], streamer: Streamer | Non
         max_switches_per_second=float(cfg.max_switches_per_second), pace=bool(cfg.pace),
         frame_format=cfg.frame_format, jpeg_quality=int(cfg.jpeg_quality), token=token,
         generate_overrides=generate_overrides(cfg, overrides), model=cfg.model.name, prompt=cfg.prompt,
-        warmup_chunks=warmup_chunks(cfg, cache),
+        warmup_chunks=warmup_chunks(cfg.warmup_chunks, streamer.fast, cache),
     )  # fmt: skip
     return Server(streamer, options, log=log)
 

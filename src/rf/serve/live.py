@@ -32,6 +32,7 @@ may take from decode to the page.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import queue
@@ -236,9 +237,8 @@ class LiveStream:
                 begun = time.perf_counter()
             compute = time.perf_counter() - tick
             pixels = to_uint8(frames)  # [t, H, W, 3]
-            images = list(
-                self.encoder.map(encode_image, pixels, [self.frame_format] * len(pixels), [self.quality] * len(pixels))
-            )  # in order; the threads at once
+            encode = functools.partial(encode_image, fmt=self.frame_format, quality=self.quality)
+            images = list(self.encoder.map(encode, pixels))  # in order; the threads at once
             self.chunks_done = chunk.index + 1
             self.on_event({"type": "chunk", "index": chunk.index, "prompt_index": chunk.prompt_index,
                            "frames": len(images), "stamp_ms": stamp_ms, "compute_s": compute,
