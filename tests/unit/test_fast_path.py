@@ -14,7 +14,7 @@ from rf.fast.epilogue import EpilogueGELU
 from rf.fast.fast_path import FastPath
 from rf.fast.graphs import CudaGraphModel
 from rf.fast.static_cache import StaticKVCache
-from rf.models.attention import backend
+from rf.models.attention import backend, kernel
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
 from rf.models.vae import WanVideoAutoencoder
@@ -244,3 +244,66 @@ def test_cuda_graphs_say_what_they_need_on_a_cpu():
         graphed(x, torch.zeros(1), text=text, cache=cache)
     with pytest.raises(ValueError, match="replays on its own cache"):
         graphed(x, torch.zeros(1), text=text, cache=model.new_cache(CacheConfig(), static=True))
+
+
+def math_attention(calls: list):
+    """An own attention kernel for `rf_kernel` (as fast.attention=fa3 installs one): fp32 SDPA, counting its calls."""
+
+    def attention(q, k, v):  # [B, L, H, D] -> [B, L, H, D]
+        calls.append(q.shape[1])
+        out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return out.transpose(1, 2)
+
+    return attention
+
+
+def test_own_attention_kernel_keeps_the_function():
+    """A module's `rf_kernel` (rf.models.attention.kernel) replaces diffusers' dispatcher, self- and cross-attention."""
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    text = torch.randn(1, 6, model.config.text_dim)
+    shape = (1, model.config.in_channels, 12, 4, 4)  # 4 chunks: the window fills and evicts
+    cache = CacheConfig(policy="ema_sink", sink_frames=3, attention_frames=9)
+    calls = []
+    with torch.no_grad():
+        ref = StreamSampler(model, cache).rollout([(0, text)], shape, GeneratorNoise(0))
+        for block in model.blocks:
+            block.attn1.rf_kernel = block.attn2.rf_kernel = math_attention(calls)
+        static = FastPath(static_cache=True)
+        out = StreamSampler(model, cache, **static.sampler_kwargs()).rollout([(0, text)], shape, GeneratorNoise(0))
+    passes = 4 * 5 - 1  # 4 chunks of 4 denoising passes, and a cache pass after each chunk but the last
+    assert len(calls) == 2 * len(model.blocks) * passes  # every self- and cross-attention call went through it
+    assert relative_error(out, ref) < 1e-5  # fp32: the same function
+
+
+def test_own_attention_kernel_refuses_a_mask():
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    attn = model.blocks[0].attn1
+    attn.rf_kernel = math_attention([])
+    q = torch.randn(1, 8, attn.heads, model.config.attention_head_dim)
+    with pytest.raises(ValueError, match="takes no attention mask"):
+        kernel(attn, q, q, q, mask=torch.ones(8, 8, dtype=torch.bool))
+
+
+def test_fa3_switch_says_how_to_install_it():
+    fast = FastPath(attention="fa3")
+    assert fast.gpu_only() == ["attention=fa3"]
+    try:
+        import fa3_fwd_interface  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install fa3-fwd"):
+            fast.prepare_model(CausalWanTransformer3DModel(**tiny_wan_config()))
+    else:
+        pytest.skip("FlashAttention-3 is installed: test_fa3_kernel_matches_fp32_attention checks it")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9, reason="Hopper only")
+def test_fa3_kernel_matches_fp32_attention():
+    pytest.importorskip("fa3_fwd_interface", reason="pip install fa3-fwd")
+    from rf.fast.fa3 import flash_attention_3
+
+    g = torch.Generator("cuda").manual_seed(0)
+    q, k, v = (torch.randn(1, n, 12, 128, device="cuda", generator=g).bfloat16() for n in (4680, 9360, 9360))
+    ref = torch.nn.functional.scaled_dot_product_attention(*(x.float().transpose(1, 2) for x in (q, k, v)))
+    # bf16 output: each element rounded to 2^-9 relative, and bf16 P @ V inside the kernel; 1e-2 leaves 5x room
+    assert relative_error(flash_attention_3(q, k, v).float(), ref.transpose(1, 2)) < 1e-2

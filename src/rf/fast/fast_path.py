@@ -11,7 +11,7 @@ Exact (the plain path's function; only bf16 rounding differs):
                      state, experiments/bench/README.md)
     attention        the DiT's attention kernel, through diffusers' set_attention_backend: cudnn | flash |
                      efficient | math (null: PyTorch picks; on an H100, torch 2.11 already picks cuDNN for the stream's
-                     shapes, experiments/bench/README.md)
+                     shapes, experiments/bench/README.md); or fa3: FlashAttention-3's Hopper kernel    rf.fast.fa3
     cudnn_benchmark  let cuDNN time its convolution algorithms (the VAE's 3-D convolutions)
     vae_channels_last / vae_conv2d / vae_compile   the Wan VAE decoder in channels-last layout / its causal 3-D
                      convolutions as 2-D ones over stacked frames / under torch.compile      rf.models.vae
@@ -45,6 +45,7 @@ from rf.utils.cli import CONF_DIR
 
 BACKENDS = {"cudnn": "_native_cudnn", "flash": "_native_flash", "efficient": "_native_efficient",
             "math": "_native_math"}  # fmt: skip
+ATTENTION = [*BACKENDS, "fa3"]  # fa3: rf.fast.fa3, not one of diffusers' backends
 DECODER_CONFIGS = Path(CONF_DIR) / "decoder"  # fast.decoder=NAME: conf/decoder/NAME.yaml; wan needs none
 
 
@@ -78,8 +79,8 @@ class FastPath:
                 "passes only; set fast.graphs=false (fast.static_cache=true keeps the static cache) or "
                 "fast.cache_pass=clean"
             )
-        if self.attention is not None and self.attention not in BACKENDS:
-            raise ValueError(f"fast.attention={self.attention!r}: choose one of {', '.join(BACKENDS)} or null")
+        if self.attention is not None and self.attention not in ATTENTION:
+            raise ValueError(f"fast.attention={self.attention!r}: choose one of {', '.join(ATTENTION)} or null")
         if self.decoder not in decoder_names():
             raise ValueError(f"fast.decoder={self.decoder!r}: choose one of {', '.join(decoder_names())} (wan: the "
                              f"model's own autoencoder; the others: {DECODER_CONFIGS}/NAME.yaml)")  # fmt: skip
@@ -87,7 +88,7 @@ class FastPath:
     def gpu_only(self) -> list[str]:
         """The switches on that need a CUDA device."""
         on = [k for k in ("graphs", "overlap", "fp8", "cudnn_benchmark") if getattr(self, k)]
-        return on + ([f"attention={self.attention}"] if self.attention in ("cudnn", "flash") else [])
+        return on + ([f"attention={self.attention}"] if self.attention in ("cudnn", "flash", "fa3") else [])
 
     @property
     def compiles(self) -> bool:
@@ -104,7 +105,13 @@ class FastPath:
 
     def prepare_model(self, model: torch.nn.Module):
         """Apply the model switches in place; returns what StreamSampler should call (a CUDA-graph wrapper or it)."""
-        if self.attention is not None:  # before compiling: the kernel is fixed when the blocks are traced
+        if self.attention == "fa3":  # before compiling, like the others; every block's self- and cross-attention
+            from rf.fast.fa3 import flash_attention_3, load
+
+            load()  # a missing kernel fails here, with how to install it, not in the first pass
+            for block in model.blocks:
+                block.attn1.rf_kernel = block.attn2.rf_kernel = flash_attention_3
+        elif self.attention is not None:  # before compiling: the kernel is fixed when the blocks are traced
             from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
 
             default = registry._active_backend

@@ -19,6 +19,22 @@ def backend(attn: WanAttention):
     return getattr(attn.processor, "_attention_backend", None)
 
 
+def kernel(attn: WanAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None) -> torch.Tensor:
+    """q [B, Lq, H, D], k, v [B, Lk, H, D] -> [B, Lq, H, D] on this module's kernel.
+
+    `attn.rf_kernel` (rf.fast.fast_path: fast.attention=fa3) when set, a function of q, k, v without a mask;
+    otherwise diffusers' dispatcher with the backend `set_attention_backend` chose."""
+    own = getattr(attn, "rf_kernel", None)
+    if own is None:
+        return dispatch_attention_fn(q, k, v, attn_mask=mask, backend=backend(attn))
+    if mask is not None:
+        raise ValueError(
+            f"{own.__name__} takes no attention mask (teacher forcing's block-causal mask asked for one): "
+            "train with fast.attention=null or cudnn"
+        )
+    return own(q, k, v)
+
+
 def rope_tables(
     rope: WanRotaryPosEmbed, frame_positions: torch.Tensor, height: int, width: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +122,7 @@ def attend(
             v_all = torch.cat([context.v.to(v.dtype), v], dim=1)
         k_all = apply_rope(k_all, *rope_k)
     q = apply_rope(q, *rope_q)
-    out = dispatch_attention_fn(q, k_all, v_all, attn_mask=mask, backend=backend(attn))  # [B, L, H, D]
+    out = kernel(attn, q, k_all, v_all, mask)  # [B, L, H, D]
     return out.flatten(2, 3)
 
 
@@ -120,5 +136,5 @@ def text_kv(attn: WanAttention, text: torch.Tensor) -> tuple[torch.Tensor, torch
 def cross_attention(attn: WanAttention, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """x [B, L, dim] attends to precomputed text K/V -> [B, L, dim]."""
     q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))
-    out = dispatch_attention_fn(q, kv[0].to(q.dtype), kv[1].to(q.dtype), backend=backend(attn))
+    out = kernel(attn, q, kv[0].to(q.dtype), kv[1].to(q.dtype))  # [B, L, H, D]
     return attn.to_out[0](out.flatten(2, 3).type_as(x))
