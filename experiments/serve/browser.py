@@ -30,6 +30,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -74,27 +75,33 @@ class Page:
             await asyncio.sleep(every)
 
 
-def launch(chromium: str, library_path: str | None, profile: str) -> tuple[subprocess.Popen, int]:
-    """Start Chromium with a DevTools port of its choosing; returns the process and the port."""
+def launch(
+    chromium: str, library_path: str | None, fonts: str | None, profile: str, flags: list[str]
+) -> tuple[subprocess.Popen, int, list]:
+    """Start Chromium with a DevTools port of its choosing; returns the process, the port and its stderr so far
+    (read on by a thread, so a chatty browser never blocks on a full pipe; its tail goes into any error)."""
     env = dict(os.environ)
     if library_path:
         env["LD_LIBRARY_PATH"] = library_path + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+    if fonts:  # a folder with fonts.conf, for a machine without /etc/fonts (chromium.sh unpack makes one)
+        env["FONTCONFIG_PATH"] = fonts
     binary = shutil.which(chromium) or chromium
-    cmd = [binary, *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"]
+    cmd = [binary, *FLAGS, *flags, "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
         seen.append(line)
         found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
         if found:
-            return proc, int(found.group(1))
+            threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True).start()
+            return proc, int(found.group(1)), seen
     raise RuntimeError(f"{binary} ended before listening (exit {proc.wait()}): {''.join(seen)[-2000:]}")
 
 
-async def measure(url: str, chromium: str, library_path: str | None, prompt: str, switch_prompt: str,
-                  seconds: float, switch_at: float | None) -> dict:  # fmt: skip
+async def measure(url: str, chromium: str, library_path: str | None, fonts: str | None, prompt: str,
+                  switch_prompt: str, seconds: float, switch_at: float | None, flags: list[str]) -> dict:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rf-browser-") as profile:
-        proc, port = launch(chromium, library_path, profile)
+        proc, port, stderr = launch(chromium, library_path, fonts, profile, flags)
         try:
             async with aiohttp.ClientSession() as session:
                 async with session.put(f"http://127.0.0.1:{port}/json/new?{url}") as r:
@@ -103,6 +110,9 @@ async def measure(url: str, chromium: str, library_path: str | None, prompt: str
                     version = (await r.json())["Browser"]
                 async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                     return await drive(Page(ws), version, url, prompt, switch_prompt, seconds, switch_at)
+        except (aiohttp.ClientError, RuntimeError, TimeoutError) as error:
+            tail = "".join(stderr[-40:]) or "(nothing)\n"
+            raise RuntimeError(f"{error!r}; the browser (exit {proc.poll()}) printed:\n{tail}") from error
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -155,11 +165,13 @@ def main() -> None:
     parser.add_argument("--switch-prompt", default=YELLOW)
     parser.add_argument("--seconds", type=float, default=20, help="seconds to watch, from the first frame drawn")
     parser.add_argument("--switch-at", type=float, default=10, help="seconds after the first frame; <0: no switch")
+    parser.add_argument("--fonts", default=None, help="a folder with fonts.conf (FONTCONFIG_PATH)")
+    parser.add_argument("--flag", action="append", default=[], help="another Chromium flag (repeatable)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     switch_at = args.switch_at if args.switch_at >= 0 else None
-    report = asyncio.run(measure(args.url, args.chromium, args.library_path, args.prompt, args.switch_prompt,
-                                 args.seconds, switch_at))  # fmt: skip
+    report = asyncio.run(measure(args.url, args.chromium, args.library_path, args.fonts, args.prompt,
+                                 args.switch_prompt, args.seconds, switch_at, args.flag))  # fmt: skip
     lat = report["first_frame_ms"]
     print(
         f"{report['browser']}: {report['fps_drawn']} frames/s drawn, decode -> first frame drawn p50 {lat.get('p50')}"

@@ -3,7 +3,8 @@
 # stream; measure.py (headless client) and, given a Chromium, browser.py (the page drawn in a real browser).
 #   bash experiments/serve/h100.sh OUTDIR     writes OUTDIR/h100_{pace,flat}.json (+ browser_*.json) and server logs
 # SERVE_ARGS: the server's overrides (default: the full model, random weights, fast=exact; "" for the CPU toy).
-# CHROMIUM, CHROMIUM_LIB: a Chromium binary and its library folder (experiments/serve/chromium.sh unpack).
+# CHROMIUM, CHROMIUM_LIB, CHROMIUM_FONTS: a Chromium binary, its library folder and its fontconfig folder
+# (experiments/serve/chromium.sh unpack).
 set -uo pipefail
 out=${1:?OUTDIR}
 mkdir -p "$out"
@@ -23,6 +24,7 @@ run() {  # $1 pace, $2 port, $3 name
     --out "$out/h100_$3.json"
   if [ -n "${CHROMIUM:-}" ] && [ "$1" = true ]; then  # flat out, the page plays the growing backlog at the fps
     python experiments/serve/browser.py --url "$url" --chromium "$CHROMIUM" --library-path "${CHROMIUM_LIB:-}" \
+      --fonts "${CHROMIUM_FONTS:-}" \
       --prompt "$P1" --switch-prompt "$P2" --seconds 20 --switch-at 10 --out "$out/browser_$3.json"
   fi
   kill "$pid"; wait "$pid" 2>/dev/null
