@@ -1,12 +1,14 @@
 """Every switch of the exact fast path computes the plain path's function (fp32, CPU, tiny model)."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.activations import GELU
 from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+from omegaconf import OmegaConf
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.fast.compile import compile_blocks
@@ -18,6 +20,7 @@ from rf.models.attention import backend, kernel
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
 from rf.models.vae import WanVideoAutoencoder
+from rf.utils.cli import CONF_DIR
 from tests.conftest import tiny_wan_config
 
 
@@ -307,3 +310,13 @@ def test_fa3_kernel_matches_fp32_attention():
     ref = torch.nn.functional.scaled_dot_product_attention(*(x.float().transpose(1, 2) for x in (q, k, v)))
     # bf16 output: each element rounded to 2^-9 relative, and bf16 P @ V inside the kernel; 1e-2 leaves 5x room
     assert relative_error(flash_attention_3(q, k, v).float(), ref.transpose(1, 2)) < 1e-2
+
+
+@pytest.mark.parametrize("path", sorted((Path(CONF_DIR) / "variants").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_bench_variant_file_names_valid_switches(path):
+    """Each variant of conf/variants/NAME.yaml is a valid FastPath and lists bounded policies; plain comes first."""
+    variants = OmegaConf.to_container(OmegaConf.load(path))
+    assert next(iter(variants)) == "plain" and variants["plain"]["fast"] == {}  # every check is against plain
+    for name, variant in variants.items():
+        FastPath(**variant["fast"])  # raises on an unknown switch or value
+        assert set(variant["policies"]) <= {"full", "window", "sink", "ema_sink"}, name
