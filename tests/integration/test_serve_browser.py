@@ -6,11 +6,13 @@ server decode stamp -> first frame of the chunk drawn on the canvas, at most 100
 RF_SCREENSHOT=docs/serve.png also saves a screenshot of the page streaming (the README's).
 """
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,3 +148,20 @@ def test_the_page_streams_switches_and_downloads(server, tmp_path):
     cut = switch["chunk"] * 3
     assert torch.all(red[:cut] > 0) and torch.all(yellow[:cut] == 0)
     assert torch.all(yellow[cut + 3 :] > 0) and torch.all(red[cut + 3 :] == 0)
+
+
+def test_devtools_client_measures_the_page(server, tmp_path):
+    """experiments/serve/browser.py (how the page is measured on a GPU machine, without Playwright) drives the same
+    page over the DevTools protocol: frames drawn, decode -> drawn latency and the switch, from window.rfStats."""
+    script = Path(__file__).parents[2] / "experiments" / "serve" / "browser.py"
+    out = tmp_path / "browser.json"
+    command = [sys.executable, str(script), "--url", server, "--chromium", chromium(), "--seconds", "6",
+               "--switch-at", "3", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    video_fps = 8  # the toy world's (conf/model/toy.yaml)
+    assert report["errors"] == [] and report["chunks_drawn"] >= 3
+    assert 0.5 * video_fps < report["fps_drawn"] <= 1.1 * video_fps  # paced: the page plays at the video's fps
+    assert report["switch_latency_s"] is not None and 0 < report["switch_latency_s"] < 5
+    assert 0 < report["first_frame_ms"]["p50"] < 1000
