@@ -8,7 +8,8 @@ GPU check measures it).
 
 The kernel ships as a wheel built against PyTorch's stable C ABI for CUDA 13:
 
-    pip install fa3-fwd          # FlashAttention 3's hopper/ forward only; a Hopper GPU, torch >= 2.10 (cu130)
+    pip install fa3-fwd          # or pip install -e '.[fa3]': FlashAttention 3's hopper/ forward only;
+                                 # a Hopper GPU, torch >= 2.10 (cu130)
 
 It is imported only when fast.attention=fa3 asks for it.
 """
