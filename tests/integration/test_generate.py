@@ -36,7 +36,7 @@ def test_generate_streams_an_mp4_with_a_prompt_switch(tmp_path):
         (["sink.policy=rolling"], "rolling"),
         (["ckpt=/no/such.ckpt"], "/no/such.ckpt"),
         (["fast=exact", "device=cpu"], "fast path switches graphs, overlap, attention=cudnn need a CUDA GPU"),
-        (["fast.attention=fa3"], "fast.attention='fa3'"),
+        (["fast.attention=fa9"], "fast.attention='fa9'"),
     ],
 )
 def test_bad_input_gives_one_line_and_no_output(tmp_path, overrides, needle):
