@@ -165,6 +165,20 @@ def test_queue_positions_refusal_and_a_closed_page_frees_the_slot(streamer):
     asyncio.run(go())
 
 
+def test_frames_are_not_deflated_when_the_page_asks(streamer):
+    """A browser offers permessage-deflate; the server declines it (JPEG does not compress) and still streams."""
+
+    async def go():
+        async with serving(streamer, "pace=false") as client:
+            ws = await client.ws_connect("/ws", compress=15)  # what Chromium's handshake offers
+            assert ws.compress == 0  # the extension the server accepted: none
+            await ws.send_json({"type": "start", "prompt": RED})
+            header, frames = await chunk_with_frames(ws)
+            assert header["index"] == 0 and frames and frames[0][:2] == b"\xff\xd8"  # a JPEG, as sent
+
+    asyncio.run(go())
+
+
 def test_stop_then_start_at_once_gives_a_fresh_stream(streamer):
     """The old stream's last chunk and its `ended` never reach the page after the new stream's `started`."""
 
