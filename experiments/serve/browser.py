@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -87,7 +88,9 @@ def launch(
         env["FONTCONFIG_PATH"] = fonts
     binary = shutil.which(chromium) or chromium
     cmd = [binary, *FLAGS, *flags, "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # its own process group: stop() ends the renderer, GPU and crash-handler processes too, not only the browser
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
     seen = []
     for line in proc.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
         seen.append(line)
@@ -98,9 +101,23 @@ def launch(
     raise RuntimeError(f"{binary} ended before listening (exit {proc.wait()}): {''.join(seen)[-2000:]}")
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the browser's whole process group, then SIGKILL to what is left after 10 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        os.killpg(proc.pid, signal.SIGKILL)  # helpers that outlived the browser
+    except ProcessLookupError:
+        return  # the group is gone
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 async def measure(url: str, chromium: str, library_path: str | None, fonts: str | None, prompt: str,
                   switch_prompt: str, seconds: float, switch_at: float | None, flags: list[str]) -> dict:  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="rf-browser-") as profile:
+    # Chromium's helpers may still be writing the profile as they exit: what they leave is not an error here
+    with tempfile.TemporaryDirectory(prefix="rf-browser-", ignore_cleanup_errors=True) as profile:
         proc, port, stderr = launch(chromium, library_path, fonts, profile, flags)
         try:
             async with aiohttp.ClientSession() as session:
@@ -114,8 +131,7 @@ async def measure(url: str, chromium: str, library_path: str | None, fonts: str 
             tail = "".join(stderr[-40:]) or "(nothing)\n"
             raise RuntimeError(f"{error!r}; the browser (exit {proc.poll()}) printed:\n{tail}") from error
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
 
 
 async def drive(page: Page, version: str, url: str, prompt: str, switch_prompt: str, seconds: float,
