@@ -10,6 +10,12 @@ chunk included), and cross-attention to 512 text tokens. Kernels, each on the sa
   fa3          FlashAttention-3's forward (rf.fast.fa3)
   fa3_fp8      FlashAttention-3 on e4m3 q, k, v with per-tensor scales (an approximation: its error is reported;
                the quantisation is timed apart)
+  fa3_splitsN  FlashAttention-3 with the keys split N ways (more tiles than the 132 SMs' 3.4 waves of 444) and combined
+  fa3_pack_gqa FlashAttention-3 with its pack_gqa scheduling
+The stream appends the chunk's own keys to the cache's before each self-attention; two ways, timed whole:
+  fa3_cat      torch.cat of the context's and the chunk's k and v, then FlashAttention-3 (what fast.attention=fa3 does)
+  fa3_append   FlashAttention-3's append-KV: the chunk's k, v written into a preallocated buffer after the context,
+               in the kernel (seqused_k = the context's length), no concatenation
 Error: relative Frobenius error against float32 attention (cuBLAS, TF32 off) on the same bf16 inputs.
 Writes OUTDIR/attention_kernels.json and prints the table.
 """
@@ -64,6 +70,23 @@ def quantize(x: torch.Tensor):
     return (x / scale).to(torch.float8_e4m3fn), scale.expand(x.shape[0], x.shape[2]).contiguous()
 
 
+def appended(fa3, k, v, context: int, q) -> dict:
+    """fa3_cat and fa3_append for keys = [the first `context` of k, v ; the chunk's own last ones]."""
+    ctx_k, ctx_v = k[:, :context].clone(), v[:, :context].clone()  # the cache's rotated context, [B, Lc, H, D]
+    new_k, new_v = k[:, context:].clone(), v[:, context:].clone()  # the chunk's own, [B, Lq, H, D]
+    buf_k, buf_v = k.clone(), v.clone()  # [B, Lc + Lq, H, D]: the context, then room for the chunk
+    used = torch.full((q.shape[0],), context, dtype=torch.int32, device=q.device)
+
+    def cat():
+        return fa3(q, torch.cat([ctx_k, new_k], 1), torch.cat([ctx_v, new_v], 1), softmax_scale=DIM**-0.5)[0]
+
+    def append():
+        return fa3(q, buf_k, buf_v, k_new=new_k, v_new=new_v, seqused_k=used, max_seqlen_q=q.shape[1],
+                   softmax_scale=DIM**-0.5)[0]  # fmt: skip
+
+    return {"fa3_cat": cat, "fa3_append": append}
+
+
 def main(out_dir: Path) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     device = torch.device("cuda")
@@ -89,6 +112,12 @@ def main(out_dir: Path) -> None:
             (q8, qs), (k8, ks), (v8, vs) = quantize(q), quantize(k), quantize(v)
             fp8 = {"q_descale": qs, "k_descale": ks, "v_descale": vs, "softmax_scale": DIM**-0.5}
             kernels["fa3_fp8"] = lambda q8=q8, k8=k8, v8=v8, fp8=fp8: fa3(q8, k8, v8, **fp8)[0]
+            for n in (2, 3, 4):
+                kernels[f"fa3_splits{n}"] = lambda q=q, k=k, v=v, n=n: fa3(q, k, v, softmax_scale=DIM**-0.5,
+                                                                         num_splits=n)[0]  # fmt: skip
+            kernels["fa3_pack_gqa"] = lambda q=q, k=k, v=v: fa3(q, k, v, softmax_scale=DIM**-0.5, pack_gqa=True)[0]
+            if keys > QUERIES:  # self-attention with a context: the chunk's own k, v are the last QUERIES keys
+                kernels.update(appended(fa3, k, v, keys - QUERIES, q))
         for name, fn in kernels.items():
             try:
                 seconds, err = timed(fn), error(fn(), ref)

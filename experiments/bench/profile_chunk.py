@@ -54,6 +54,7 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "fp8": {**EXACT, "fp8": True},
     "exact_fuse_qkv": {**EXACT, "fuse_qkv": True},
     "exact_fa3": {**EXACT, "attention": "fa3"},  # FlashAttention-3 (rf.fast.fa3; pip install fa3-fwd)
+    "exact_fa3_autotune": {**EXACT, "attention": "fa3", "autotune": True},  # and Inductor's max-autotune
     "exact_flash": {**EXACT, "attention": None},  # PyTorch's pick (flash): is cuDNN attention used in the stream?
     "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
     "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},

@@ -232,8 +232,21 @@ def test_fast_path_refuses_unknown_switch_values():
         FastPath(attention="fa9")
     with pytest.raises(ValueError, match="fast.decoder='tiny'"):
         FastPath(decoder="tiny")
+    with pytest.raises(ValueError, match="fast.autotune=true tunes the compiled blocks"):
+        FastPath(autotune=True)
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]
     assert FastPath().describe() == "plain" and FastPath(fp8=True).approximate
+
+
+@pytest.mark.parametrize("autotune, mode", [(False, None), (True, "max-autotune-no-cudagraphs")])
+def test_autotune_compiles_the_blocks_in_max_autotune_without_inductors_graphs(autotune, mode, monkeypatch):
+    """fast.autotune picks Inductor's mode; its own CUDA graphs stay off (rf.fast.graphs captures the passes)."""
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    modes = []
+    for block in model.blocks:
+        monkeypatch.setattr(block, "compile", lambda dynamic, mode: modes.append((dynamic, mode)))
+    FastPath(compile=True, autotune=autotune).prepare_model(model)
+    assert modes == [(False, mode)] * len(model.blocks)
 
 
 def test_cuda_graphs_say_what_they_need_on_a_cpu():

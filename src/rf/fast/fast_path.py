@@ -3,6 +3,9 @@
 Exact (the plain path's function; only bf16 rounding differs):
 
     compile          torch.compile each causal block                      rf.fast.compile
+    autotune         compile the blocks with Inductor's max-autotune (no CUDA graphs of its own): it times Triton
+                     matmul templates, with the pointwise work around them fused in, against cuBLAS, and keeps the
+                     faster; minutes of tuning on the first chunks
     static_cache     preallocated KV buffers with a ring-buffer window    rf.fast.static_cache
     graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
     fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
@@ -57,6 +60,7 @@ def decoder_names() -> list[str]:
 @dataclass(frozen=True)
 class FastPath:
     compile: bool = False
+    autotune: bool = False
     static_cache: bool = False
     graphs: bool = False
     fuse_qkv: bool = False
@@ -79,6 +83,8 @@ class FastPath:
                 "passes only; set fast.graphs=false (fast.static_cache=true keeps the static cache) or "
                 "fast.cache_pass=clean"
             )
+        if self.autotune and not self.compile:
+            raise ValueError("fast.autotune=true tunes the compiled blocks: set fast.compile=true too")
         if self.attention is not None and self.attention not in ATTENTION:
             raise ValueError(f"fast.attention={self.attention!r}: choose one of {', '.join(ATTENTION)} or null")
         if self.decoder not in decoder_names():
@@ -129,7 +135,7 @@ class FastPath:
 
             fp8_linears(model)
         if self.compile:
-            compile_blocks(model)
+            compile_blocks(model, mode="max-autotune-no-cudagraphs" if self.autotune else None)
         return CudaGraphModel(model) if self.graphs else model
 
     def sampler_kwargs(self) -> dict:
