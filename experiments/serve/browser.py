@@ -11,7 +11,10 @@ after the first frame drawn, presses Stop after --seconds, and reports what the 
 
     fps_drawn          frames drawn on the canvas per second, first frame to last
     first_frame_ms     per chunk: the server's decode stamp -> the chunk's first frame drawn; p50 / p90 / max
-                       (the server and the browser on one machine: one clock)
+                       (the server and the browser on one machine: one clock), the sum of
+    in_page_ms         ... the stamp -> the chunk's first image decoded in the page, and
+    draw_ms            ... that image -> drawn (chunks with no backlog): the browser's own drawing
+    setup_draw_ms      the page's blank first draw when it learns the frame size, before any chunk
     switch_latency_s   the switch typed -> the first frame of the new prompt drawn
     backlogged_chunks  chunks whose first frame waited behind earlier frames (the page plays a backlog at the
                        video's fps)
@@ -165,6 +168,9 @@ async def drive(page: Page, version: str, url: str, prompt: str, switch_prompt: 
         "chunks_drawn": len(lat),
         "fps_drawn": round((drawn - 1) / ((last - begun) / 1000), 2) if drawn > 1 and last > begun else None,
         "first_frame_ms": quantiles([x["ms"] for x in lat]),
+        "in_page_ms": quantiles([x["ready"] for x in lat]),  # decode stamp -> the chunk's first image decoded here
+        "draw_ms": quantiles([x["ms"] - x["ready"] for x in lat if x["backlog"] == 0]),  # decoded -> drawn
+        "setup_draw_ms": stats.get("setupDrawMs"),  # the page's blank first draw, before the stream (app.js)
         "backlogged_chunks": sum(x["backlog"] > 0 for x in lat),
         "switch_latency_s": round((new_drawn - sent) / 1000, 3) if sent and new_drawn else None,
         "latencies": lat,
@@ -192,7 +198,9 @@ def main() -> None:
     print(
         f"{report['browser']}: {report['fps_drawn']} frames/s drawn, decode -> first frame drawn p50 {lat.get('p50')}"
         f" / p90 {lat.get('p90')} / max {lat.get('max')} ms over {report['chunks_drawn']} chunks "
-        f"({report['backlogged_chunks']} behind a backlog), switch latency {report['switch_latency_s']} s"
+        f"({report['backlogged_chunks']} behind a backlog), switch latency {report['switch_latency_s']} s; in the "
+        f"page p50 / max {report['in_page_ms'].get('p50')} / {report['in_page_ms'].get('max')} ms, drawing max "
+        f"{report['draw_ms'].get('max')} ms, set-up draw {report['setup_draw_ms']} ms"
     )
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))

@@ -165,3 +165,6 @@ def test_devtools_client_measures_the_page(server, tmp_path):
     assert 0.5 * video_fps < report["fps_drawn"] <= 1.1 * video_fps  # paced: the page plays at the video's fps
     assert report["switch_latency_s"] is not None and 0 < report["switch_latency_s"] < 5
     assert 0 < report["first_frame_ms"]["p50"] < 1000
+    # the page's blank first draw happened at hello, before the stream (app.js: its set-up cost is not a chunk's)
+    assert report["setup_draw_ms"] is not None and report["setup_draw_ms"] >= 0
+    assert report["in_page_ms"]["max"] <= report["first_frame_ms"]["max"]  # decoded in the page, then drawn
