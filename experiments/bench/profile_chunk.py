@@ -55,6 +55,7 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fuse_qkv": {**EXACT, "fuse_qkv": True},
     "exact_fa3": {**EXACT, "attention": "fa3"},  # FlashAttention-3 (rf.fast.fa3; pip install fa3-fwd)
     "exact_fa3_autotune": {**EXACT, "attention": "fa3", "autotune": True},  # and Inductor's max-autotune
+    "exact_fa3_commit": {**EXACT, "attention": "fa3", "compile_commit": True},  # and the cache's commit compiled
     "exact_flash": {**EXACT, "attention": None},  # PyTorch's pick (flash): is cuDNN attention used in the stream?
     "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
     "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},
@@ -63,6 +64,7 @@ VAE = {  # name -> the Wan VAE's speed_up switches
     "exact": {"channels_last": True, "compile": True, "conv2d": True},
     "exact_whole_chunk": {"channels_last": True, "compile": True, "conv2d": True, "whole_chunk": True},
     "conv3d": {"channels_last": True, "compile": True},  # cuDNN's 3-D convolutions, no stacking copies
+    "conv3d_whole_chunk": {"channels_last": True, "compile": True, "whole_chunk": True},
 }
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels

@@ -15,7 +15,7 @@ from rf.fast.compile import compile_blocks
 from rf.fast.epilogue import EpilogueGELU
 from rf.fast.fast_path import FastPath
 from rf.fast.graphs import CudaGraphModel
-from rf.fast.static_cache import StaticKVCache
+from rf.fast.static_cache import StaticKVCache, write_chunk
 from rf.models.attention import backend, kernel
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
@@ -43,10 +43,13 @@ def test_compiled_blocks_stream_the_same_video(policy):
     assert relative_error(out, ref) < 1e-5
 
 
-def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, switch_at=None, **sampler):
-    """The same stream through the growing cache and through the static one: (plain, static, both samplers)."""
+def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, switch_at=None, compile_commit=False,
+                **sampler):  # fmt: skip
+    """The same stream through the growing cache and through the static one: (plain, static, both samplers).
+    compile_commit: the static cache's commit under torch.compile (fast.compile_commit)."""
     torch.manual_seed(0)
     model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    model.compile_commit = compile_commit
     texts = [(0, torch.randn(1, 6, model.config.text_dim))]
     if switch_at is not None:  # a second prompt; the window is re-cached under it (LongLive)
         texts.append((switch_at, torch.randn(1, 6, model.config.text_dim)))
@@ -79,6 +82,19 @@ def test_static_cache_streams_the_same_video(policy, sink_frames, attention_fram
     assert relative_error(static, plain) < 1e-5
     assert samplers[1].last_cache.evicted_frames == samplers[0].last_cache.evicted_frames > 0
     assert samplers[1].last_cache.sink_drift() == pytest.approx(samplers[0].last_cache.sink_drift(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "policy, sink_frames, attention_frames, chunk_frames",
+    [("ema_sink", 3, 9, 3), ("ema_sink", 3, 15, 3), ("ema_sink", 2, 9, 3), ("ema_sink", 3, 6, 3), ("window", 3, 9, 3)],
+)
+def test_compiled_commit_streams_the_same_video(policy, sink_frames, attention_frames, chunk_frames):
+    """fast.compile_commit: the commit's slot writes, EMA-Sink fusion and re-rotation as Inductor's kernels; fp32 on
+    the CPU, so only the order of float operations may differ (1e-5 is about 100 fp32 roundings of the latents)."""
+    plain, static, samplers = stream_pair(policy, sink_frames, attention_frames, chunk_frames, compile_commit=True)
+    assert samplers[1].last_cache._write is not write_chunk  # the compiled function ran, not the eager one
+    assert relative_error(static, plain) < 1e-5
+    assert samplers[1].last_cache.evicted_frames == samplers[0].last_cache.evicted_frames > 0
 
 
 def test_static_cache_recaches_on_a_prompt_switch_like_the_plain_cache():
@@ -232,6 +248,8 @@ def test_fast_path_refuses_unknown_switch_values():
         FastPath(attention="fa9")
     with pytest.raises(ValueError, match="fast.decoder='tiny'"):
         FastPath(decoder="tiny")
+    with pytest.raises(ValueError, match="fast.compile_commit=true compiles the static cache's commit"):
+        FastPath(compile_commit=True)
     with pytest.raises(ValueError, match="fast.autotune=true tunes the compiled blocks"):
         FastPath(autotune=True)
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]

@@ -7,6 +7,8 @@ Exact (the plain path's function; only bf16 rounding differs):
                      matmul templates, with the pointwise work around them fused in, against cuBLAS, and keeps the
                      faster; minutes of tuning on the first chunks
     static_cache     preallocated KV buffers with a ring-buffer window    rf.fast.static_cache
+    compile_commit   the static cache's commit (slot writes, EMA-Sink, the context's re-rotation) under torch.compile:
+                     once a chunk, about 30 eager kernels per block otherwise    rf.fast.static_cache.write_chunk
     graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
     fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
     gelu_epilogue    the FFN's bias and tanh-GELU in its up-projection's cuBLASLt epilogue    rf.fast.epilogue
@@ -62,6 +64,7 @@ class FastPath:
     compile: bool = False
     autotune: bool = False
     static_cache: bool = False
+    compile_commit: bool = False
     graphs: bool = False
     fuse_qkv: bool = False
     gelu_epilogue: bool = False
@@ -83,6 +86,9 @@ class FastPath:
                 "passes only; set fast.graphs=false (fast.static_cache=true keeps the static cache) or "
                 "fast.cache_pass=clean"
             )
+        if self.compile_commit and not (self.static_cache or self.graphs):
+            raise ValueError("fast.compile_commit=true compiles the static cache's commit: set fast.static_cache=true "
+                             "or fast.graphs=true (the graphs' cache is static)")  # fmt: skip
         if self.autotune and not self.compile:
             raise ValueError("fast.autotune=true tunes the compiled blocks: set fast.compile=true too")
         if self.attention is not None and self.attention not in ATTENTION:
@@ -136,6 +142,7 @@ class FastPath:
             fp8_linears(model)
         if self.compile:
             compile_blocks(model, mode="max-autotune-no-cudagraphs" if self.autotune else None)
+        model.compile_commit = self.compile_commit  # read by model.new_cache(static=True)
         return CudaGraphModel(model) if self.graphs else model
 
     def sampler_kwargs(self) -> dict:

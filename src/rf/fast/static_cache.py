@@ -76,12 +76,39 @@ class Write:
     fuse_into: int | None = None  # sink slot the leaving frame fuses into (ema_sink)
 
 
+def write_chunk(k_raw, k_rot, v, k_new, v_new, plan: tuple, n: int, alpha: float, cos, sin) -> None:
+    """The device work of one block's commit, in place: buffers k_raw, k_rot, v [B, S + Wc, T, H, D]; the chunk's
+    k_new, v_new [B, f, T, H, D] (before RoPE); plan: one (frame, slot, evict_from, fuse_into) per frame (`Write`);
+    n: context frames after the commit; cos, sin [1, n*T, 1, D]: their RoPE tables.
+
+    Eager, this is about 20 kernels per committed frame and 10 for the re-rotation, per block; compiled
+    (StaticKVCache(compiled=True), fast.compile_commit) Inductor fuses them, one compilation per plan."""
+    k_new, v_new = k_new.to(v.dtype), v_new.to(v.dtype)
+    for frame, slot, evict_from, fuse_into in plan:
+        leaving = (k_new[:, frame], v_new[:, frame])  # a frame the full window cannot keep leaves at once
+        if evict_from is not None:
+            leaving = (k_raw[:, evict_from].clone(), v[:, evict_from].clone())
+        if fuse_into is not None:
+            k_raw[:, fuse_into] = ema_fuse(k_raw[:, fuse_into], leaving[0], alpha)
+            v[:, fuse_into] = ema_fuse(v[:, fuse_into], leaving[1], alpha)
+        if slot >= 0:
+            k_raw[:, slot] = k_new[:, frame]
+            v[:, slot] = v_new[:, frame]
+    context = k_raw[:, :n]  # [B, n, T, H, D]
+    k_rot[:, :n] = apply_rope(context.flatten(1, 2), cos, sin).view_as(context)
+
+
 class StaticKVCache:
     """One set of static buffers per block; the same policies as rf.models.cache.KVCache (a StreamCache)."""
 
-    def __init__(self, config: CacheConfig, num_blocks: int):
+    def __init__(self, config: CacheConfig, num_blocks: int, compiled: bool = False):
         if config.policy == "full":
             raise ValueError("sink=full grows with the stream and has no static cache: use window, sink or ema_sink")
+        self._write = write_chunk  # a commit's device work; compiled: Inductor's, one graph per plan
+        if compiled:
+            self._write = torch.compile(write_chunk, dynamic=False)
+            # a stream meets one plan per stage: the fill stages, then one per ring position
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.config = config
         self.sink_frames = config.sink_frames if config.has_sink else 0  # S
         self.capacity = config.window_capacity  # Wc
@@ -207,24 +234,12 @@ class StaticKVCache:
         """Write one block's chunk K/V ([B, f, T, H, D], before RoPE) into its slots, then re-rotate its context."""
         writes, after, _, (cos, sin) = self.committed(k.shape[1])
         self._written[block] = k.shape[1]
-        buf, alpha = self.buffers[block], self.config.alpha
-        k, v = k.to(buf["v"].dtype), v.to(buf["v"].dtype)
-        for w in writes:
-            leaving = (k[:, w.frame], v[:, w.frame])  # a frame the full window cannot keep leaves at once
-            if w.evict_from is not None:
-                leaving = (buf["k_raw"][:, w.evict_from].clone(), buf["v"][:, w.evict_from].clone())
-            if w.fuse_into is not None:
-                s = w.fuse_into
-                buf["k_raw"][:, s] = ema_fuse(buf["k_raw"][:, s], leaving[0], alpha)
-                buf["v"][:, s] = ema_fuse(buf["v"][:, s], leaving[1], alpha)
-            if w.slot >= 0:
-                buf["k_raw"][:, w.slot] = k[:, w.frame]
-                buf["v"][:, w.slot] = v[:, w.frame]
+        buf = self.buffers[block]
+        plan = tuple((w.frame, w.slot, w.evict_from, w.fuse_into) for w in writes)
+        n = after.sink_len + after.window_len
+        self._write(buf["k_raw"], buf["k_rot"], buf["v"], k, v, plan, n, self.config.alpha, cos, sin)
         if block == 0 and self.stage.sink_len < self.sink_frames <= after.sink_len:
             self.first_sink_k.copy_(buf["k_raw"][:, : self.sink_frames])
-        n = after.sink_len + after.window_len
-        k_raw = buf["k_raw"][:, :n]
-        buf["k_rot"][:, :n] = apply_rope(k_raw.flatten(1, 2), cos, sin).view_as(k_raw)
 
     def end_write(self, frames: int) -> None:
         """Move the host-side stage past a commit of `frames` frames (every block has been written)."""

@@ -86,7 +86,8 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
             return KVCache(config, num_blocks=len(self.blocks))
         from rf.fast.static_cache import StaticKVCache  # the fast path's: imported only when asked for
 
-        return StaticKVCache(config, num_blocks=len(self.blocks))
+        # fast.compile_commit (rf.fast.fast_path) sets compile_commit: the commit's device work under torch.compile
+        return StaticKVCache(config, num_blocks=len(self.blocks), compiled=getattr(self, "compile_commit", False))
 
     def _embed_time(self, timestep: torch.Tensor, batch: int, frames: int, dtype: torch.dtype):
         """timestep [B] or [B, F] -> temb [B, F, 1, dim], modulation [B, F, 6, dim] (float32)."""
