@@ -128,9 +128,10 @@ def test_unsupported_combinations_are_refused(tiny_wan):
     assert not FastPath(cache_pass="fused").approximate and FastPath(cache_pass="reuse").approximate
 
 
-def test_compiled_blocks_run_the_fused_pass():
+@pytest.mark.parametrize("compile_commit", [False, True], ids=["growing cache", "static cache, compiled commit"])
+def test_compiled_blocks_run_the_fused_pass(compile_commit):
     """Under torch.compile (rf.fast.compile) a block's graph breaks at the commit (torch.compiler.disable): the
-    same stream."""
+    same stream. With fast.compile_commit the static cache's compiled commit is what runs there (fp32)."""
     cache = CacheConfig(policy="ema_sink", sink_frames=3, attention_frames=9, chunk_frames=3, alpha=0.9)
     torch.manual_seed(0)
     model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
@@ -138,22 +139,9 @@ def test_compiled_blocks_run_the_fused_pass():
     with torch.no_grad():
         ref = StreamSampler(model, cache).rollout(prompts, shape, GeneratorNoise(0))
         compile_blocks(model)
-        out = StreamSampler(model, cache, cache_pass="fused").rollout(prompts, shape, GeneratorNoise(0))
-    assert_same_chunks(ref.split(3, dim=2), out.split(3, dim=2))
-
-
-def test_compiled_commit_in_the_fused_pass_of_compiled_blocks():
-    """fast.compile_commit with cache_pass=fused: the static cache's compiled commit, called between a compiled
-    block's two attentions (where its graph breaks), writes the same cache: the same stream, fp32."""
-    cache = CacheConfig(policy="ema_sink", sink_frames=3, attention_frames=9, chunk_frames=3, alpha=0.9)
-    torch.manual_seed(0)
-    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
-    prompts, shape = [(0, torch.randn(1, 6, model.config.text_dim))], (1, model.config.in_channels, 15, 4, 4)
-    with torch.no_grad():
-        ref = StreamSampler(model, cache).rollout(prompts, shape, GeneratorNoise(0))
-        compile_blocks(model)
-        model.compile_commit = True
-        sampler = StreamSampler(model, cache, static_cache=True, cache_pass="fused")
+        model.compile_commit = compile_commit
+        sampler = StreamSampler(model, cache, static_cache=compile_commit, cache_pass="fused")
         out = sampler.rollout(prompts, shape, GeneratorNoise(0))
-    assert sampler.last_cache._write is not write_chunk
+    if compile_commit:
+        assert sampler.last_cache._write is not write_chunk
     assert_same_chunks(ref.split(3, dim=2), out.split(3, dim=2))
