@@ -367,6 +367,7 @@ def test_warmup_chunks_auto_warms_only_a_fast_path_that_compiles():
 
     assert chunks() == 0  # the plain path compiles nothing
     assert chunks("fast=exact") == 9 // 3 + 3  # the window filled (9 frames of 3-frame chunks), then 3 more
+    assert chunks("fast.static_cache=true", "fast.compile_commit=true") == 9 // 3 + 3  # the commit compiles too
     assert chunks("warmup_chunks=2") == 2
     with pytest.raises(ValueError, match="warmup_chunks=-1: use auto, 0"):
         chunks("warmup_chunks=-1")

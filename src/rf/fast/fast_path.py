@@ -105,7 +105,7 @@ class FastPath:
     @property
     def compiles(self) -> bool:
         """Whether the first chunks of a stream pay for compilation or graph capture (rf.serve warms these up)."""
-        return self.compile or self.graphs or self.vae_compile
+        return self.compile or self.compile_commit or self.graphs or self.vae_compile
 
     @property
     def approximate(self) -> bool:
