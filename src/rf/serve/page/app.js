@@ -129,8 +129,8 @@ function onHello(msg) {
   const scale = Math.max(1, Math.floor(384 / Math.max(msg.width, msg.height)));
   canvas.style.width = `${msg.width * scale}px`;
   canvas.style.height = `${msg.height * scale}px`;
-  // The canvas's first draw sets up its drawing path: a headless Chromium on software GL spent 40-180 ms in it on
-  // the H100 machine (experiments/serve/README.md). Paid now, with a blank frame, not by the stream's first chunk.
+  // The canvas's first draw sets up its drawing path: a headless Chromium spent 40-630 ms in it on the H100 machine
+  // (experiments/serve/README.md). Paid now, with a blank frame, not by the stream's first chunk.
   createImageBitmap(new ImageData(msg.width, msg.height)).then((blank) => {
     const start = performance.now();
     ctx.drawImage(blank, 0, 0);
