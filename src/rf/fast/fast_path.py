@@ -8,7 +8,7 @@ Exact (the plain path's function; only bf16 rounding differs):
                      faster; minutes of tuning on the first chunks
     static_cache     preallocated KV buffers with a ring-buffer window    rf.fast.static_cache
     compile_commit   the static cache's commit (slot writes, EMA-Sink, the context's re-rotation) under torch.compile:
-                     once a chunk, about 30 eager kernels per block otherwise    rf.fast.static_cache.write_chunk
+                     once a chunk (eager: about 46 kernels a block, 3-frame chunks)    rf.fast.static_cache.write_chunk
     graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
     fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
     gelu_epilogue    the FFN's bias and tanh-GELU in its up-projection's cuBLASLt epilogue    rf.fast.epilogue

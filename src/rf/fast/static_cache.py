@@ -66,9 +66,9 @@ class Stage:
         return self.fill.window_len
 
 
-@dataclass(frozen=True)
-class Write:
-    """Where frame `frame` of a committed chunk goes, and what it pushes out."""
+class Write(NamedTuple):
+    """Where frame `frame` of a committed chunk goes, and what it pushes out (a tuple: write_chunk's plan, and a
+    constant to torch.compile)."""
 
     frame: int
     slot: int  # buffer slot the frame is written to (-1: it is evicted at once, the window having no room)
@@ -76,12 +76,12 @@ class Write:
     fuse_into: int | None = None  # sink slot the leaving frame fuses into (ema_sink)
 
 
-def write_chunk(k_raw, k_rot, v, k_new, v_new, plan: tuple, n: int, alpha: float, cos, sin) -> None:
+def write_chunk(k_raw, k_rot, v, k_new, v_new, plan: tuple[Write, ...], n: int, alpha: float, cos, sin) -> None:
     """The device work of one block's commit, in place: buffers k_raw, k_rot, v [B, S + Wc, T, H, D]; the chunk's
-    k_new, v_new [B, f, T, H, D] (before RoPE); plan: one (frame, slot, evict_from, fuse_into) per frame (`Write`);
+    k_new, v_new [B, f, T, H, D] (before RoPE); plan: one `Write` (frame, slot, evict_from, fuse_into) per frame;
     n: context frames after the commit; cos, sin [1, n*T, 1, D]: their RoPE tables.
 
-    Eager, this is about 20 kernels per committed frame and 10 for the re-rotation, per block; compiled
+    Eager, this is about 12 kernels per committed frame and 10 for the re-rotation, per block; compiled
     (StaticKVCache(compiled=True), fast.compile_commit) Inductor fuses them, one compilation per plan."""
     k_new, v_new = k_new.to(v.dtype), v_new.to(v.dtype)
     for frame, slot, evict_from, fuse_into in plan:
@@ -194,7 +194,7 @@ class StaticKVCache:
 
     # ---- the commit -------------------------------------------------------------------------------------------
 
-    def plan(self, frames: int) -> tuple[list[Write], Stage, int]:
+    def plan(self, frames: int) -> tuple[tuple[Write, ...], Stage, int]:
         """Where each of `frames` committed frames goes, the stage after them, and how many frames leave.
 
         The policy's plan (plan_commit) placed in the buffers: sink slot j is slot j, and the window is a
@@ -210,9 +210,9 @@ class StaticKVCache:
                 slot = self.sink_frames + pointer
                 writes.append(Write(j, slot, evict_from=slot if step.evicts else None, fuse_into=step.fuse_into))
                 pointer = (pointer + 1) % wc
-        return writes, Stage(fill, pointer), sum(step.evicts for step in steps)
+        return tuple(writes), Stage(fill, pointer), sum(step.evicts for step in steps)
 
-    def committed(self, frames: int) -> tuple[list[Write], Stage, int, tuple[torch.Tensor, torch.Tensor]]:
+    def committed(self, frames: int) -> tuple[tuple[Write, ...], Stage, int, tuple[torch.Tensor, torch.Tensor]]:
         """plan(frames) and the RoPE tables of the context after it ([1, n*T, 1, D] cos, sin), worked out once
         per stage: every block's commit, and every replay of the stage's graph, reuses them."""
         key = (self.stage, frames)
@@ -234,10 +234,8 @@ class StaticKVCache:
         """Write one block's chunk K/V ([B, f, T, H, D], before RoPE) into its slots, then re-rotate its context."""
         writes, after, _, (cos, sin) = self.committed(k.shape[1])
         self._written[block] = k.shape[1]
-        buf = self.buffers[block]
-        plan = tuple((w.frame, w.slot, w.evict_from, w.fuse_into) for w in writes)
-        n = after.sink_len + after.window_len
-        self._write(buf["k_raw"], buf["k_rot"], buf["v"], k, v, plan, n, self.config.alpha, cos, sin)
+        buf, n = self.buffers[block], after.sink_len + after.window_len
+        self._write(buf["k_raw"], buf["k_rot"], buf["v"], k, v, writes, n, self.config.alpha, cos, sin)
         if block == 0 and self.stage.sink_len < self.sink_frames <= after.sink_len:
             self.first_sink_k.copy_(buf["k_raw"][:, : self.sink_frames])
 
