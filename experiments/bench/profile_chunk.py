@@ -56,6 +56,7 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fa3": {**EXACT, "attention": "fa3"},  # FlashAttention-3 (rf.fast.fa3; pip install fa3-fwd)
     "exact_fa3_autotune": {**EXACT, "attention": "fa3", "autotune": True},  # and Inductor's max-autotune
     "exact_fa3_commit": {**EXACT, "attention": "fa3", "compile_commit": True},  # and the cache's commit compiled
+    "exact_fa3_kv": {**EXACT, "attention": "fa3", "kv_in_place": True},  # each pass's K/V written after the context
     "exact_flash": {**EXACT, "attention": None},  # PyTorch's pick (flash): is cuDNN attention used in the stream?
     "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
     "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},

@@ -44,23 +44,28 @@ def test_compiled_blocks_stream_the_same_video(policy):
 
 
 def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, switch_at=None, compile_commit=False,
-                **sampler):  # fmt: skip
+                kv_in_place=False, compile=False, batch=1, **sampler):  # fmt: skip
     """The same stream through the growing cache and through the static one: (plain, static, both samplers).
-    compile_commit: the static cache's commit under torch.compile (fast.compile_commit)."""
+    compile_commit: the static cache's commit under torch.compile (fast.compile_commit); kv_in_place: each pass's
+    K/V written after the context in its buffers (fast.kv_in_place); compile: the blocks compiled for the static
+    stream only."""
     torch.manual_seed(0)
     model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
-    model.compile_commit = compile_commit
-    texts = [(0, torch.randn(1, 6, model.config.text_dim))]
+    model.compile_commit, model.kv_in_place = compile_commit, kv_in_place
+    texts = [(0, torch.randn(batch, 6, model.config.text_dim))]
     if switch_at is not None:  # a second prompt; the window is re-cached under it (LongLive)
-        texts.append((switch_at, torch.randn(1, 6, model.config.text_dim)))
+        texts.append((switch_at, torch.randn(batch, 6, model.config.text_dim)))
         sampler["recache_on_switch"] = True
-    shape = (1, model.config.in_channels, frames, 4, 4)
+    shape = (batch, model.config.in_channels, frames, 4, 4)
     cache = CacheConfig(policy=policy, sink_frames=sink_frames, attention_frames=attention_frames,
                         chunk_frames=chunk_frames, alpha=0.9)  # fmt: skip
     samplers = [StreamSampler(model, cache, static_cache=static) for static in (False, True)]
+    outs = []
     with torch.no_grad():
-        outs = [torch.cat([c.latents for c in s.stream(texts, shape, GeneratorNoise(0), **sampler)], 2)
-                for s in samplers]  # fmt: skip
+        for s in samplers:
+            if compile and s is samplers[1]:
+                compile_blocks(model)
+            outs.append(torch.cat([c.latents for c in s.stream(texts, shape, GeneratorNoise(0), **sampler)], 2))
     return outs[0], outs[1], samplers
 
 
@@ -95,6 +100,47 @@ def test_compiled_commit_streams_the_same_video(policy, sink_frames, attention_f
     assert samplers[1].last_cache._write is not write_chunk  # the compiled function ran, not the eager one
     assert relative_error(static, plain) < 1e-5
     assert samplers[1].last_cache.evicted_frames == samplers[0].last_cache.evicted_frames > 0
+
+
+@pytest.mark.parametrize(
+    "policy, sink_frames, attention_frames, chunk_frames",
+    [
+        ("ema_sink", 3, 9, 3),
+        ("ema_sink", 3, 15, 3),
+        ("ema_sink", 2, 9, 3),
+        ("ema_sink", 3, 6, 3),
+        ("window", 3, 9, 3),
+        ("sink", 1, 12, 4),
+    ],
+)
+def test_kv_in_place_streams_the_same_video(policy, sink_frames, attention_frames, chunk_frames):
+    """fast.kv_in_place: every pass writes its chunk's rotated K/V into the room after the context and attention
+    reads [context ; chunk] from the buffers; the same values as the concatenation, so fp32 agrees to rounding."""
+    plain, static, samplers = stream_pair(policy, sink_frames, attention_frames, chunk_frames, kv_in_place=True)
+    assert relative_error(static, plain) < 1e-5
+    cache = samplers[1].last_cache
+    slots = cache.sink_frames + cache.capacity
+    buf = cache.buffers[0]
+    assert buf["v"].shape[1] == buf["k_rot"].shape[1] == slots + chunk_frames and buf["k_raw"].shape[1] == slots
+    assert buf["v"][:, slots:].abs().sum() > 0 and buf["k_rot"][:, slots:].abs().sum() > 0  # the room was written
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_kv_in_place_under_compiled_blocks(batch):
+    """Inductor writes the pass's K/V into the buffers (a mutated view of a graph input) and reads the view after;
+    two streams in a batch check the buffers' batch stride, which the view's does not equal."""
+    plain, static, samplers = stream_pair("ema_sink", 3, 9, 3, frames=15, kv_in_place=True, compile=True, batch=batch,
+                                          compile_commit=True)  # fmt: skip
+    assert relative_error(static, plain) < 1e-5
+    cache = samplers[1].last_cache
+    assert cache.buffers[0]["v"][:, cache.sink_frames + cache.capacity :].abs().sum() > 0  # the room was written
+
+
+def test_kv_in_place_recaches_on_a_prompt_switch_like_the_plain_cache():
+    """The re-cache pass attends over the sink with the whole window as its own frames: in place, they are written
+    into the slots after the sink, the ring the window was dropped from, before the pass commits them there."""
+    plain, static, _ = stream_pair("ema_sink", 3, 15, 3, switch_at=4, kv_in_place=True)
+    assert relative_error(static, plain) < 1e-5
 
 
 def test_static_cache_recaches_on_a_prompt_switch_like_the_plain_cache():
@@ -250,6 +296,8 @@ def test_fast_path_refuses_unknown_switch_values():
         FastPath(decoder="tiny")
     with pytest.raises(ValueError, match="fast.compile_commit=true compiles the static cache's commit"):
         FastPath(compile_commit=True)
+    with pytest.raises(ValueError, match="fast.kv_in_place=true writes into the static cache's buffers"):
+        FastPath(kv_in_place=True)
     with pytest.raises(ValueError, match="fast.autotune=true tunes the compiled blocks"):
         FastPath(autotune=True)
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]

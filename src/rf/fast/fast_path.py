@@ -9,6 +9,9 @@ Exact (the plain path's function; only bf16 rounding differs):
     static_cache     preallocated KV buffers with a ring-buffer window    rf.fast.static_cache
     compile_commit   the static cache's commit (slot writes, EMA-Sink, the context's re-rotation) under torch.compile:
                      once a chunk (eager: about 46 kernels a block, 3-frame chunks)    rf.fast.static_cache.write_chunk
+    kv_in_place      each pass writes its chunk's rotated K/V into the static cache's buffers right after the context,
+                     and attention reads both there: no concatenation of the whole context per block and pass
+                     rf.fast.static_cache
     graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
     fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
     gelu_epilogue    the FFN's bias and tanh-GELU in its up-projection's cuBLASLt epilogue    rf.fast.epilogue
@@ -65,6 +68,7 @@ class FastPath:
     autotune: bool = False
     static_cache: bool = False
     compile_commit: bool = False
+    kv_in_place: bool = False
     graphs: bool = False
     fuse_qkv: bool = False
     gelu_epilogue: bool = False
@@ -88,6 +92,9 @@ class FastPath:
             )
         if self.compile_commit and not (self.static_cache or self.graphs):
             raise ValueError("fast.compile_commit=true compiles the static cache's commit: set fast.static_cache=true "
+                             "or fast.graphs=true (the graphs' cache is static)")  # fmt: skip
+        if self.kv_in_place and not (self.static_cache or self.graphs):
+            raise ValueError("fast.kv_in_place=true writes into the static cache's buffers: set fast.static_cache=true "
                              "or fast.graphs=true (the graphs' cache is static)")  # fmt: skip
         if self.autotune and not self.compile:
             raise ValueError("fast.autotune=true tunes the compiled blocks: set fast.compile=true too")
@@ -142,7 +149,8 @@ class FastPath:
             fp8_linears(model)
         if self.compile:
             compile_blocks(model, mode="max-autotune-no-cudagraphs" if self.autotune else None)
-        model.compile_commit = self.compile_commit  # read by model.new_cache(static=True)
+        model.compile_commit = self.compile_commit  # both read by model.new_cache(static=True)
+        model.kv_in_place = self.kv_in_place
         return CudaGraphModel(model) if self.graphs else model
 
     def sampler_kwargs(self) -> dict:

@@ -24,6 +24,12 @@ S + that age, so the positions seen by attention are the plain cache's [sink ; w
 Attention reads the rotated context as it is (no RoPE over cached keys in each pass) and appends the
 chunk's own keys.
 
+In place (fast.kv_in_place): k_rot and v get f more slots, room for a pass's own f frames right after
+the n context frames. Each pass writes its chunk's rotated keys and values there and attention reads
+[context ; chunk] from the buffers as one view, instead of concatenating the context anew in every pass
+(a copy of the whole context per block and pass). Slots n .. n+f-1 hold nothing the cache still needs:
+past the context, the next commit overwrites what it uses of them.
+
 Every index is a Python int decided on the host from the fill state ("stage"), never read back from
 the GPU: a stage is a fixed-shape, sync-free function, and a stream meets only a few of them (the
 fill stages, then a short cycle of ring pointers; one stage for the default S = 3, W = 9, chunk 3).
@@ -43,10 +49,13 @@ from rf.models.cache import CacheConfig, Fill, Rope, ema_fuse, plan_commit
 
 
 class RotatedContext(NamedTuple):
-    """The context of one block with RoPE already applied to its keys: k, v [B, L, H, D]."""
+    """The context of one block with RoPE already applied to its keys: k, v [B, L, H, D]. In place: k_all, v_all
+    [B, L + Lc, H, D] are views of the same buffers with room after the context for a pass's Lc own tokens."""
 
     k: torch.Tensor
     v: torch.Tensor
+    k_all: torch.Tensor | None = None
+    v_all: torch.Tensor | None = None
     rotated = True  # attention appends the chunk's own rotated keys and rotates nothing else
 
 
@@ -101,7 +110,7 @@ def write_chunk(k_raw, k_rot, v, k_new, v_new, plan: tuple[Write, ...], n: int, 
 class StaticKVCache:
     """One set of static buffers per block; the same policies as rf.models.cache.KVCache (a StreamCache)."""
 
-    def __init__(self, config: CacheConfig, num_blocks: int, compiled: bool = False):
+    def __init__(self, config: CacheConfig, num_blocks: int, compiled: bool = False, in_place: bool = False):
         if config.policy == "full":
             raise ValueError("sink=full grows with the stream and has no static cache: use window, sink or ema_sink")
         self._write = write_chunk  # a commit's device work; compiled: Inductor's, one graph per plan
@@ -113,6 +122,8 @@ class StaticKVCache:
         self.sink_frames = config.sink_frames if config.has_sink else 0  # S
         self.capacity = config.window_capacity  # Wc
         self.num_blocks = num_blocks
+        self.in_place = in_place  # room after the context for a pass's own K/V (module docstring)
+        self.pass_frames = 0  # frames of the forward now running (prepare)
         self.stage = Stage()
         self.evicted_frames = 0
         self.buffers: list[dict[str, torch.Tensor]] = []  # per block, allocated by prepare()
@@ -124,22 +135,30 @@ class StaticKVCache:
 
     # ---- set-up ---------------------------------------------------------------------------------------------
 
-    def prepare(self, batch: int, tokens: int, heads: int, head_dim: int, dtype, device, rope: Rope) -> None:
-        """Allocate the buffers on first use (the model knows the shapes); later calls check they still match."""
-        self.rope = rope
-        shape = (batch, self.sink_frames + self.capacity, tokens, heads, head_dim)
+    def prepare(self, batch: int, tokens: int, heads: int, head_dim: int, dtype, device, rope: Rope,
+                frames: int = 0) -> None:  # fmt: skip
+        """Allocate the buffers on first use (the model knows the shapes); later calls check they still match.
+        frames: the frames of the forward about to run; in place, the first forward's sets the room after the context
+        (a later, longer forward concatenates as without it)."""
+        self.rope, self.pass_frames = rope, frames
+        context = (batch, self.sink_frames + self.capacity, tokens, heads, head_dim)
         if self.buffers:
-            have = self.buffers[0]["v"]
-            if tuple(have.shape) != shape or have.dtype != dtype:
+            have = self.buffers[0]["k_raw"]
+            if tuple(have.shape) != context or have.dtype != dtype:
                 raise ValueError(
                     f"this static cache holds {tuple(have.shape)} {have.dtype}, the model now asks for "
-                    f"{shape} {dtype}: "
+                    f"{context} {dtype}: "
                     "start a new stream (model.new_cache) for a new batch or frame size"
                 )
             return
         self._commits = {}
+        room = (batch, context[1] + (frames if self.in_place else 0), *context[2:])  # k_rot, v: and the room
         self.buffers = [
-            {name: torch.zeros(shape, dtype=dtype, device=device) for name in ("k_raw", "k_rot", "v")}
+            {
+                "k_raw": torch.zeros(context, dtype=dtype, device=device),
+                "k_rot": torch.zeros(room, dtype=dtype, device=device),
+                "v": torch.zeros(room, dtype=dtype, device=device),
+            }
             for _ in range(self.num_blocks)
         ]
         self.first_sink_k = torch.zeros_like(self.buffers[0]["k_raw"][:, : self.sink_frames])
@@ -174,12 +193,17 @@ class StaticKVCache:
 
     def context(self, block: int) -> RotatedContext | None:
         """[sink ; window] of a block, rotated, as [B, L, H, D] views of the static buffers (None while empty).
-        A block that has committed in the current write holds the stage after it (read by the fused cache pass)."""
+        A block that has committed in the current write holds the stage after it (read by the fused cache pass).
+        In place, with room for the pass's frames: k_all, v_all over [context ; room] too."""
         n = self.context_frames if block not in self._written else self.context_frames_after(self._written[block])
         if n == 0:
             return None
         buf = self.buffers[block]
-        return RotatedContext(buf["k_rot"][:, :n].flatten(1, 2), buf["v"][:, :n].flatten(1, 2))
+        k, v = buf["k_rot"][:, :n].flatten(1, 2), buf["v"][:, :n].flatten(1, 2)
+        end = n + self.pass_frames
+        if not self.in_place or end > buf["v"].shape[1]:
+            return RotatedContext(k, v)
+        return RotatedContext(k, v, buf["k_rot"][:, :end].flatten(1, 2), buf["v"][:, :end].flatten(1, 2))
 
     def sink_drift(self) -> float:
         """||S_K - S0_K|| / ||S0_K|| in the first block (as KVCache.sink_drift)."""

@@ -81,7 +81,8 @@ def self_attention(
     the cache has moved on). Keys are cached before RoPE; RoPE is applied here to the whole key
     sequence with the positions in `rope_k`. A context whose `rotated` is True (the static cache's,
     rf.fast.static_cache) carries RoPE already; then only the chunk's keys are rotated, at the queries' positions.
-    The chunk's own K/V are returned for the caller to commit: the function has no side effects,
+    The chunk's own K/V are returned for the caller to commit: the function has no side effects (but for the
+    static cache in place, fast.kv_in_place, whose scratch slots after the context it writes; inference only),
     so it can be recomputed and compiled.
     """
     q, k, v = project_qkv(attn, x)
@@ -113,8 +114,14 @@ def attend(
 ) -> torch.Tensor:
     """The chunk's q, k, v [B, L, H, D] (before RoPE) attend to [context ; the chunk] -> [B, L, H*D], before to_out."""
     if context is not None and context.rotated:  # a static cache's context: its keys already carry RoPE
-        k_all = torch.cat([context.k, apply_rope(k, *rope_q)], dim=1)  # [B, Lctx + L, H, D]
-        v_all = torch.cat([context.v, v], dim=1)
+        n = context.k.shape[1]
+        if context.k_all is not None and context.k_all.shape[1] == n + k.shape[1]:  # room after it: write there
+            k_all, v_all = context.k_all, context.v_all  # [B, Lctx + L, H, D], views of the cache's buffers
+            k_all[:, n:].copy_(apply_rope(k, *rope_q))
+            v_all[:, n:].copy_(v)
+        else:
+            k_all = torch.cat([context.k, apply_rope(k, *rope_q)], dim=1)  # [B, Lctx + L, H, D]
+            v_all = torch.cat([context.v, v], dim=1)
     else:
         k_all, v_all = k, v
         if context is not None:

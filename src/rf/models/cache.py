@@ -138,8 +138,10 @@ class StreamCache(Protocol):
     config: CacheConfig
     evicted_frames: int  # frames that have left the window so far
 
-    def prepare(self, batch: int, tokens: int, heads: int, head_dim: int, dtype, device, rope: Rope) -> None:
-        """Called by every forward before the blocks: the shapes of this stream (a static cache allocates here)."""
+    def prepare(self, batch: int, tokens: int, heads: int, head_dim: int, dtype, device, rope: Rope,
+                frames: int = 0) -> None:  # fmt: skip
+        """Called by every forward before the blocks: the shapes of this stream and the frames of this forward
+        (a static cache allocates here)."""
 
     def context(self, block: int) -> Context | None:
         """[sink ; window] K/V of a block (its `rotated` says whether RoPE is applied), None while empty; after
@@ -258,7 +260,8 @@ class KVCache:
         self.blocks = [BlockCache(config) for _ in range(num_blocks)]
         self.blocks[0].track_drift = True
 
-    def prepare(self, batch: int, tokens: int, heads: int, head_dim: int, dtype, device, rope: Rope) -> None:
+    def prepare(self, batch: int, tokens: int, heads: int, head_dim: int, dtype, device, rope: Rope,
+                frames: int = 0) -> None:  # fmt: skip
         """Nothing to allocate: the tensors grow with the commits."""
 
     def context(self, block: int) -> Context | None:

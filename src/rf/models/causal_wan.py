@@ -86,8 +86,10 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
             return KVCache(config, num_blocks=len(self.blocks))
         from rf.fast.static_cache import StaticKVCache  # the fast path's: imported only when asked for
 
-        # fast.compile_commit (rf.fast.fast_path) sets compile_commit: the commit's device work under torch.compile
-        return StaticKVCache(config, num_blocks=len(self.blocks), compiled=getattr(self, "compile_commit", False))
+        # rf.fast.fast_path sets compile_commit (the commit's device work under torch.compile) and kv_in_place
+        # (each pass's K/V written after the context in the buffers, not concatenated to it)
+        return StaticKVCache(config, num_blocks=len(self.blocks), compiled=getattr(self, "compile_commit", False),
+                             in_place=getattr(self, "kv_in_place", False))  # fmt: skip
 
     def _embed_time(self, timestep: torch.Tensor, batch: int, frames: int, dtype: torch.dtype):
         """timestep [B] or [B, F] -> temb [B, F, 1, dim], modulation [B, F, 6, dim] (float32)."""
@@ -163,7 +165,8 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         if cache is not None:  # the stream's shapes (a static cache allocates its buffers, rotated at these tables)
             heads = self.config.num_attention_heads
             cache.prepare(b, tokens_per_frame, heads, self.config.attention_head_dim, hidden_states.dtype, device,
-                          rope=lambda pos: rope_tables(self.rope, pos, pph, ppw, torch.float32))  # fmt: skip
+                          rope=lambda pos: rope_tables(self.rope, pos, pph, ppw, torch.float32),
+                          frames=ppf)  # fmt: skip
 
         mask = None
         if causal_chunk is not None:
