@@ -279,6 +279,19 @@ def test_gelu_epilogue_swaps_every_ffn_activation_and_keeps_the_function_off_cud
     assert relative_error(out, ref) < 1e-6
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA streams need a CUDA device")
+@pytest.mark.parametrize("high, priority", [(False, 0), (True, -1)])
+def test_decode_priority_sets_the_side_streams_priority(high, priority):
+    """fast.decode_priority: the overlapped decode's stream at CUDA's high priority (-1: the smaller, the higher)."""
+    from rf.fast.overlap import OverlappedDecoder
+
+    fast = FastPath(overlap=True, decode_priority=high)
+    vae = AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])  # fmt: skip
+    decoder = fast.prepare_decoder(WanVideoAutoencoder(vae), torch.device("cuda"))
+    assert isinstance(decoder, OverlappedDecoder) and decoder.side.priority == priority
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the cuBLASLt epilogue runs on CUDA only")
 def test_gelu_epilogue_on_cuda_is_the_tanh_gelu():
     torch.manual_seed(0)
@@ -298,6 +311,8 @@ def test_fast_path_refuses_unknown_switch_values():
         FastPath(compile_commit=True)
     with pytest.raises(ValueError, match="fast.kv_in_place=true writes into the static cache's buffers"):
         FastPath(kv_in_place=True)
+    with pytest.raises(ValueError, match="fast.decode_priority=true sets the priority of the overlapped decode"):
+        FastPath(decode_priority=True)
     with pytest.raises(ValueError, match="fast.autotune=true tunes the compiled blocks"):
         FastPath(autotune=True)
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]

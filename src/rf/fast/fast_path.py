@@ -26,6 +26,8 @@ Exact (the plain path's function; only bf16 rounding differs):
     vae_whole_chunk  a chunk's latent frames through the Wan decoder in one call, not one by one (exact; not yet
                      timed on a GPU)    rf.models.vae.WanStreamDecoder
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
+    decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
+                     the first one above all; not yet timed)    rf.fast.overlap
     cache_pass       fused: chunk i's t=0 cache pass and chunk i+1's first denoising pass as one forward over both
                      chunks (one pass fewer per chunk, larger matmuls; not with graphs yet)    rf.models.fused
 
@@ -79,6 +81,7 @@ class FastPath:
     vae_compile: bool = False
     vae_whole_chunk: bool = False
     overlap: bool = False
+    decode_priority: bool = False
     fp8: bool = False
     cache_pass: str = "clean"
     decoder: str = "wan"
@@ -96,6 +99,9 @@ class FastPath:
         if self.kv_in_place and not (self.static_cache or self.graphs):
             raise ValueError("fast.kv_in_place=true writes into the static cache's buffers: set fast.static_cache=true "
                              "or fast.graphs=true (the graphs' cache is static)")  # fmt: skip
+        if self.decode_priority and not self.overlap:
+            raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
+                             "fast.overlap=true")  # fmt: skip
         if self.autotune and not self.compile:
             raise ValueError("fast.autotune=true tunes the compiled blocks: set fast.compile=true too")
         if self.attention is not None and self.attention not in ATTENTION:
@@ -168,4 +174,4 @@ class FastPath:
             whole_chunk=self.vae_whole_chunk,
         )
         decoder = autoencoder.stream_decoder()
-        return OverlappedDecoder(decoder, device) if self.overlap else decoder
+        return OverlappedDecoder(decoder, device, self.decode_priority) if self.overlap else decoder

@@ -5,6 +5,10 @@ then goes to a side stream, which waits only for the chunk's latents. The main s
 cache pass and the next chunk at once, so the two overlap on the GPU wherever the kernels of one leave
 room for the other (launch gaps, memory-bound kernels, tails of waves). The result is the same frames:
 only the order of work on the card changes.
+
+high_priority (fast.decode_priority): the side stream at CUDA's high priority, so that the decode's kernels are
+scheduled first whenever both streams have work waiting. A chunk's frames, the first one's above all, then come
+about as soon as they would without the overlap, while the DiT still fills what the decode leaves of the card.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ class OverlappedDecoder:
 
     overlapped = True  # rf.models.vae.StreamDecoder: the timed stream (rf.fast.timing) submits, then waits
 
-    def __init__(self, decoder, device: torch.device):
+    def __init__(self, decoder, device: torch.device, high_priority: bool = False):
         if device.type != "cuda":
             raise ValueError(f"overlapping the decode needs a CUDA device, not {device}: leave overlap=false")
         self.decoder = decoder
-        self.side = torch.cuda.Stream(device)
+        # priority: CUDA's lowest number is the highest priority (torch.cuda.Stream(priority=-1)); 0 is the default
+        self.side = torch.cuda.Stream(device, priority=-1 if high_priority else 0)
 
     def reset(self) -> None:
         torch.cuda.current_stream().wait_stream(self.side)  # no decode of the last stream still running
