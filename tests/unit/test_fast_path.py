@@ -69,19 +69,19 @@ def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, 
     return outs[0], outs[1], samplers
 
 
-@pytest.mark.parametrize(
-    "policy, sink_frames, attention_frames, chunk_frames",
-    [
-        ("ema_sink", 3, 9, 3),  # the paper's setting: one steady stage
-        ("sink", 3, 9, 3),
-        ("window", 3, 9, 3),
-        ("ema_sink", 3, 15, 3),  # a 9-frame ring: three ring positions
-        ("ema_sink", 2, 9, 3),  # chunks not sink-sized: the EMA slot pointer rolls
-        ("ema_sink", 3, 6, 3),  # no window at all: evicted at once
-        ("sink", 1, 12, 4),
-        ("ema_sink", 4, 12, 2),
-    ],
-)
+STATIC_CASES = [  # policy, sink_frames, attention_frames, chunk_frames
+    ("ema_sink", 3, 9, 3),  # the paper's setting: one steady stage
+    ("sink", 3, 9, 3),
+    ("window", 3, 9, 3),
+    ("ema_sink", 3, 15, 3),  # a 9-frame ring: three ring positions
+    ("ema_sink", 2, 9, 3),  # chunks not sink-sized: the EMA slot pointer rolls
+    ("ema_sink", 3, 6, 3),  # no window at all: evicted at once
+    ("sink", 1, 12, 4),
+    ("ema_sink", 4, 12, 2),
+]
+
+
+@pytest.mark.parametrize("policy, sink_frames, attention_frames, chunk_frames", STATIC_CASES)
 def test_static_cache_streams_the_same_video(policy, sink_frames, attention_frames, chunk_frames):
     plain, static, samplers = stream_pair(policy, sink_frames, attention_frames, chunk_frames)
     assert relative_error(static, plain) < 1e-5
@@ -102,17 +102,7 @@ def test_compiled_commit_streams_the_same_video(policy, sink_frames, attention_f
     assert samplers[1].last_cache.evicted_frames == samplers[0].last_cache.evicted_frames > 0
 
 
-@pytest.mark.parametrize(
-    "policy, sink_frames, attention_frames, chunk_frames",
-    [
-        ("ema_sink", 3, 9, 3),
-        ("ema_sink", 3, 15, 3),
-        ("ema_sink", 2, 9, 3),
-        ("ema_sink", 3, 6, 3),
-        ("window", 3, 9, 3),
-        ("sink", 1, 12, 4),
-    ],
-)
+@pytest.mark.parametrize("policy, sink_frames, attention_frames, chunk_frames", STATIC_CASES)
 def test_kv_in_place_streams_the_same_video(policy, sink_frames, attention_frames, chunk_frames):
     """fast.kv_in_place: every pass writes its chunk's rotated K/V into the room after the context and attention
     reads [context ; chunk] from the buffers; the same values as the concatenation, so fp32 agrees to rounding."""
