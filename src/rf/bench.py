@@ -23,6 +23,7 @@ import json
 import math
 import platform
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,12 +238,16 @@ def main(cfg: DictConfig) -> Path:
                 results["variants"][name] = {"skipped": f"{', '.join(fast.gpu_only())} need a CUDA device"}
                 print(f"variant {name} skipped: {results['variants'][name]['skipped']}")
                 continue
+            began = time.perf_counter()
             try:
                 results["variants"][name] = setup.run_variant(fast, policies, name)
             except (RuntimeError, ValueError, AssertionError) as e:  # one broken switch must not lose the others
                 results["variants"][name] = {"error": f"{type(e).__name__}: {e}"}
                 failed.append(name)
                 print(f"variant {name} failed: {type(e).__name__}: {e}")
+            # what the variant took, compilation, warm-up and check included: what a device call must leave it
+            results["variants"][name]["wall_s"] = round(time.perf_counter() - began, 1)
+            print(f"variant {name}: {results['variants'][name]['wall_s']:.0f} s", flush=True)
             write_json(results, out_path)  # after every variant: a crash keeps what was measured
 
     plain = results["variants"].get(cfg.baseline_variant, {}).get("policies", {}).get(cfg.baseline_policy)

@@ -21,6 +21,10 @@ def test_bench_writes_every_policy_and_the_method(tmp_path):
     # the GPU variants are skipped on a CPU, and say why
     assert "graphs" in variants["exact"]["skipped"] and "overlap" in variants["approximate"]["skipped"]
     policies = variants["plain"]["policies"]
+    # the variant's wall time holds at least its timed streams (the toy's video: 8 fps)
+    streamed_s = sum(p["stream_seconds_of_video"] * 8 / p["stream_fps"] for p in policies.values())
+    assert variants["plain"]["wall_s"] >= streamed_s
+    assert f"variant plain: {variants['plain']['wall_s']:.0f} s" in r.stdout
     assert list(policies) == ["full", "window", "sink", "ema_sink"]
     for policy in policies.values():
         assert policy["clip_fps"] > 0 and policy["stream_fps"] > 0
