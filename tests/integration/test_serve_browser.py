@@ -167,4 +167,6 @@ def test_devtools_client_measures_the_page(server, tmp_path):
     assert 0 < report["first_frame_ms"]["p50"] < 1000
     # the page's blank first draw happened at hello, before the stream (app.js: its set-up cost is not a chunk's)
     assert report["setup_draw_ms"] is not None and report["setup_draw_ms"] >= 0
-    assert report["in_page_ms"]["max"] <= report["first_frame_ms"]["max"]  # decoded in the page, then drawn
+    # every chunk: decoded in the page, then drawn (its two stamps in that order), and the report's split agrees
+    assert all(0 < x["ready"] <= x["ms"] for x in report["latencies"])
+    assert report["in_page_ms"]["max"] <= report["first_frame_ms"]["max"] and report["draw_ms"]["max"] >= 0
