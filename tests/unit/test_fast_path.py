@@ -28,6 +28,12 @@ def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out - ref).norm() / ref.norm()).item()
 
 
+def tiny_wan_vae() -> AutoencoderKLWan:
+    """A Wan VAE small enough for the CPU, with the real one's causal time downsampling."""
+    return AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                            temperal_downsample=[False, True, True])  # fmt: skip
+
+
 @pytest.mark.parametrize("policy", ["ema_sink"])
 def test_compiled_blocks_stream_the_same_video(policy):
     torch.manual_seed(0)
@@ -51,7 +57,7 @@ def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, 
     stream only."""
     torch.manual_seed(0)
     model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
-    model.compile_commit, model.kv_in_place = compile_commit, kv_in_place
+    model.static_cache_options = {"compiled": compile_commit, "in_place": kv_in_place}
     texts = [(0, torch.randn(batch, 6, model.config.text_dim))]
     if switch_at is not None:  # a second prompt; the window is re-cached under it (LongLive)
         texts.append((switch_at, torch.randn(batch, 6, model.config.text_dim)))
@@ -179,8 +185,7 @@ def test_reusing_the_last_pass_kv_is_an_approximation_with_one_pass_fewer():
 def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     """vae_conv2d / vae_channels_last / vae_compile: chunked streaming decode equal to the plain decoder's (fp32)."""
     torch.manual_seed(0)
-    vae = AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])  # fmt: skip
+    vae = tiny_wan_vae()
     plain = WanVideoAutoencoder(vae)
     fast = copy.deepcopy(plain)
     fast.speed_up(**switches)
@@ -200,8 +205,7 @@ def test_whole_chunk_decode_is_the_frame_by_frame_function_exactly_in_float64(fi
     1e-12), where a wrong cache would be off by order 1. A first call of several frames decodes its first frame
     alone, as the Wan VAE must."""
     torch.manual_seed(0)
-    vae = AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                           temperal_downsample=[False, True, True]).double()  # fmt: skip
+    vae = tiny_wan_vae().double()
     plain = WanVideoAutoencoder(vae)
     whole = copy.deepcopy(plain)
     whole.speed_up(whole_chunk=True)
@@ -276,8 +280,7 @@ def test_decode_priority_sets_the_side_streams_priority(high, priority):
     from rf.fast.overlap import OverlappedDecoder
 
     fast = FastPath(overlap=True, decode_priority=high)
-    vae = AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])  # fmt: skip
+    vae = tiny_wan_vae()
     decoder = fast.prepare_decoder(WanVideoAutoencoder(vae), torch.device("cuda"))
     assert isinstance(decoder, OverlappedDecoder) and decoder.side.priority == priority
 

@@ -139,7 +139,7 @@ def test_compiled_blocks_run_the_fused_pass(compile_commit):
     with torch.no_grad():
         ref = StreamSampler(model, cache).rollout(prompts, shape, GeneratorNoise(0))
         compile_blocks(model)
-        model.compile_commit = compile_commit
+        model.static_cache_options = {"compiled": compile_commit}
         sampler = StreamSampler(model, cache, static_cache=compile_commit, cache_pass="fused")
         out = sampler.rollout(prompts, shape, GeneratorNoise(0))
     if compile_commit:

@@ -56,6 +56,10 @@ from rf.utils.cli import CONF_DIR
 BACKENDS = {"cudnn": "_native_cudnn", "flash": "_native_flash", "efficient": "_native_efficient",
             "math": "_native_math"}  # fmt: skip
 ATTENTION = [*BACKENDS, "fa3"]  # fa3: rf.fast.fa3, not one of diffusers' backends
+STATIC_CACHE_SWITCHES = {  # switch -> what it does to the static cache (rf.fast.static_cache), which it needs
+    "compile_commit": "compiles the static cache's commit",
+    "kv_in_place": "writes into the static cache's buffers",
+}
 DECODER_CONFIGS = Path(CONF_DIR) / "decoder"  # fast.decoder=NAME: conf/decoder/NAME.yaml; wan needs none
 
 
@@ -93,12 +97,10 @@ class FastPath:
                 "passes only; set fast.graphs=false (fast.static_cache=true keeps the static cache) or "
                 "fast.cache_pass=clean"
             )
-        if self.compile_commit and not (self.static_cache or self.graphs):
-            raise ValueError("fast.compile_commit=true compiles the static cache's commit: set fast.static_cache=true "
-                             "or fast.graphs=true (the graphs' cache is static)")  # fmt: skip
-        if self.kv_in_place and not (self.static_cache or self.graphs):
-            raise ValueError("fast.kv_in_place=true writes into the static cache's buffers: set fast.static_cache=true "
-                             "or fast.graphs=true (the graphs' cache is static)")  # fmt: skip
+        for switch, what in STATIC_CACHE_SWITCHES.items():
+            if getattr(self, switch) and not (self.static_cache or self.graphs):
+                raise ValueError(f"fast.{switch}=true {what}: set fast.static_cache=true or fast.graphs=true (the "
+                                 "graphs' cache is static)")  # fmt: skip
         if self.decode_priority and not self.overlap:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
                              "fast.overlap=true")  # fmt: skip
@@ -155,8 +157,8 @@ class FastPath:
             fp8_linears(model)
         if self.compile:
             compile_blocks(model, mode="max-autotune-no-cudagraphs" if self.autotune else None)
-        model.compile_commit = self.compile_commit  # both read by model.new_cache(static=True)
-        model.kv_in_place = self.kv_in_place
+        # read by model.new_cache(static=True): StaticKVCache's keyword arguments
+        model.static_cache_options = {"compiled": self.compile_commit, "in_place": self.kv_in_place}
         return CudaGraphModel(model) if self.graphs else model
 
     def sampler_kwargs(self) -> dict:

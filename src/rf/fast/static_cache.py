@@ -86,9 +86,10 @@ class Write(NamedTuple):
 
 
 def write_chunk(k_raw, k_rot, v, k_new, v_new, plan: tuple[Write, ...], n: int, alpha: float, cos, sin) -> None:
-    """The device work of one block's commit, in place: buffers k_raw, k_rot, v [B, S + Wc, T, H, D]; the chunk's
-    k_new, v_new [B, f, T, H, D] (before RoPE); plan: one `Write` (frame, slot, evict_from, fuse_into) per frame;
-    n: context frames after the commit; cos, sin [1, n*T, 1, D]: their RoPE tables.
+    """The device work of one block's commit, in place: buffers k_raw [B, S + Wc, T, H, D], k_rot and v the same
+    (with fast.kv_in_place, and the room for a pass's frames after slot S + Wc, which the commit leaves alone); the
+    chunk's k_new, v_new [B, f, T, H, D] (before RoPE); plan: one `Write` (frame, slot, evict_from, fuse_into) per
+    frame; n: context frames after the commit; cos, sin [1, n*T, 1, D]: their RoPE tables.
 
     Eager, this is about 12 kernels per committed frame and 10 for the re-rotation, per block; compiled
     (StaticKVCache(compiled=True), fast.compile_commit) Inductor fuses them, one compilation per plan."""

@@ -86,10 +86,8 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
             return KVCache(config, num_blocks=len(self.blocks))
         from rf.fast.static_cache import StaticKVCache  # the fast path's: imported only when asked for
 
-        # rf.fast.fast_path sets compile_commit (the commit's device work under torch.compile) and kv_in_place
-        # (each pass's K/V written after the context in the buffers, not concatenated to it)
-        return StaticKVCache(config, num_blocks=len(self.blocks), compiled=getattr(self, "compile_commit", False),
-                             in_place=getattr(self, "kv_in_place", False))  # fmt: skip
+        # rf.fast.fast_path sets static_cache_options: compiled (fast.compile_commit), in_place (fast.kv_in_place)
+        return StaticKVCache(config, num_blocks=len(self.blocks), **getattr(self, "static_cache_options", {}))
 
     def _embed_time(self, timestep: torch.Tensor, batch: int, frames: int, dtype: torch.dtype):
         """timestep [B] or [B, F] -> temb [B, F, 1, dim], modulation [B, F, 6, dim] (float32)."""
