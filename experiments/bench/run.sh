@@ -6,4 +6,6 @@ out=${1:-experiments/bench/results}
 shift || true
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1
-python -m rf.bench "out=$out/bench.json" "$@" 2>&1 | grep -v "chunk/s" | tee "$out/bench.log"
+# progress bars end in carriage returns, not newlines: split them off so a variant's "variant NAME: N s" line
+# (printed after a bar on the same line) survives the filter
+python -m rf.bench "out=$out/bench.json" "$@" 2>&1 | tr '\r' '\n' | grep -v -e "chunk/s" -e '^[[:space:]]*$' | tee "$out/bench.log"

@@ -50,11 +50,11 @@ def test_compiled_blocks_stream_the_same_video(policy):
 
 
 def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, switch_at=None, compile_commit=False,
-                kv_in_place=False, compile=False, batch=1, **sampler):  # fmt: skip
+                kv_in_place=False, compile=False, batch=1, cache_pass="clean", **sampler):  # fmt: skip
     """The same stream through the growing cache and through the static one: (plain, static, both samplers).
     compile_commit: the static cache's commit under torch.compile (fast.compile_commit); kv_in_place: each pass's
     K/V written after the context in its buffers (fast.kv_in_place); compile: the blocks compiled for the static
-    stream only."""
+    stream only; cache_pass: how each chunk's K/V reach the cache (clean, or reuse: the last pass's)."""
     torch.manual_seed(0)
     model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
     model.static_cache_options = {"compiled": compile_commit, "in_place": kv_in_place}
@@ -65,7 +65,7 @@ def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, 
     shape = (batch, model.config.in_channels, frames, 4, 4)
     cache = CacheConfig(policy=policy, sink_frames=sink_frames, attention_frames=attention_frames,
                         chunk_frames=chunk_frames, alpha=0.9)  # fmt: skip
-    samplers = [StreamSampler(model, cache, static_cache=static) for static in (False, True)]
+    samplers = [StreamSampler(model, cache, static_cache=static, cache_pass=cache_pass) for static in (False, True)]
     outs = []
     with torch.no_grad():
         for s in samplers:
@@ -137,6 +137,16 @@ def test_kv_in_place_recaches_on_a_prompt_switch_like_the_plain_cache():
     into the slots after the sink, the ring the window was dropped from, before the pass commits them there."""
     plain, static, _ = stream_pair("ema_sink", 3, 15, 3, switch_at=4, kv_in_place=True)
     assert relative_error(static, plain) < 1e-5
+
+
+@pytest.mark.parametrize("kv_in_place", [False, True])
+def test_static_cache_reuses_the_last_pass_kv_like_the_plain_cache(kv_in_place):
+    """cache_pass=reuse (fast=approximate) on the static cache: the last denoising pass commits its own K/V, with
+    or without the room after the context; the same approximation as on the growing cache, to fp32 rounding."""
+    plain, static, samplers = stream_pair("ema_sink", 3, 9, 3, kv_in_place=kv_in_place, compile_commit=True,
+                                          cache_pass="reuse")  # fmt: skip
+    assert relative_error(static, plain) < 1e-5
+    assert samplers[1].last_cache.evicted_frames == samplers[0].last_cache.evicted_frames > 0
 
 
 def test_static_cache_recaches_on_a_prompt_switch_like_the_plain_cache():
