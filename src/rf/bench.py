@@ -241,7 +241,8 @@ def main(cfg: DictConfig) -> Path:
             began = time.perf_counter()
             try:
                 results["variants"][name] = setup.run_variant(fast, policies, name)
-            except (RuntimeError, ValueError, AssertionError) as e:  # one broken switch must not lose the others
+            # one broken switch must not lose the others; ImportError: a kernel the variant names is not installed
+            except (RuntimeError, ValueError, AssertionError, ImportError) as e:
                 results["variants"][name] = {"error": f"{type(e).__name__}: {e}"}
                 failed.append(name)
                 print(f"variant {name} failed: {type(e).__name__}: {e}")

@@ -112,3 +112,36 @@ def test_the_table_says_dit_only_is_not_separable_when_the_decode_overlaps():
     assert "| 28.8 / - |" in table(results)
     assert "| 28.8 / 42.7 |" in table({**results, "variants": {"e": {"policies": {"ema_sink": {
         **record, "steady_dit_only_fps": 42.7}}}}})  # fmt: skip
+
+
+def test_a_variant_whose_kernel_is_not_installed_fails_alone(tmp_path, monkeypatch, capsys):
+    """A GPU without fa3-fwd running variants=ladder: the FlashAttention-3 variant is recorded as failed, with how
+    to install it, and the variants after it are still measured; the run then ends in an error naming it."""
+    import pytest
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    import rf.bench
+    import rf.fast.fa3
+    from rf.fast.fast_path import FastPath
+    from rf.utils.cli import CONF_DIR
+
+    def missing():
+        raise ImportError(f"fast.attention=fa3 needs FlashAttention-3: {rf.fast.fa3.INSTALL}")
+
+    monkeypatch.setattr(rf.fast.fa3, "load", missing)  # not installed, whatever this machine has
+    monkeypatch.setattr(FastPath, "gpu_only", lambda self: [])  # let the CPU try it, as a GPU would
+    out = tmp_path / "bench.json"
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("bench", overrides=[*SMALL, "minutes=[]", "check_chunks=2", f"out={out}"])
+    with open_dict(cfg):
+        cfg.variants = {"plain": {"fast": {}, "policies": ["ema_sink"]},
+                        "fa3": {"fast": {"attention": "fa3"}, "policies": ["ema_sink"]},
+                        "static": {"fast": {"static_cache": True}, "policies": ["ema_sink"]}}  # fmt: skip
+    with pytest.raises(RuntimeError, match="variants fa3 failed"):
+        rf.bench.main.__wrapped__(cfg)
+    result = json.loads(out.read_text())["variants"]
+    assert "pip install fa3-fwd" in result["fa3"]["error"] and result["fa3"]["wall_s"] >= 0
+    assert result["static"]["policies"]["ema_sink"]["stream_fps"] > 0  # measured after the failure
+    assert result["static"]["check"]["passed"] is True
+    assert "variant fa3 failed: ImportError" in capsys.readouterr().out
