@@ -154,8 +154,11 @@ def test_static_cache_recaches_on_a_prompt_switch_like_the_plain_cache():
     assert relative_error(static, plain) < 1e-5
 
 
-def test_static_cache_memory_is_fixed_and_full_has_no_static_form():
+@pytest.mark.parametrize("kv_in_place", [False, True])
+def test_static_cache_memory_is_fixed_and_full_has_no_static_form(kv_in_place):
+    """The buffers are allocated once, the in-place room with them: a stream's memory does not grow."""
     model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    model.static_cache_options = {"in_place": kv_in_place}
     cache = model.new_cache(CacheConfig(policy="ema_sink"), static=True)
     shape = (1, model.config.in_channels, 3, 4, 4)
     text = model.encode_text(torch.randn(1, 6, model.config.text_dim))
@@ -165,6 +168,7 @@ def test_static_cache_memory_is_fixed_and_full_has_no_static_form():
             model(torch.randn(shape), torch.zeros(1), text=text, cache=cache, write_cache=True)
             sizes.append(cache.nbytes())
     assert len(set(sizes)) == 1 and cache.context_frames == 6
+    assert cache.buffers[0]["v"].shape[1] == 6 + 3 * kv_in_place  # the room for a 3-frame pass, in place
     with pytest.raises(ValueError, match="sink=full grows with the stream and has no static cache"):
         model.new_cache(CacheConfig(policy="full"), static=True)
 
