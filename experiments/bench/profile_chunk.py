@@ -24,6 +24,8 @@ Writes OUTDIR/profile.json and OUTDIR/profile.md (the tables).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import gzip
 import json
 import statistics
@@ -32,11 +34,13 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
+import rf.models.vae
 from rf.bench import build
 from rf.diffusion.sampler import GeneratorNoise
 from rf.fast.fast_path import FastPath
@@ -66,7 +70,10 @@ VAE = {  # name -> the Wan VAE's speed_up switches
     "exact_whole_chunk": {"channels_last": True, "compile": True, "conv2d": True, "whole_chunk": True},
     "conv3d": {"channels_last": True, "compile": True},  # cuDNN's 3-D convolutions, no stacking copies
     "conv3d_whole_chunk": {"channels_last": True, "compile": True, "whole_chunk": True},
+    # the stacked-frames path everywhere, the RGB head included: the 2-D path before rf.models.vae.taps_then_sum
+    "exact_whole_chunk_frames_stacked": {"channels_last": True, "compile": True, "conv2d": True, "whole_chunk": True},
 }
+FRAMES_STACKED = {"exact_whole_chunk_frames_stacked"}  # configs whose convolutions never stack the taps' outputs
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels
 
@@ -222,6 +229,7 @@ def vae_profile(cfg, name: str, out: Path, device: torch.device, dtype: torch.dt
     if "path" in vae:  # the Wan VAE: its published architecture with random weights, as rf.bench builds it
         vae["path"] = None
     autoencoder = instantiate(vae).to(device)
+    reference = copy.deepcopy(autoencoder).float()  # the plain decoder in fp32: what the frames are checked against
     autoencoder.speed_up(**VAE[name])
     decoder = autoencoder.stream_decoder()
     f = autoencoder.spatial_factor
@@ -229,13 +237,23 @@ def vae_profile(cfg, name: str, out: Path, device: torch.device, dtype: torch.dt
     gen = torch.Generator(device).manual_seed(0)
     latents = torch.randn(1, autoencoder.latent_channels, 3 * 12, h, w, device=device, generator=gen, dtype=dtype)
     chunks = iter(latents.split(3, dim=2))
-    with torch.inference_mode():
+    # the A/B of taps_then_sum: the same switches with every convolution on the stacked-frames path
+    frames_only = mock.patch.object(rf.models.vae, "stacks_outputs", lambda conv: False)
+    with torch.inference_mode(), frames_only if name in FRAMES_STACKED else contextlib.nullcontext():
         decoder.reset()
         for _ in range(6):
             decoder.decode(next(chunks))
         result = profiled(lambda: [decoder.decode(next(chunks)) for _ in range(PROFILED)], PROFILED,
                           out / f"kernels_vae_{name}.json.gz")  # fmt: skip
         result["steady_chunk_s_unprofiled"] = statistics.median(timed_chunks(lambda: decoder.decode(next(chunks)), 2))
+        # the first 3 chunks (9 + 12 + 12 frames) against the fp32 plain decoder: how far bf16 and the switches are
+        decoder.reset()
+        fast = torch.cat([decoder.decode(c) for c in latents[:, :, :9].split(3, dim=2)], dim=2).float()
+        ref_decoder = reference.stream_decoder()
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # fp32 convolutions, not TF32
+            ref = torch.cat([ref_decoder.decode(c.float()) for c in latents[:, :, :9].split(3, dim=2)], dim=2)
+        result["frames_rel_error_vs_fp32"] = ((fast - ref).norm() / ref.norm()).item()
+    del reference
     return result
 
 
@@ -309,11 +327,13 @@ def markdown(results: dict) -> str:
         lines += [f"| `{k['name'][:90]}` | {k['category']} | {k['ms_per_chunk']:.2f} | {k['calls_per_chunk']:.0f} | "
                   f"{k['mean_us']:.0f} |" for k in r["top_kernels"][:20]]  # fmt: skip
     if vaes:
-        lines += ["", "| VAE | steady chunk (unprofiled) | wall / busy (ms) | by category (ms) |", "|---|---|---|---|"]
+        lines += ["", "| VAE | steady chunk (unprofiled) | wall / busy (ms) | by category (ms) | frames vs fp32 |",
+                  "|---|---|---|---|---|"]  # fmt: skip
         for name, v in vaes.items():
             parts = ", ".join(f"{k} {t:.1f}" for k, t in v["by_category_ms_per_chunk"].items())
+            error = f"{v['frames_rel_error_vs_fp32']:.1e}" if "frames_rel_error_vs_fp32" in v else "-"
             lines.append(f"| {name} | {1e3 * v['steady_chunk_s_unprofiled']:.1f} ms | {v['wall_ms_per_chunk']:.1f} / "
-                         f"{v['busy_ms_per_chunk']:.1f} | {parts} |")  # fmt: skip
+                         f"{v['busy_ms_per_chunk']:.1f} | {parts} | {error} |")  # fmt: skip
     if "fp8" in results:
         lines += ["", "| shape | bf16 ms (TFLOP/s) | fp8 rowwise | fp8 tensorwise | quantise x | "
                   "rowwise+quantise vs bf16 |", "|---|---|---|---|---|---|"]  # fmt: skip

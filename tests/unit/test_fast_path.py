@@ -8,6 +8,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.activations import GELU
 from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from omegaconf import OmegaConf
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
@@ -19,7 +20,7 @@ from rf.fast.static_cache import StaticKVCache, write_chunk
 from rf.models.attention import backend, kernel
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.vae import WanVideoAutoencoder
+from rf.models.vae import WanVideoAutoencoder, causal_conv_as_2d, stacks_outputs
 from rf.utils.cli import CONF_DIR
 from tests.conftest import tiny_wan_config
 
@@ -209,6 +210,25 @@ def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     out = torch.cat([decoder.decode(z[:, :, :1]), decoder.decode(z[:, :, 1:4]), decoder.decode(z[:, :, 4:])], dim=2)
     assert out.shape == ref.shape == (1, 3, 25, 32, 48)
     assert relative_error(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels", "stacks"), [(16, 3, True), (16, 16, False), (8, 3, False)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_causal_conv_as_2d_is_the_3d_convolution_with_its_cache(in_channels, out_channels, stacks, channels_last):
+    """Both 2-D forms (kt input frames stacked along channels; or, for few outputs like the RGB head, kt taps
+    stacked along the outputs and summed) against WanCausalConv3d itself, with a cache of two frames and without.
+    fp32: the same sums in another order, a few dozen roundings of 6e-8 each."""
+    torch.manual_seed(0)
+    conv = WanCausalConv3d(in_channels, out_channels, 3, padding=1).eval()
+    if channels_last:
+        conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last_3d)
+    assert stacks_outputs(conv) is stacks
+    x, cache = torch.randn(2, in_channels, 4, 5, 6), torch.randn(2, in_channels, 2, 5, 6)
+    with torch.no_grad():
+        for cache_x in (None, cache):
+            ref, out = conv(x, cache_x), causal_conv_as_2d(conv, x, cache_x)
+            assert out.shape == ref.shape == (2, out_channels, 4, 5, 6)
+            assert relative_error(out, ref) < 1e-6
 
 
 @pytest.mark.parametrize("first", [1, 3])

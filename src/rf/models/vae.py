@@ -32,7 +32,8 @@ def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Ten
     """WanCausalConv3d.forward as a 2-D convolution (the same sums; cuDNN's 2-D kernels are the faster ones).
 
     Output frame j of a (kt, kh, kw) convolution sums kt 2-D convolutions over input frames j .. j+kt-1, which is
-    one 2-D convolution over those frames stacked along channels: [B*T_out, kt*C, H, W] * [O, kt*C, kh, kw].
+    one 2-D convolution over those frames stacked along channels: [B*T_out, kt*C, H, W] * [O, kt*C, kh, kw]; or,
+    where the outputs are few, over the frames once with the taps stacked along the outputs (taps_then_sum).
     x [B, C, T, H, W] (cache_x: the previous frames the causal padding takes from) -> [B, O, T_out, H, W]."""
     pad_w, _, pad_h, _, pad_t, _ = conv._padding
     if cache_x is not None and pad_t > 0:
@@ -44,6 +45,8 @@ def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Ten
     b, c, t, h, w = x.shape
     t_out = t - kt + 1
     frames = x.transpose(1, 2)  # [B, T, C, H, W]
+    if stacks_outputs(conv):
+        return taps_then_sum(conv, frames, t_out, (pad_h, pad_w))
     stacked = torch.cat([frames[:, i : i + t_out] for i in range(kt)], dim=2) if kt > 1 else frames
     stacked = stacked.reshape(b * t_out, kt * c, h, w)
     if conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
@@ -51,6 +54,33 @@ def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Ten
     weight = conv.weight.transpose(1, 2).reshape(out_channels, kt * c, kh, kw)  # frame-major, like `stacked`
     y = torch.nn.functional.conv2d(stacked, weight, conv.bias, stride=conv.stride[1:], padding=(pad_h, pad_w))
     return y.view(b, t_out, out_channels, *y.shape[-2:]).transpose(1, 2)
+
+
+def stacks_outputs(conv: WanCausalConv3d) -> bool:
+    """Whether kt taps' outputs are fewer than one frame's inputs (the decoder's RGB head, 96 -> 3 x 3 taps): then
+    stacking the taps' outputs (taps_then_sum) moves less memory than stacking kt input frames."""
+    kt = conv.kernel_size[0]
+    return kt > 1 and kt * conv.out_channels <= conv.in_channels
+
+
+def taps_then_sum(conv: WanCausalConv3d, frames: torch.Tensor, t_out: int, padding: tuple[int, int]) -> torch.Tensor:
+    """The causal convolution with its temporal taps stacked along the *output* channels: every input frame goes
+    through all kt taps in one 2-D convolution [O*kt outputs], and output frame j sums tap i of frame j + i. The
+    same sums as the stacked-frames path, in another order; the frames are read once, not kt times, and the
+    convolution's reduction is kt times shorter for the same few outputs.
+    frames [B, T, C, H, W] (the cached frames first) -> [B, O, T_out, H, W]."""
+    (kt, kh, kw), out_channels = conv.kernel_size, conv.out_channels
+    b, t, c, h, w = frames.shape
+    flat = frames.reshape(b * t, c, h, w)
+    if conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
+        flat = flat.contiguous(memory_format=torch.channels_last)
+    weight = conv.weight.permute(2, 0, 1, 3, 4).reshape(kt * out_channels, c, kh, kw)  # [kt*O, C, kh, kw], tap-major
+    z = torch.nn.functional.conv2d(flat, weight, None, stride=conv.stride[1:], padding=padding)  # [B*T, kt*O, H, W]
+    z = z.view(b, t, kt, out_channels, *z.shape[-2:])
+    y = sum(z[:, i : i + t_out, i] for i in range(kt))  # [B, T_out, O, H, W]: tap i of frame j + i
+    if conv.bias is not None:
+        y = y + conv.bias.view(1, 1, -1, 1, 1)
+    return y.transpose(1, 2)
 
 
 class StreamDecoder(Protocol):
