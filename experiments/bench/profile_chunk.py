@@ -24,7 +24,6 @@ Writes OUTDIR/profile.json and OUTDIR/profile.md (the tables).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import gzip
 import json
@@ -34,13 +33,11 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-import rf.models.vae
 from rf.bench import build
 from rf.diffusion.sampler import GeneratorNoise
 from rf.fast.fast_path import FastPath
@@ -70,10 +67,15 @@ VAE = {  # name -> the Wan VAE's speed_up switches
     "exact_whole_chunk": {"channels_last": True, "compile": True, "conv2d": True, "whole_chunk": True},
     "conv3d": {"channels_last": True, "compile": True},  # cuDNN's 3-D convolutions, no stacking copies
     "conv3d_whole_chunk": {"channels_last": True, "compile": True, "whole_chunk": True},
-    # the stacked-frames path everywhere, the RGB head included: the 2-D path before rf.models.vae.taps_then_sum
-    "exact_whole_chunk_frames_stacked": {"channels_last": True, "compile": True, "conv2d": True, "whole_chunk": True},
+    # and the RGB head with its taps stacked along the outputs (fast.vae_stack_taps, rf.models.vae.taps_then_sum)
+    "exact_whole_chunk_taps": {
+        "channels_last": True,
+        "compile": True,
+        "conv2d": True,
+        "whole_chunk": True,
+        "stack_taps": True,
+    },
 }
-FRAMES_STACKED = {"exact_whole_chunk_frames_stacked"}  # configs whose convolutions never stack the taps' outputs
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels
 
@@ -237,9 +239,7 @@ def vae_profile(cfg, name: str, out: Path, device: torch.device, dtype: torch.dt
     gen = torch.Generator(device).manual_seed(0)
     latents = torch.randn(1, autoencoder.latent_channels, 3 * 12, h, w, device=device, generator=gen, dtype=dtype)
     chunks = iter(latents.split(3, dim=2))
-    # the A/B of taps_then_sum: the same switches with every convolution on the stacked-frames path
-    frames_only = mock.patch.object(rf.models.vae, "stacks_outputs", lambda conv: False)
-    with torch.inference_mode(), frames_only if name in FRAMES_STACKED else contextlib.nullcontext():
+    with torch.inference_mode():
         decoder.reset()
         for _ in range(6):
             decoder.decode(next(chunks))

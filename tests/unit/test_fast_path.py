@@ -195,7 +195,8 @@ def test_reusing_the_last_pass_kv_is_an_approximation_with_one_pass_fewer():
 @pytest.mark.parametrize(
     "switches",
     [{"conv2d": True}, {"channels_last": True}, {"conv2d": True, "channels_last": True}, {"compile": True},
-     {"whole_chunk": True}, {"whole_chunk": True, "conv2d": True, "channels_last": True}],
+     {"whole_chunk": True}, {"whole_chunk": True, "conv2d": True, "channels_last": True},
+     {"whole_chunk": True, "conv2d": True, "channels_last": True, "stack_taps": True}],
 )  # fmt: skip
 def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     """vae_conv2d / vae_channels_last / vae_compile: chunked streaming decode equal to the plain decoder's (fp32)."""
@@ -204,6 +205,8 @@ def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     plain = WanVideoAutoencoder(vae)
     fast = copy.deepcopy(plain)
     fast.speed_up(**switches)
+    marked = [m for m in fast.vae.decoder.modules() if getattr(m, "rf_stack_taps", False)]
+    assert len(marked) == (1 if switches.get("stack_taps") else 0)  # the RGB head only (16 -> 3 outputs, 3 taps)
     z = torch.randn(1, 16, 7, 4, 6)
     ref = plain.stream_decoder().decode(z)
     decoder = fast.stream_decoder()
@@ -212,9 +215,9 @@ def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     assert relative_error(out, ref) < 1e-5
 
 
-@pytest.mark.parametrize(("in_channels", "out_channels", "stacks"), [(16, 3, True), (16, 16, False), (8, 3, False)])
+@pytest.mark.parametrize(("in_channels", "out_channels", "few"), [(16, 3, True), (16, 16, False), (8, 3, False)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_causal_conv_as_2d_is_the_3d_convolution_with_its_cache(in_channels, out_channels, stacks, channels_last):
+def test_causal_conv_as_2d_is_the_3d_convolution_with_its_cache(in_channels, out_channels, few, channels_last):
     """Both 2-D forms (kt input frames stacked along channels; or, for few outputs like the RGB head, kt taps
     stacked along the outputs and summed) against WanCausalConv3d itself, with a cache of two frames and without.
     fp32: the same sums in another order, a few dozen roundings of 6e-8 each."""
@@ -222,7 +225,8 @@ def test_causal_conv_as_2d_is_the_3d_convolution_with_its_cache(in_channels, out
     conv = WanCausalConv3d(in_channels, out_channels, 3, padding=1).eval()
     if channels_last:
         conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last_3d)
-    assert stacks_outputs(conv) is stacks
+    assert stacks_outputs(conv) is few
+    conv.rf_stack_taps = few  # what speed_up(conv2d=True, stack_taps=True) sets
     x, cache = torch.randn(2, in_channels, 4, 5, 6), torch.randn(2, in_channels, 2, 5, 6)
     with torch.no_grad():
         for cache_x in (None, cache):
@@ -340,6 +344,10 @@ def test_fast_path_refuses_unknown_switch_values():
         FastPath(kv_in_place=True)
     with pytest.raises(ValueError, match="fast.decode_priority=true sets the priority of the overlapped decode"):
         FastPath(decode_priority=True)
+    with pytest.raises(ValueError, match="fast.vae_stack_taps=true changes how the 2-D path stacks"):
+        FastPath(vae_stack_taps=True)
+    with pytest.raises(ValueError, match="stack_taps=True changes how conv2d stacks: set conv2d=True"):
+        WanVideoAutoencoder(tiny_wan_vae()).speed_up(stack_taps=True)
     with pytest.raises(ValueError, match="fast.autotune=true tunes the compiled blocks"):
         FastPath(autotune=True)
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]

@@ -25,6 +25,8 @@ Exact (the plain path's function; only bf16 rounding differs):
                      convolutions as 2-D ones over stacked frames / under torch.compile      rf.models.vae
     vae_whole_chunk  a chunk's latent frames through the Wan decoder in one call, not one by one (exact; 146.8 ->
                      134.7 ms a steady chunk on an H100)    rf.models.vae.WanStreamDecoder
+    vae_stack_taps   with vae_conv2d: the RGB head's 2-D convolution stacks its 3 taps' outputs, not 3 input frames
+                     (133.1 -> 130.0 ms a chunk; bf16 frames 1.2e-2 -> 1.5e-2 from fp32)    rf.models.vae.taps_then_sum
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
                      the first one above all: 1-14 ms sooner in three paired runs on an H100)    rf.fast.overlap
@@ -84,6 +86,7 @@ class FastPath:
     vae_conv2d: bool = False
     vae_compile: bool = False
     vae_whole_chunk: bool = False
+    vae_stack_taps: bool = False
     overlap: bool = False
     decode_priority: bool = False
     fp8: bool = False
@@ -101,6 +104,9 @@ class FastPath:
             if getattr(self, switch) and not (self.static_cache or self.graphs):
                 raise ValueError(f"fast.{switch}=true {what}: set fast.static_cache=true or fast.graphs=true (the "
                                  "graphs' cache is static)")  # fmt: skip
+        if self.vae_stack_taps and not self.vae_conv2d:
+            raise ValueError("fast.vae_stack_taps=true changes how the 2-D path stacks the VAE's convolutions: set "
+                             "fast.vae_conv2d=true")  # fmt: skip
         if self.decode_priority and not self.overlap:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
                              "fast.overlap=true")  # fmt: skip
@@ -174,6 +180,7 @@ class FastPath:
             compile=self.vae_compile,
             conv2d=self.vae_conv2d,
             whole_chunk=self.vae_whole_chunk,
+            stack_taps=self.vae_stack_taps,
         )
         decoder = autoencoder.stream_decoder()
         return OverlappedDecoder(decoder, device, self.decode_priority) if self.overlap else decoder

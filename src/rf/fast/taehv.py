@@ -180,7 +180,12 @@ class TAEHVAutoencoder(nn.Module):
         return TAEHVStreamDecoder(self.decoder)
 
     def speed_up(
-        self, channels_last: bool = False, compile: bool = False, conv2d: bool = False, whole_chunk: bool = False
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        conv2d: bool = False,
+        whole_chunk: bool = False,
+        stack_taps: bool = False,
     ) -> None:
         """The Wan VAE's decoder switches (rf.fast.fast_path): TAEHV has none, it runs as it is."""
 

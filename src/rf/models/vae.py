@@ -33,7 +33,8 @@ def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Ten
 
     Output frame j of a (kt, kh, kw) convolution sums kt 2-D convolutions over input frames j .. j+kt-1, which is
     one 2-D convolution over those frames stacked along channels: [B*T_out, kt*C, H, W] * [O, kt*C, kh, kw]; or,
-    where the outputs are few, over the frames once with the taps stacked along the outputs (taps_then_sum).
+    where the outputs are few and speed_up(stack_taps=True) marked the convolution, over the frames once with the
+    taps stacked along the outputs (taps_then_sum).
     x [B, C, T, H, W] (cache_x: the previous frames the causal padding takes from) -> [B, O, T_out, H, W]."""
     pad_w, _, pad_h, _, pad_t, _ = conv._padding
     if cache_x is not None and pad_t > 0:
@@ -45,7 +46,7 @@ def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Ten
     b, c, t, h, w = x.shape
     t_out = t - kt + 1
     frames = x.transpose(1, 2)  # [B, T, C, H, W]
-    if stacks_outputs(conv):
+    if getattr(conv, "rf_stack_taps", False):  # speed_up(stack_taps=True), where the outputs are few
         return taps_then_sum(conv, frames, t_out, (pad_h, pad_w))
     stacked = torch.cat([frames[:, i : i + t_out] for i in range(kt)], dim=2) if kt > 1 else frames
     stacked = stacked.reshape(b * t_out, kt * c, h, w)
@@ -111,7 +112,12 @@ class VideoAutoencoder(Protocol):
     def stream_decoder(self) -> StreamDecoder: ...
 
     def speed_up(
-        self, channels_last: bool = False, compile: bool = False, conv2d: bool = False, whole_chunk: bool = False
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        conv2d: bool = False,
+        whole_chunk: bool = False,
+        stack_taps: bool = False,
     ) -> None:
         """The fast path's decoder switches (rf.fast.fast_path): the Wan VAE's; the others have none."""
 
@@ -203,19 +209,29 @@ class WanVideoAutoencoder(torch.nn.Module):
         return (z - self.mean.to(z)) / self.std.to(z)
 
     def speed_up(
-        self, channels_last: bool = False, compile: bool = False, conv2d: bool = False, whole_chunk: bool = False
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        conv2d: bool = False,
+        whole_chunk: bool = False,
+        stack_taps: bool = False,
     ) -> None:
         """Decoder speed switches of the fast path (rf.fast.fast_path); the function decoded stays the same.
 
         channels_last: 3-D convolutions in channels-last-3d layout (cuDNN's fast kernels on tensor cores).
         compile: torch.compile the decoder (the causal-conv cache is a list it mutates: Dynamo replays that).
         conv2d: every causal 3-D convolution computed as one 2-D convolution over stacked frames.
-        whole_chunk: a chunk's latent frames through the decoder in one call, not one by one (WanStreamDecoder)."""
+        whole_chunk: a chunk's latent frames through the decoder in one call, not one by one (WanStreamDecoder).
+        stack_taps: with conv2d, a convolution with few outputs (the RGB head) stacks its taps' outputs, not its
+        input frames (taps_then_sum: less memory moved; in bf16 the taps' sums are rounded once more)."""
+        if stack_taps and not conv2d:
+            raise ValueError("stack_taps=True changes how conv2d stacks: set conv2d=True too")
         self.whole_chunk = whole_chunk
         if conv2d:
             for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
                 if isinstance(module, WanCausalConv3d):
                     module.forward = types.MethodType(causal_conv_as_2d, module)
+                    module.rf_stack_taps = stack_taps and stacks_outputs(module)
         if channels_last:
             for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
                 if isinstance(module, torch.nn.Conv3d):

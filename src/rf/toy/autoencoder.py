@@ -57,7 +57,12 @@ class ToyAutoencoder(torch.nn.Module):
         return ToyStreamDecoder(self)
 
     def speed_up(
-        self, channels_last: bool = False, compile: bool = False, conv2d: bool = False, whole_chunk: bool = False
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        conv2d: bool = False,
+        whole_chunk: bool = False,
+        stack_taps: bool = False,
     ) -> None:
         """The Wan VAE's decoder switches (rf.fast.fast_path): nothing to speed up here."""
 
