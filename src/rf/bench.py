@@ -126,16 +126,23 @@ class Setup:
             stream_chunks=chunks_for_seconds(cfg.stream_seconds, fps, wan_vae.temporal_factor, chunk),
         )  # fmt: skip
 
-    def run_variant(self, fast: FastPath, policies: list[str], name: str) -> dict:
-        """Every policy of one variant: warm-up (+ the check's chunks), clips, the long stream."""
+    def run_variant(self, fast: FastPath, policies: list[str], name: str, steps: dict | None = None) -> dict:
+        """Every policy of one variant: warm-up (+ the check's chunks), clips, the long stream. `steps`: the
+        variant's own sampler keys (e.g. fewer denoising_steps), over cfg.sampler; a changed schedule makes the
+        variant approximate (its check reports the deviation from the plain 4-step latents, and passes nothing)."""
         cfg, device, sink = self.cfg, self.device, to_dict(self.cfg.sink)
+        sampler_cfg, steps = to_dict(cfg.sampler), steps or {}
+        changed = {k: v for k, v in steps.items() if sampler_cfg[k] != v}
         runner = fast.prepare_model(self.model)  # in place and cumulative: list variants plain first
         # the stream's sampler and decoder as rf.stream builds them; a decoder of conf/decoder/ (TAEHV) with random
         # weights (path: null), like everything here
         decoder = build_decoder(fast, self.wan_vae, cfg, device, path=None)
-        out = {"fast": fast.describe(), "approximate": fast.approximate, "policies": {}}
+        approximate = fast.approximate or bool(changed)
+        out = {"fast": fast.describe(), "approximate": approximate, "policies": {}}
+        if changed:
+            out["sampler"] = changed
         for policy in policies:
-            sampler = build_sampler(runner, CacheConfig(**{**sink, "policy": policy}), cfg.sampler, fast)
+            sampler = build_sampler(runner, CacheConfig(**{**sink, "policy": policy}), {**sampler_cfg, **steps}, fast)
             limit = cfg.memory_limit if policy == "full" else None
             timed = Stream(sampler, decoder, self.text, self.shape, device, cfg.seed, limit)
             keep = cfg.check_chunks if policy == cfg.check_policy else 0
@@ -146,8 +153,7 @@ class Setup:
                 long = timed.run(self.stream_chunks, wall_limit=wall, desc=f"{name} {policy} stream")
             if first["kept"]:
                 self.reference = self.reference or reference_of(first["kept"], self.wan_vae, device)
-                out["check"] = check(first["kept"], self.reference, decoder, device, not fast.approximate,
-                                     cfg.tolerance)  # fmt: skip
+                out["check"] = check(first["kept"], self.reference, decoder, device, not approximate, cfg.tolerance)
             out["policies"][policy] = self.summarize(policy, clips, long, sampler, overlapped=fast.overlap)
         return out
 
@@ -197,6 +203,19 @@ class Setup:
         }
 
 
+def sampler_keys(cfg: DictConfig, name: str, variant: DictConfig) -> dict:
+    """A variant's own `sampler:` keys (conf/sampler/default.yaml's, e.g. denoising_steps), checked before any
+    variant runs: a misspelt key would otherwise fail only when its variant's turn comes."""
+    keys = to_dict(variant.get("sampler") or {})
+    unknown = sorted(set(keys) - set(cfg.sampler))
+    if unknown:
+        raise ValueError(
+            f"variants.{name}.sampler has {', '.join(unknown)}: a variant may set only the sampler's own keys "
+            f"({', '.join(cfg.sampler)}), e.g. variants.{name}.sampler.denoising_steps=[1000,667,333]"
+        )
+    return keys
+
+
 @entry("bench")
 def main(cfg: DictConfig) -> Path:
     device, dtype = pick_device(cfg.device), resolve_dtype(cfg.model.dtype)
@@ -206,7 +225,8 @@ def main(cfg: DictConfig) -> Path:
             f"model={cfg.model.name} on the CPU would take hours: the full-size bench needs a GPU; "
             "`make bench ARGS='model=toy'` runs the CPU smoke mode"
         )
-    variants = {name: (FastPath(**to_dict(v.fast)), list(v.policies)) for name, v in cfg.variants.items()}
+    variants = {name: (FastPath(**to_dict(v.fast)), list(v.policies), sampler_keys(cfg, name, v))
+                for name, v in cfg.variants.items()}  # fmt: skip
     setup = Setup.build(cfg, device, dtype)
     results = {
         "method": {
@@ -228,7 +248,7 @@ def main(cfg: DictConfig) -> Path:
     out_path = Path(cfg.out)
     failed = []
     with Stop() as stop:  # SIGINT / SIGTERM: the variant in hand is measured, the others are not
-        for name, (fast, policies) in variants.items():
+        for name, (fast, policies, steps) in variants.items():
             if stop.requested:
                 results["stopped"] = f"{stop.signal.name} after {len(results['variants'])} of {len(variants)} variants"
                 write_json(results, out_path)
@@ -240,7 +260,7 @@ def main(cfg: DictConfig) -> Path:
                 continue
             began = time.perf_counter()
             try:
-                results["variants"][name] = setup.run_variant(fast, policies, name)
+                results["variants"][name] = setup.run_variant(fast, policies, name, steps)
             # one broken switch must not lose the others; ImportError: a kernel the variant names is not installed
             except (RuntimeError, ValueError, AssertionError, ImportError) as e:
                 results["variants"][name] = {"error": f"{type(e).__name__}: {e}"}

@@ -145,3 +145,37 @@ def test_a_variant_whose_kernel_is_not_installed_fails_alone(tmp_path, monkeypat
     assert result["static"]["policies"]["ema_sink"]["stream_fps"] > 0  # measured after the failure
     assert result["static"]["check"]["passed"] is True
     assert "variant fa3 failed: ImportError" in capsys.readouterr().out
+
+
+def test_a_variant_with_fewer_steps_is_measured_as_an_approximation(tmp_path):
+    """variants.NAME.sampler overrides the schedule for that variant alone: 3 denoising passes instead of 4 cost
+    fewer FLOPs, and the variant's check reports its deviation from plain's 4-step latents without passing it. A
+    key the sampler does not have is refused before any variant runs, naming it."""
+    import pytest
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    import rf.bench
+    from rf.utils.cli import CONF_DIR
+
+    out = tmp_path / "bench.json"
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("bench", overrides=[*SMALL, "minutes=[]", "check_chunks=2", f"out={out}"])
+    with open_dict(cfg):
+        cfg.variants = {"plain": {"fast": {}, "policies": ["ema_sink"]},
+                        "three": {"fast": {"static_cache": True}, "policies": ["ema_sink"],
+                                  "sampler": {"denoising_steps": [1000, 667, 333]}}}  # fmt: skip
+    rf.bench.main.__wrapped__(cfg)
+    result = json.loads(out.read_text())["variants"]
+    plain, three = (result[v]["policies"]["ema_sink"] for v in ("plain", "three"))
+    assert (plain["dit_passes_per_steady_chunk"], three["dit_passes_per_steady_chunk"]) == (5, 4)
+    # FLOPs scale with the chunk-sized passes: 4 of 5
+    assert three["dit_tflop_per_steady_chunk"] == pytest.approx(plain["dit_tflop_per_steady_chunk"] * 4 / 5, rel=1e-9)
+    assert result["three"]["approximate"] is True and result["three"]["sampler"] == {"denoising_steps": [1000, 667, 333]}
+    check = result["three"]["check"]
+    assert check["passed"] is None and check["tolerance"] is None
+    assert check["max_latents_rel_error"] > 1e-2  # a different schedule: different latents, and the check says so
+    with open_dict(cfg):
+        cfg.variants.three.sampler = {"denoising_step": [1000, 500]}
+    with pytest.raises(ValueError, match=r"variants.three.sampler has denoising_step.*denoising_steps"):
+        rf.bench.main.__wrapped__(cfg)

@@ -443,9 +443,12 @@ def test_fa3_kernel_matches_fp32_attention():
 
 @pytest.mark.parametrize("path", sorted((Path(CONF_DIR) / "variants").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_bench_variant_file_names_valid_switches(path):
-    """Each variant of conf/variants/NAME.yaml is a valid FastPath and lists bounded policies; plain comes first."""
+    """Each variant of conf/variants/NAME.yaml is a valid FastPath, lists bounded policies and sets only the sampler's
+    own keys; plain comes first."""
     variants = OmegaConf.to_container(OmegaConf.load(path))
+    sampler = OmegaConf.load(Path(CONF_DIR) / "sampler" / "default.yaml")
     assert next(iter(variants)) == "plain" and variants["plain"]["fast"] == {}  # every check is against plain
     for name, variant in variants.items():
         FastPath(**variant["fast"])  # raises on an unknown switch or value
         assert set(variant["policies"]) <= {"full", "window", "sink", "ema_sink"}, name
+        assert set(variant) <= {"fast", "policies", "sampler"} and set(variant.get("sampler", {})) <= set(sampler), name
