@@ -216,7 +216,7 @@ def stream_student(cfg, ckpt, use_ema, texts, seconds, device, batch=128, seed=H
 
 
 def paired(a: list[float], b: list[float]) -> dict:
-    """Paired difference b - a over prompts: mean, 95% t-interval, n."""
+    """Paired difference b - a over prompts: mean, 95% percentile-bootstrap interval, n."""
     d = torch.tensor([y - x for x, y in zip(a, b, strict=True) if math.isfinite(x) and math.isfinite(y)])
     n = len(d)
     if n < 2:

@@ -26,10 +26,12 @@ Exact (the plain path's function; only bf16 rounding differs):
     vae_whole_chunk  a chunk's latent frames through the Wan decoder in one call, not one by one (exact; 146.8 ->
                      134.7 ms a steady chunk on an H100)    rf.models.vae.WanStreamDecoder
     vae_stack_taps   with vae_conv2d: the RGB head's 2-D convolution stacks its 3 taps' outputs, not 3 input frames
-                     (133.1 -> 130.0 ms a chunk; bf16 frames 1.2e-2 -> 1.5e-2 from fp32)    rf.models.vae.taps_then_sum
+                     (133.1 -> 130.0 ms a chunk; bf16 frames 1.2e-2 -> 1.5e-2 from fp32; in variants=best since the
+                     bench's check passed)    rf.models.vae.taps_then_sum
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
-                     the first one above all: 1-14 ms sooner in three paired runs on an H100)    rf.fast.overlap
+                     the first one above all: 1-14 ms sooner in three paired runs on an H100; not reproduced in a
+                     later call's ladder)    rf.fast.overlap
     cache_pass       fused: chunk i's t=0 cache pass and chunk i+1's first denoising pass as one forward over both
                      chunks (one pass fewer per chunk, larger matmuls; not with graphs yet)    rf.models.fused
 

@@ -1,0 +1,44 @@
+"""experiments/bench/paired.py: the steady-chunk columns the bench README quotes, from a bench JSON."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "bench" / "paired.py"
+
+
+def load():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import paired
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return paired
+
+
+@pytest.mark.parametrize(("df", "quantile"), [(1, 12.7062), (11, 2.2010), (30, 2.0423)])
+def test_t_quantile_matches_the_tables(df, quantile):
+    # Student's t, 97.5%: the printed tables give 4 decimals
+    assert load().t_quantile(0.975, df) == pytest.approx(quantile, abs=1e-4)
+
+
+def test_a_variant_faster_by_a_constant_is_paired_to_exactly_that(tmp_path):
+    """Chunk latencies that vary a lot along the stream but differ by 5 ms chunk for chunk: the paired difference is
+    -5.0 with a zero-width interval, where the unpaired means' intervals are wide."""
+    base = [0.300 + 0.02 * (i % 3) for i in range(14)]  # s
+
+    def record(latency: list[float]) -> dict:
+        runs = [{"fps": 30.0, "first_frame_s": 0.15}]
+        return {"policies": {"ema_sink": {"stream_latency_s": latency, "clip_runs": runs, "clip_fps": 30.0,
+                                          "stream_fps": 29.0}}}  # fmt: skip
+
+    bench = {"device": "test", "variants": {"a": record(base), "b": record([x - 0.005 for x in base])}}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    out = subprocess.run([sys.executable, str(SCRIPT), str(path)], capture_output=True, text=True, check=True).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| b |"))
+    assert "-5.0 vs a, 95% CI [-5.0, -5.0]" in row
+    assert "+- 0.0" not in row  # the unpaired interval of the varying chunks is not zero
