@@ -176,13 +176,15 @@ class FastPath:
         """The stream decoder with the decode switches applied: OverlappedDecoder when overlap is on."""
         if self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
-        # the Wan VAE's switches (rf.models.vae.VideoAutoencoder.speed_up; TAEHV and the toy one have none)
-        autoencoder.speed_up(
-            channels_last=self.vae_channels_last,
-            compile=self.vae_compile,
-            conv2d=self.vae_conv2d,
-            whole_chunk=self.vae_whole_chunk,
-            stack_taps=self.vae_stack_taps,
-        )
+        # the Wan VAE's switches (rf.models.vae.WanVideoAutoencoder.speed_up); TAEHV and the toy one have none and
+        # decode as they are
+        if hasattr(autoencoder, "speed_up"):
+            autoencoder.speed_up(
+                channels_last=self.vae_channels_last,
+                compile=self.vae_compile,
+                conv2d=self.vae_conv2d,
+                whole_chunk=self.vae_whole_chunk,
+                stack_taps=self.vae_stack_taps,
+            )
         decoder = autoencoder.stream_decoder()
         return OverlappedDecoder(decoder, device, self.decode_priority) if self.overlap else decoder

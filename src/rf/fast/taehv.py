@@ -179,16 +179,6 @@ class TAEHVAutoencoder(nn.Module):
     def stream_decoder(self) -> TAEHVStreamDecoder:
         return TAEHVStreamDecoder(self.decoder)
 
-    def speed_up(
-        self,
-        channels_last: bool = False,
-        compile: bool = False,
-        conv2d: bool = False,
-        whole_chunk: bool = False,
-        stack_taps: bool = False,
-    ) -> None:
-        """The Wan VAE's decoder switches (rf.fast.fast_path): TAEHV has none, it runs as it is."""
-
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, 16, F, h, w] (Wan-normalised) -> video [B, 3, 1 + 4 (F - 1), 8h, 8w] in [-1, 1]."""

@@ -6,7 +6,9 @@ The interface, shared with rf.toy.autoencoder.ToyAutoencoder and rf.fast.taehv.T
     decode(latents) -> video
     num_frames(latent_frames) -> video frames they decode to
     stream_decoder() -> StreamDecoder: decode(chunk) -> frames, keeping its causal state; reset()
-    speed_up(...) -> the fast path's decoder switches (a no-op where an autoencoder has none)
+
+The Wan VAE alone also has speed_up(...), the fast path's decoder switches (rf.fast.fast_path applies them where an
+autoencoder has them; TAEHV and the toy autoencoder have none).
 
 diffusers' `AutoencoderKLWan.decode` clears its causal-conv cache on every call, so decoding
 chunk by chunk through it would restart the temporal convolutions at each chunk boundary.
@@ -110,16 +112,6 @@ class VideoAutoencoder(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
     def stream_decoder(self) -> StreamDecoder: ...
-
-    def speed_up(
-        self,
-        channels_last: bool = False,
-        compile: bool = False,
-        conv2d: bool = False,
-        whole_chunk: bool = False,
-        stack_taps: bool = False,
-    ) -> None:
-        """The fast path's decoder switches (rf.fast.fast_path): the Wan VAE's; the others have none."""
 
 
 class WanStreamDecoder:

@@ -56,16 +56,6 @@ class ToyAutoencoder(torch.nn.Module):
     def stream_decoder(self) -> ToyStreamDecoder:
         return ToyStreamDecoder(self)
 
-    def speed_up(
-        self,
-        channels_last: bool = False,
-        compile: bool = False,
-        conv2d: bool = False,
-        whole_chunk: bool = False,
-        stack_taps: bool = False,
-    ) -> None:
-        """The Wan VAE's decoder switches (rf.fast.fast_path): nothing to speed up here."""
-
 
 class ToyStreamDecoder:
     """Chunk-by-chunk decoding with the Wan streaming decoder's API.
