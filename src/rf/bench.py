@@ -311,6 +311,8 @@ def table(results: dict) -> str:
         )
         if "error" in v:
             rows.append(f"| {name} | - | failed: {v['error'][:80]} |")
+        label = name + "".join(f" ({len(x)} steps)" if k == "denoising_steps" else f" ({k}={x})"
+                               for k, x in v.get("sampler", {}).items())  # fmt: skip
         for policy, r in v.get("policies", {}).items():
             lat = list(r["latency"].values())
             p50 = [f"{x['p50_s']:.3f}" for x in (lat[0], lat[-1])] if lat else ["-", "-"]
@@ -318,7 +320,7 @@ def table(results: dict) -> str:
             peak = "-" if peak is None else f"{peak:.1f}"
             speedup = f"{r['clip_speedup']:.2f}" if "clip_speedup" in r else "-"
             rows.append(
-                f"| {name} | {policy} | {r['attention_frames']} / {r['sink_frames']} | "
+                f"| {label} | {policy} | {r['attention_frames']} / {r['sink_frames']} | "
                 f"{r['clip_fps']:.1f} | {speedup} | "
                 f"{r['clip_first_frame_s']:.3f} / {r['clip_first_frames_s']:.3f} | {r['stream_fps']:.1f} | "
                 f"{r['steady_fps']:.1f} / {fmt(r['steady_dit_only_fps'])} | "

@@ -147,7 +147,7 @@ def test_a_variant_whose_kernel_is_not_installed_fails_alone(tmp_path, monkeypat
     assert "variant fa3 failed: ImportError" in capsys.readouterr().out
 
 
-def test_a_variant_with_fewer_steps_is_measured_as_an_approximation(tmp_path):
+def test_a_variant_with_fewer_steps_is_measured_as_an_approximation(tmp_path, capsys):
     """variants.NAME.sampler overrides the schedule for that variant alone: 3 denoising passes instead of 4 cost
     fewer FLOPs, and the variant's check reports its deviation from plain's 4-step latents without passing it. A
     key the sampler does not have is refused before any variant runs, naming it."""
@@ -173,6 +173,7 @@ def test_a_variant_with_fewer_steps_is_measured_as_an_approximation(tmp_path):
     assert three["dit_tflop_per_steady_chunk"] == pytest.approx(plain["dit_tflop_per_steady_chunk"] * 4 / 5, rel=1e-9)
     assert result["three"]["approximate"] is True
     assert result["three"]["sampler"] == {"denoising_steps": [1000, 667, 333]}
+    assert "| three (3 steps) | ema_sink |" in capsys.readouterr().out  # the table says so too
     check = result["three"]["check"]
     assert check["passed"] is None and check["tolerance"] is None
     assert check["max_latents_rel_error"] > 1e-2  # a different schedule: different latents, and the check says so
