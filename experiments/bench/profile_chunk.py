@@ -49,6 +49,7 @@ from rf.utils.cli import CONF_DIR
 from rf.utils.instantiate import instantiate, resolve_dtype, to_dict
 
 EXACT = {"compile": True, "static_cache": True, "attention": "cudnn"}
+APPROX = {**EXACT, "attention": "fa3", "compile_commit": True, "kv_in_place": True, "cache_pass": "reuse"}
 DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in this order
     "exact": EXACT,
     "exact_fused_pass": {**EXACT, "cache_pass": "fused"},
@@ -58,6 +59,10 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fa3_autotune": {**EXACT, "attention": "fa3", "autotune": True},  # and Inductor's max-autotune
     "exact_fa3_commit": {**EXACT, "attention": "fa3", "compile_commit": True},  # and the cache's commit compiled
     "exact_fa3_kv": {**EXACT, "attention": "fa3", "kv_in_place": True},  # each pass's K/V written after the context
+    # the approximate path's DiT on the exact path's fastest switches: the last pass's K/V reused (no cache pass), in
+    # bf16 and with FP8 matmuls (where does FP8 not pay?); with sampler.denoising_steps=[1000,667,333]: variants=steps
+    "approx_fa3_reuse": APPROX,
+    "approx_fa3_reuse_fp8": {**APPROX, "fp8": True},
     "exact_flash": {**EXACT, "attention": None},  # PyTorch's pick (flash): is cuDNN attention used in the stream?
     "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
     "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},
@@ -205,7 +210,8 @@ def dit_profile(cfg, name: str, switches: dict, out: Path, device: torch.device,
     tokens = (h // arch["patch_size"][1]) * (w // arch["patch_size"][2])
     span = cfg.sink.attention_frames * tokens
     q = cfg.sink.chunk_frames * tokens
-    work = 5  # chunk-sized passes of FLOPs per steady chunk (4 denoising + the cache pass, fused or not)
+    # chunk-sized passes of FLOPs per steady chunk: the denoising passes + the cache pass (fused or not; none reused)
+    work = len(sampler.timesteps) + (sampler.cache_pass != "reuse")
     flops = {"linear": work * dit_flops(arch, q, 0, 0), "attention": work * (dit_flops(arch, q, span, 512)
                                                                               - dit_flops(arch, q, 0, 0))}  # fmt: skip
     result.update(
