@@ -63,6 +63,7 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     # bf16 and with FP8 matmuls (where does FP8 not pay?); with sampler.denoising_steps=[1000,667,333]: variants=steps
     "approx_fa3_reuse": APPROX,
     "approx_fa3_reuse_fp8": {**APPROX, "fp8": True},
+    "approx_fa3_reuse_fp8_tensorwise": {**APPROX, "fp8": True, "fp8_scales": "tensorwise"},  # one scale per input
     "exact_flash": {**EXACT, "attention": None},  # PyTorch's pick (flash): is cuDNN attention used in the stream?
     "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
     "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},

@@ -4,7 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from rf.fast.fp8 import Fp8Linear, fp8_linears, fp8_mm, fp8_mm_reference, quantize_rowwise
+from rf.fast.fp8 import (
+    FP8_MAX,
+    Fp8Linear,
+    fp8_linears,
+    fp8_mm,
+    fp8_mm_reference,
+    quantize_rowwise,
+    quantize_tensorwise,
+)
 from rf.models.causal_wan import CausalWanTransformer3DModel
 from tests.conftest import tiny_wan_config
 
@@ -118,3 +126,40 @@ def test_fp8_linears_refuses_sizes_that_are_not_multiples_of_16():
     message = str(error.value)
     assert "blocks.0.ffn.net.0.proj (32 -> 40)" in message and "blocks.1.ffn.net.2 (40 -> 32)" in message
     assert not any(isinstance(m, Fp8Linear) for m in model.modules())  # all or nothing
+
+
+def test_quantize_tensorwise_gives_every_row_the_one_scale_of_the_whole_input():
+    x = torch.randn(5, 32)
+    x[2] *= 100  # one loud token: it sets the scale for all
+    x_fp8, scale = quantize_tensorwise(x)
+    assert scale.shape == (5, 1) and torch.all(scale == x.abs().max() / FP8_MAX)
+    assert x_fp8.float().abs().max() == FP8_MAX  # the largest element maps to 448
+    # e4m3 keeps 3 mantissa bits: each element within 2^-4 of itself where it stays normal (|x| / scale >= 2^-6)
+    back, normal = x_fp8.float() * scale, (x / scale).abs() >= 2**-6
+    assert torch.all(((back - x).abs() <= 2**-4 * x.abs())[normal])
+    # the quiet tokens lose precision to the loud one, where rowwise scales keep it: the function differs
+    rowwise = quantize_rowwise(x)
+    quiet = [0, 1, 3, 4]
+    assert relative_error(back[quiet], x[quiet]) > relative_error((rowwise[0].float() * rowwise[1])[quiet], x[quiet])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tensorwise_fp8_linear_is_close_to_the_linear(dtype):
+    ref_layer = linear(dtype=dtype)
+    layer = Fp8Linear.from_linear(ref_layer, scales="tensorwise")
+    x = torch.randn(2, 7, 64, dtype=dtype)
+    with torch.no_grad():
+        out, ref = layer(x), ref_layer(x)
+        rowwise = Fp8Linear.from_linear(ref_layer)(x)
+    assert out.shape == (2, 7, 48) and out.dtype == dtype and "scales=tensorwise" in repr(layer)
+    assert 1e-4 < relative_error(out, ref) < 0.06  # e4m3: about 3.5e-2, as rowwise on inputs of one scale
+    assert relative_error(out, rowwise) > 1e-4  # another quantisation than rowwise
+    with pytest.raises(ValueError, match="fp8 scales='blockwise': choose one of rowwise, tensorwise"):
+        Fp8Linear.from_linear(ref_layer, scales="blockwise")
+
+
+def test_the_fast_path_passes_the_scales_on(tiny_wan):
+    from rf.fast.fast_path import FastPath
+
+    FastPath(fp8=True, fp8_scales="tensorwise").prepare_model(tiny_wan)
+    assert {m.scales for m in tiny_wan.modules() if isinstance(m, Fp8Linear)} == {"tensorwise"}

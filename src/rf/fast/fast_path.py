@@ -38,6 +38,7 @@ Exact (the plain path's function; only bf16 rounding differs):
 Approximations (each changes the video; the bench measures by how much against the exact path):
 
     fp8              FP8 matmuls in the blocks' Linear layers (Hopper)    rf.fast.fp8
+    fp8_scales       with fp8: each input scaled per token (rowwise) or with one scale (tensorwise)
     cache_pass       reuse: the last denoising pass writes the cache, no t=0 pass (rf.diffusion.sampler);
                      clean (the default) and fused are exact
     decoder          a stream decoder instead of the model's own autoencoder (wan): the NAME of a
@@ -53,6 +54,7 @@ from pathlib import Path
 import torch
 
 from rf.fast.compile import compile_blocks
+from rf.fast.fp8 import SCALES as FP8_SCALES
 from rf.fast.graphs import CudaGraphModel
 from rf.fast.overlap import OverlappedDecoder
 from rf.utils.cli import CONF_DIR
@@ -92,6 +94,7 @@ class FastPath:
     overlap: bool = False
     decode_priority: bool = False
     fp8: bool = False
+    fp8_scales: str = "rowwise"
     cache_pass: str = "clean"
     decoder: str = "wan"
 
@@ -112,6 +115,10 @@ class FastPath:
         if self.decode_priority and not self.overlap:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
                              "fast.overlap=true")  # fmt: skip
+        if self.fp8_scales not in FP8_SCALES:
+            raise ValueError(f"fast.fp8_scales={self.fp8_scales!r}: choose one of {', '.join(FP8_SCALES)}")
+        if self.fp8_scales != "rowwise" and not self.fp8:
+            raise ValueError(f"fast.fp8_scales={self.fp8_scales} scales the FP8 matmuls' inputs: set fast.fp8=true")
         if self.autotune and not self.compile:
             raise ValueError("fast.autotune=true tunes the compiled blocks: set fast.compile=true too")
         if self.attention is not None and self.attention not in ATTENTION:
@@ -162,7 +169,7 @@ class FastPath:
         if self.fp8:
             from rf.fast.fp8 import fp8_linears  # Hopper matmuls: imported only when asked for
 
-            fp8_linears(model)
+            fp8_linears(model, scales=self.fp8_scales)
         if self.compile:
             compile_blocks(model, mode="max-autotune-no-cudagraphs" if self.autotune else None)
         # read by model.new_cache(static=True): StaticKVCache's keyword arguments

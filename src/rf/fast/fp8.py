@@ -8,7 +8,11 @@ condition embedder, proj_out) keeps its dtype.
 Quantisation, float8_e4m3fn (largest finite value 448) with float32 scales:
 
 - weight [N, K]: once, per output channel (row): scale_w [N, 1] = amax over K / 448;
-- activation [M, K]: at every call, per token (row): scale_x [M, 1] = amax over K / 448;
+- activation [M, K]: at every call, per token (row): scale_x [M, 1] = amax over K / 448 (scales="rowwise");
+  or one scale for the whole input, scale_x = amax over M and K / 448, given to every row (scales="tensorwise":
+  coarser for tokens far below the largest, and its reduction has no row to finish before each row's cast, where
+  the rowwise one costs the approximate path about as much card time as the FP8 matmuls save,
+  experiments/bench/README.md);
 - y [M, N] = (x_fp8 * scale_x) @ (w_fp8 * scale_w)^T + bias, accumulated in float32.
 
 On CUDA GPUs of compute capability 8.9 or more (Ada, Hopper) the product is `torch._scaled_mm`, whose
@@ -30,6 +34,7 @@ from torch import nn
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448.0
 BLOCK_PARTS = ("attn1", "attn2", "ffn")  # a block's submodules that hold its Linear layers
+SCALES = ("rowwise", "tensorwise")  # how an input is scaled at each call (see the module doc)
 
 
 def quantize_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,6 +43,15 @@ def quantize_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = amax / FP8_MAX
     x_fp8 = (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     return x_fp8, scale
+
+
+def quantize_tensorwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] -> (x_fp8 [M, K] float8_e4m3fn, scale [M, 1] float32, one value in every row) with x ~= x_fp8 * scale.
+    The one scale is given per row because the weight's scales are per row: torch._scaled_mm takes both or neither."""
+    amax = x.abs().amax().float().clamp(min=1e-12)  # []
+    scale = amax / FP8_MAX
+    x_fp8 = (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+    return x_fp8, scale.expand(x.shape[0], 1).contiguous()
 
 
 def scaled_mm_supported(device: torch.device) -> bool:
@@ -90,10 +104,16 @@ class Fp8Linear(nn.Module):
                   weight.float() * weight_scale)
     weight_scale: [out_features, 1] float32
     bias:         [out_features] in the original Linear's dtype, or None
+    scales:       how the input is scaled at each call: rowwise (per token) or tensorwise (one scale)
     """
 
-    def __init__(self, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None,
+                 scales: str = "rowwise"):  # fmt: skip
         super().__init__()
+        if scales not in SCALES:
+            raise ValueError(f"fp8 scales={scales!r}: choose one of {', '.join(SCALES)}")
+        self.scales = scales
+        self.quantize = quantize_rowwise if scales == "rowwise" else quantize_tensorwise
         self.out_features, self.in_features = weight.shape
         self.register_buffer("weight", weight)
         self.register_buffer("weight_scale", weight_scale)
@@ -101,25 +121,26 @@ class Fp8Linear(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear) -> Fp8Linear:
+    def from_linear(cls, linear: nn.Linear, scales: str = "rowwise") -> Fp8Linear:
         weight, scale = quantize_rowwise(linear.weight)  # [N, K] fp8, [N, 1] float32
         bias = None if linear.bias is None else linear.bias.detach()
-        return cls(weight, scale, bias)
+        return cls(weight, scale, bias, scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in_features] -> [..., out_features], in x's dtype."""
-        x_fp8, x_scale = quantize_rowwise(x.reshape(-1, self.in_features))  # [M, K], [M, 1]
+        x_fp8, x_scale = self.quantize(x.reshape(-1, self.in_features))  # [M, K], [M, 1]
         mm = fp8_mm if scaled_mm_supported(x.device) else fp8_mm_reference
         y = mm(x_fp8, x_scale, self.weight, self.weight_scale, self.bias, x.dtype)  # [M, N]
         return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"scales={self.scales}")  # fmt: skip
 
 
-def fp8_linears(model: nn.Module, include: tuple[str, ...] = BLOCK_PARTS) -> int:
+def fp8_linears(model: nn.Module, include: tuple[str, ...] = BLOCK_PARTS, scales: str = "rowwise") -> int:
     """Replace, in place, the nn.Linear layers of `model.blocks` under the block parts named in `include`
-    with `Fp8Linear`; returns how many were swapped.
+    with `Fp8Linear` (its input scaled as `scales` says); returns how many were swapped.
 
     A Wan block's Linear layers: attn1 and attn2 each have to_q, to_k, to_v, to_out.0 (and attn2 the
     add_k_proj / add_v_proj of image conditioning, when built); ffn has net.0.proj and net.2.
@@ -127,6 +148,8 @@ def fp8_linears(model: nn.Module, include: tuple[str, ...] = BLOCK_PARTS) -> int
     are not, this raises a ValueError naming them all and swaps nothing (a partial swap would make a
     different approximation than the one asked for).
     """
+    if scales not in SCALES:
+        raise ValueError(f"fp8 scales={scales!r}: choose one of {', '.join(SCALES)}")
     unknown = set(include) - set(BLOCK_PARTS)
     if unknown:
         raise ValueError(f"include: unknown block parts {sorted(unknown)}; choose from {BLOCK_PARTS}")
@@ -144,7 +167,7 @@ def fp8_linears(model: nn.Module, include: tuple[str, ...] = BLOCK_PARTS) -> int
         raise ValueError(f"fp8 needs in/out features that are multiples of 16; not so for: {', '.join(bad)}")
 
     for parent, attr, _, linear in targets:
-        setattr(parent, attr, Fp8Linear.from_linear(linear))
+        setattr(parent, attr, Fp8Linear.from_linear(linear, scales))
     return len(targets)
 
 
