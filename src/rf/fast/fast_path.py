@@ -38,7 +38,8 @@ Exact (the plain path's function; only bf16 rounding differs):
 Approximations (each changes the video; the bench measures by how much against the exact path):
 
     fp8              FP8 matmuls in the blocks' Linear layers (Hopper)    rf.fast.fp8
-    fp8_scales       with fp8: each input scaled per token (rowwise) or with one scale (tensorwise)
+    fp8_scales       with fp8: each input scaled per token (rowwise) or with one scale (tensorwise: 2.8 ms a chunk
+                     slower in card time on an H100, experiments/bench/README.md)
     cache_pass       reuse: the last denoising pass writes the cache, no t=0 pass (rf.diffusion.sampler);
                      clean (the default) and fused are exact
     decoder          a stream decoder instead of the model's own autoencoder (wan): the NAME of a
