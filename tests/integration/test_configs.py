@@ -123,6 +123,9 @@ TYPED = [
     ("generate", ["sink=ema_sink", "sink.alpha=0.9"], "sink.alpha", 0.9),
     ("eval", ["sink=full"], "sink.policy", "full"),
     ("bench", ["model=toy"], "sink.policy", "ema_sink"),
+    ("bench", ["variants=steps"], "variants.approx_best_fp8_3_steps.sampler.denoising_steps.2", 333),
+    ("bench", ["variants=ladder", "~variants.compile", "~variants.taehv"], "variants.compile", None),
+    ("bench", ["variants=ladder", "~variants.compile"], "variants.fa3.fast.attention", "fa3"),
 ]  # fmt: skip
 
 
