@@ -19,7 +19,7 @@ def moving_gradient(T: int, H: int = 32, W: int = 48) -> torch.Tensor:
 
 @pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
 def test_round_trip(tmp_path, monkeypatch, codec):
-    if codec not in video_module.av.codecs_available:
+    if codec not in video_module._av().codecs_available:
         pytest.skip(f"{codec} not in this PyAV build")
     monkeypatch.setattr(video_module, "_codec_name", lambda: codec)
     video = moving_gradient(24)
@@ -108,3 +108,19 @@ def test_contact_sheet_shape():
     sheet = contact_sheet(moving_gradient(40), columns=8, max_frames=12)
     assert sheet.shape == (2 * 32, 8 * 48, 3) and sheet.dtype == torch.uint8
     assert contact_sheet(moving_gradient(3)).shape == (32, 3 * 48, 3)
+
+
+def test_what_only_checks_frame_sizes_imports_without_pyav():
+    """The bench and the stream builder import rf.utils.video for check_frame_size alone: they load on a machine
+    without PyAV (a GPU box the wheel was not carried to), and reading a video there says PyAV is missing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['av'] = None\n"  # import av raises ModuleNotFoundError
+        "import rf.bench, rf.stream, rf.utils.video as video\n"
+        "video.check_frame_size(480, 832, 8, 2)\n"
+        "try:\n    video.read_video('x.mp4')\nexcept ModuleNotFoundError as e:\n    print('missing', e.name)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "missing av"

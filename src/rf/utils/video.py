@@ -15,16 +15,30 @@ A write that fails (a full disk: ENOSPC) raises VideoWriteError naming the file;
 stays in NAME.partial.mp4 (nothing stays if no frame was written).
 """
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 import torch
 
 from rf.utils.files import replace_file
+
+if TYPE_CHECKING:
+    import av
+
+
+def _av():
+    """PyAV, imported where a video is read or written: what only checks frame sizes (the bench, the stream
+    builder) runs without it."""
+    import av
+
+    return av
+
 
 # frag_every_frame: each frame becomes its own fragment as soon as the next one arrives (see above).
 # empty_moov: the header is written first, so the file never needs the moov that a clean close appends.
@@ -35,7 +49,7 @@ _MOVFLAGS = "frag_every_frame+empty_moov+default_base_moof"
 @functools.cache
 def _codec_name() -> str:
     # Pip wheels of PyAV ship libx264; minimal FFmpeg builds lack it, and mpeg4 is always there.
-    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    return "libx264" if "libx264" in _av().codecs_available else "mpeg4"
 
 
 def _fps(stream: av.video.stream.VideoStream) -> float:
@@ -97,7 +111,7 @@ class StreamingVideoWriter:
 
         # flush_packets: push every muxed packet out of FFmpeg's IO buffer to the OS straight away.
         try:
-            self._container = av.open(
+            self._container = _av().open(
                 str(self.partial_path),
                 "w",
                 format="mp4",
@@ -145,7 +159,7 @@ class StreamingVideoWriter:
 
         pixels = _to_uint8(frames).permute(1, 2, 3, 0).cpu().numpy()  # [T, H, W, 3]
         for image in pixels:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame = _av().VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = self.frames_written  # in the codec time base, 1 / fps
             try:
                 self._container.mux(self._stream.encode(frame))
@@ -179,7 +193,7 @@ class StreamingVideoWriter:
             return None
         return self.partial_path
 
-    def __enter__(self) -> "StreamingVideoWriter":
+    def __enter__(self) -> StreamingVideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -191,7 +205,7 @@ class StreamingVideoWriter:
 
 def probe(path: str | Path) -> dict:
     """Frame count, fps and size, read from the container without decoding."""
-    with av.open(str(path)) as container:
+    with _av().open(str(path)) as container:
         stream = container.streams.video[0]
         # fragmented mp4 has no global frame count, so count the packets; the demuxer ends with an empty one
         frames = sum(1 for packet in container.demux(stream) if packet.size)
@@ -205,7 +219,7 @@ def probe(path: str | Path) -> dict:
 
 def read_video(path: str | Path) -> tuple[torch.Tensor, float]:
     """Decode a whole video -> (frames [3, T, H, W] float in [-1, 1], fps)."""
-    with av.open(str(path)) as container:
+    with _av().open(str(path)) as container:
         stream = container.streams.video[0]
         fps = _fps(stream)
         images = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]  # T x [H, W, 3]
