@@ -34,7 +34,6 @@ from torch import nn
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448.0
 BLOCK_PARTS = ("attn1", "attn2", "ffn")  # a block's submodules that hold its Linear layers
-SCALES = ("rowwise", "tensorwise")  # how an input is scaled at each call (see the module doc)
 
 
 def quantize_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +51,15 @@ def quantize_tensorwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = amax / FP8_MAX
     x_fp8 = (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     return x_fp8, scale.expand(x.shape[0], 1).contiguous()
+
+
+QUANTIZE = {"rowwise": quantize_rowwise, "tensorwise": quantize_tensorwise}  # how an input is scaled at each call
+SCALES = tuple(QUANTIZE)
+
+
+def check_scales(scales: str) -> None:
+    if scales not in QUANTIZE:
+        raise ValueError(f"fp8 scales={scales!r}: choose one of {', '.join(SCALES)}")
 
 
 def scaled_mm_supported(device: torch.device) -> bool:
@@ -110,10 +118,8 @@ class Fp8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None,
                  scales: str = "rowwise"):  # fmt: skip
         super().__init__()
-        if scales not in SCALES:
-            raise ValueError(f"fp8 scales={scales!r}: choose one of {', '.join(SCALES)}")
+        check_scales(scales)
         self.scales = scales
-        self.quantize = quantize_rowwise if scales == "rowwise" else quantize_tensorwise
         self.out_features, self.in_features = weight.shape
         self.register_buffer("weight", weight)
         self.register_buffer("weight_scale", weight_scale)
@@ -128,7 +134,7 @@ class Fp8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in_features] -> [..., out_features], in x's dtype."""
-        x_fp8, x_scale = self.quantize(x.reshape(-1, self.in_features))  # [M, K], [M, 1]
+        x_fp8, x_scale = QUANTIZE[self.scales](x.reshape(-1, self.in_features))  # [M, K], [M, 1]
         mm = fp8_mm if scaled_mm_supported(x.device) else fp8_mm_reference
         y = mm(x_fp8, x_scale, self.weight, self.weight_scale, self.bias, x.dtype)  # [M, N]
         return y.view(*x.shape[:-1], self.out_features)
@@ -148,8 +154,7 @@ def fp8_linears(model: nn.Module, include: tuple[str, ...] = BLOCK_PARTS, scales
     are not, this raises a ValueError naming them all and swaps nothing (a partial swap would make a
     different approximation than the one asked for).
     """
-    if scales not in SCALES:
-        raise ValueError(f"fp8 scales={scales!r}: choose one of {', '.join(SCALES)}")
+    check_scales(scales)
     unknown = set(include) - set(BLOCK_PARTS)
     if unknown:
         raise ValueError(f"include: unknown block parts {sorted(unknown)}; choose from {BLOCK_PARTS}")
