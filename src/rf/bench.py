@@ -126,13 +126,14 @@ class Setup:
             stream_chunks=chunks_for_seconds(cfg.stream_seconds, fps, wan_vae.temporal_factor, chunk),
         )  # fmt: skip
 
-    def run_variant(self, fast: FastPath, policies: list[str], name: str, steps: dict | None = None) -> dict:
-        """Every policy of one variant: warm-up (+ the check's chunks), clips, the long stream. `steps`: the
+    def run_variant(self, fast: FastPath, policies: list[str], name: str, own_sampler: dict | None = None) -> dict:
+        """Every policy of one variant: warm-up (+ the check's chunks), clips, the long stream. `own_sampler`: the
         variant's own sampler keys (e.g. fewer denoising_steps), over cfg.sampler; a changed schedule makes the
         variant approximate (its check reports the deviation from the plain 4-step latents, and passes nothing)."""
         cfg, device, sink = self.cfg, self.device, to_dict(self.cfg.sink)
-        sampler_cfg, steps = to_dict(cfg.sampler), steps or {}
-        changed = {k: v for k, v in steps.items() if sampler_cfg[k] != v}
+        base, own_sampler = to_dict(cfg.sampler), own_sampler or {}
+        changed = {k: v for k, v in own_sampler.items() if base[k] != v}
+        sampler_cfg = {**base, **own_sampler}
         runner = fast.prepare_model(self.model)  # in place and cumulative: list variants plain first
         # the stream's sampler and decoder as rf.stream builds them; a decoder of conf/decoder/ (TAEHV) with random
         # weights (path: null), like everything here
@@ -142,7 +143,7 @@ class Setup:
         if changed:
             out["sampler"] = changed
         for policy in policies:
-            sampler = build_sampler(runner, CacheConfig(**{**sink, "policy": policy}), {**sampler_cfg, **steps}, fast)
+            sampler = build_sampler(runner, CacheConfig(**{**sink, "policy": policy}), sampler_cfg, fast)
             limit = cfg.memory_limit if policy == "full" else None
             timed = Stream(sampler, decoder, self.text, self.shape, device, cfg.seed, limit)
             keep = cfg.check_chunks if policy == cfg.check_policy else 0
@@ -248,7 +249,7 @@ def main(cfg: DictConfig) -> Path:
     out_path = Path(cfg.out)
     failed = []
     with Stop() as stop:  # SIGINT / SIGTERM: the variant in hand is measured, the others are not
-        for name, (fast, policies, steps) in variants.items():
+        for name, (fast, policies, own_sampler) in variants.items():
             if stop.requested:
                 results["stopped"] = f"{stop.signal.name} after {len(results['variants'])} of {len(variants)} variants"
                 write_json(results, out_path)
@@ -260,7 +261,7 @@ def main(cfg: DictConfig) -> Path:
                 continue
             began = time.perf_counter()
             try:
-                results["variants"][name] = setup.run_variant(fast, policies, name, steps)
+                results["variants"][name] = setup.run_variant(fast, policies, name, own_sampler)
             # one broken switch must not lose the others; ImportError: a kernel the variant names is not installed
             except (RuntimeError, ValueError, AssertionError, ImportError) as e:
                 results["variants"][name] = {"error": f"{type(e).__name__}: {e}"}
