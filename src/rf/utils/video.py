@@ -158,8 +158,9 @@ class StreamingVideoWriter:
             raise ValueError(f"frames of dtype {frames.dtype} must be floating point in [-1, 1]")
 
         pixels = _to_uint8(frames).permute(1, 2, 3, 0).cpu().numpy()  # [T, H, W, 3]
+        video_frame = _av().VideoFrame
         for image in pixels:
-            frame = _av().VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame = video_frame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = self.frames_written  # in the codec time base, 1 / fps
             try:
                 self._container.mux(self._stream.encode(frame))
