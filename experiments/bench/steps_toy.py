@@ -3,6 +3,7 @@ measured (the shipped toy student, rf.eval.toy_metrics), paired against the 4 st
 
     bash experiments/bench/steps_toy.sh OUTDIR        # three evaluate.py runs: 4, 3 and 2 steps (CPU, ~20 min)
     python experiments/bench/steps_toy.py OUTDIR      # the Markdown table, paired against 4 steps
+    python experiments/bench/steps_toy.py --schedules # the step schedules (what steps_toy.sh reads)
 
 Each run streams the same prompts from the same noise seeds (experiments/toy_world/evaluate.py students); a
 prompt's value is the mean over its seeds, and each difference is the mean over prompts with a 95% percentile
@@ -19,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "toy_world"))
 from evaluate import STUDENT_BARS, paired  # noqa: E402  (experiments/toy_world/evaluate.py, a script)
 
-RUNS = {"four": "[1000, 750, 500, 250]", "three": "[1000, 667, 333]", "two": "[1000, 500]"}  # as steps_toy.sh
+RUNS = {"four": [1000, 750, 500, 250], "three": [1000, 667, 333], "two": [1000, 500]}  # steps_toy.sh streams these
 METRICS = ["direction_agreement", "speed_ratio", "motion_error", "persistence_last10s", "background_flow",
            "scene_change"]  # fmt: skip
 REFERENCES = ["real", "frozen", "random_walk"]
@@ -31,6 +32,9 @@ def per_prompt(run: dict, metric: str, seeds: int) -> list[float]:
 
 
 def main() -> None:
+    if sys.argv[1] == "--schedules":  # for steps_toy.sh: NAME:[t,...] per line, the Hydra override's value
+        print("\n".join(f"{name}:[{','.join(map(str, steps))}]" for name, steps in RUNS.items()))
+        return
     out = Path(sys.argv[1])
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in RUNS}
     seeds = results["four"]["seeds"]
@@ -51,7 +55,7 @@ def main() -> None:
     lines.append("| student bars met | " + " | ".join(met) + " | | |" + " |" * len(REFERENCES))
     prompts = len(runs["four"]["per_video"]) // seeds
     lines += ["", f"{prompts} held-out single-object prompts x {seeds} seeds, {results['four']['seconds']:.0f}-s "
-              f"EMA-Sink streams; steps: " + ", ".join(f"{n} {s}" for n, s in RUNS.items())]  # fmt: skip
+              f"EMA-Sink streams; steps: " + ", ".join(f"{n} {list(s)}" for n, s in RUNS.items())]  # fmt: skip
     print("\n".join(lines))
 
 

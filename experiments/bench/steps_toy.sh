@@ -5,7 +5,8 @@ set -euo pipefail
 out=${1:?OUTDIR}
 mkdir -p "$out"
 PY=${PY:-python}
-for spec in "four:[1000,750,500,250]" "three:[1000,667,333]" "two:[1000,500]"; do
+schedules=$($PY experiments/bench/steps_toy.py --schedules)   # NAME:[t,...] per line; set -e stops on a failure
+for spec in $schedules; do
   name=${spec%%:*}
   $PY experiments/toy_world/evaluate.py students "$name=src/rf/toy/weights/student.safetensors" --model toy_large \
     --overrides "sampler.shift=3.0 sampler.denoising_steps=${spec#*:}" --seconds 20 --prompts 32 --pair-prompts 0 \
