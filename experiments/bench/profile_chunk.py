@@ -14,9 +14,7 @@ VAE: the streaming Wan decoder with the exact path's switches (channels-last, co
 Kernels are grouped (attention, matmul, convolution, Triton = Inductor's fused elementwise/reduction kernels,
 eager elementwise, copies) and the busy time of the card is compared with the wall time of the profiled chunks:
 the difference is the card waiting for the host.
-FP8: M = 4,680 tokens (one chunk) and 9,360 (the fused cache pass's two chunks) times each Linear shape of a block:
-bf16 `F.linear` against `torch._scaled_mm` rowwise and tensorwise on pre-quantised inputs, and the rowwise
-quantisation of the input alone (rf.fast.fp8.quantize_rowwise, compiled).
+FP8: the FP8 matmuls against bf16 at each Linear shape of a block (experiments/bench/fp8_matmuls.py).
 
 Writes OUTDIR/profile.json and OUTDIR/profile.md (the tables).
 """
@@ -35,13 +33,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from fp8_matmuls import fp8_matmuls, fp8_table  # experiments/bench/fp8_matmuls.py, beside this script
 from hydra import compose, initialize_config_dir
 
 from rf.bench import build
 from rf.diffusion.sampler import GeneratorNoise
 from rf.fast.fast_path import FastPath
-from rf.fast.fp8 import quantize_rowwise
 from rf.fast.timing import dit_flops
 from rf.models.cache import CacheConfig
 from rf.stream import build_sampler
@@ -264,48 +261,6 @@ def vae_profile(cfg, name: str, out: Path, device: torch.device, dtype: torch.dt
     return result
 
 
-def cuda_ms(fn, repeats: int = 50) -> float:
-    for _ in range(5):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / repeats
-
-
-def fp8_row(m: int, k: int, n: int, quantize) -> dict:
-    """One Linear shape x [m, k] @ w [n, k]^T + bias: bf16 against fp8 (rowwise, tensorwise) and the quantisation."""
-    device = torch.device("cuda")
-    x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
-    w = torch.randn(n, k, device=device, dtype=torch.bfloat16) / k**0.5
-    bias = torch.zeros(n, device=device, dtype=torch.bfloat16)
-    xq, xs = quantize_rowwise(x)
-    wq, ws = quantize_rowwise(w)
-    one = torch.ones((), device=device)
-    bf16 = cuda_ms(lambda: F.linear(x, w, bias))
-    row = cuda_ms(lambda: torch._scaled_mm(xq, wq.t(), scale_a=xs, scale_b=ws.t(), bias=bias, out_dtype=torch.bfloat16))
-    tensor = cuda_ms(lambda: torch._scaled_mm(xq, wq.t(), scale_a=one, scale_b=one, bias=bias,
-                                              out_dtype=torch.bfloat16))  # fmt: skip
-    quant = cuda_ms(lambda: quantize(x))
-    flop = 2 * m * k * n
-    return {
-        "bf16_ms": bf16, "fp8_rowwise_ms": row, "fp8_tensorwise_ms": tensor, "quantize_x_ms": quant,
-        "bf16_tflops": flop / bf16 / 1e9, "fp8_rowwise_tflops": flop / row / 1e9,
-        "fp8_tensorwise_tflops": flop / tensor / 1e9, "fp8_rowwise_with_quantize_speedup": bf16 / (row + quant),
-    }  # fmt: skip
-
-
-def fp8_matmuls() -> dict:
-    quantize = torch.compile(quantize_rowwise)
-    shapes = {"q/k/v/o, cross q/o": (1536, 1536), "fused qkv": (1536, 4608), "ffn up": (1536, 8960),
-              "ffn down": (8960, 1536)}  # fmt: skip
-    return {f"M={m} {what} ({k}->{n})": fp8_row(m, k, n, quantize) for m in (4680, 9360)
-            for what, (k, n) in shapes.items()}  # fmt: skip
-
-
 def markdown(results: dict) -> str:
     lines = [f"device: {results['device']}, torch {results['torch']}", ""]
     dits = results.get("dit", {})
@@ -342,14 +297,7 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {1e3 * v['steady_chunk_s_unprofiled']:.1f} ms | {v['wall_ms_per_chunk']:.1f} / "
                          f"{v['busy_ms_per_chunk']:.1f} | {parts} | {error} |")  # fmt: skip
     if "fp8" in results:
-        lines += ["", "| shape | bf16 ms (TFLOP/s) | fp8 rowwise | fp8 tensorwise | quantise x | "
-                  "rowwise+quantise vs bf16 |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for shape, r in results["fp8"].items():
-            lines.append(
-                f"| {shape} | {r['bf16_ms']:.3f} ({r['bf16_tflops']:.0f}) | {r['fp8_rowwise_ms']:.3f} "
-                f"({r['fp8_rowwise_tflops']:.0f}) | {r['fp8_tensorwise_ms']:.3f} ({r['fp8_tensorwise_tflops']:.0f}) | "
-                f"{r['quantize_x_ms']:.3f} | {r['fp8_rowwise_with_quantize_speedup']:.2f}x |"
-            )
+        lines += ["", *fp8_table(results["fp8"])]
     return "\n".join(lines) + "\n"
 
 
