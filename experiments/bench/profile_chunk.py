@@ -41,12 +41,13 @@ from rf.diffusion.sampler import GeneratorNoise
 from rf.fast.fast_path import FastPath
 from rf.fast.timing import dit_flops
 from rf.models.cache import CacheConfig
-from rf.stream import build_sampler
+from rf.stream import build_sampler, fp8_calibrator
 from rf.utils.cli import CONF_DIR
 from rf.utils.instantiate import instantiate, resolve_dtype, to_dict
 
 EXACT = {"compile": True, "static_cache": True, "attention": "cudnn"}
 APPROX = {**EXACT, "attention": "fa3", "compile_commit": True, "kv_in_place": True, "cache_pass": "reuse"}
+CALIBRATED = {**APPROX, "fp8": True, "fp8_scales": "calibrated"}
 DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in this order
     "exact": EXACT,
     "exact_fused_pass": {**EXACT, "cache_pass": "fused"},
@@ -61,6 +62,9 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "approx_fa3_reuse": APPROX,
     "approx_fa3_reuse_fp8": {**APPROX, "fp8": True},
     "approx_fa3_reuse_fp8_tensorwise": {**APPROX, "fp8": True, "fp8_scales": "tensorwise"},  # one scale per input
+    # one scale per input fixed by a calibration stream (no reduction at run time), the weights per row or per tensor
+    "approx_fa3_reuse_fp8_calibrated": CALIBRATED,
+    "approx_fa3_reuse_fp8_calibrated_tw": {**CALIBRATED, "fp8_weights": "tensorwise"},
     "exact_flash": {**EXACT, "attention": None},  # PyTorch's pick (flash): is cuDNN attention used in the stream?
     "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
     "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},
@@ -190,10 +194,12 @@ def dit_profile(cfg, name: str, switches: dict, out: Path, device: torch.device,
     if device.type == "cpu":  # the CPU smoke run (model=toy): no cuDNN there
         switches = {**switches, "attention": "math"}
     fast = FastPath(**switches)
-    runner = fast.prepare_model(model)
-    sampler = build_sampler(runner, CacheConfig(**{**to_dict(cfg.sink), "policy": "ema_sink"}), cfg.sampler, fast)
+    cache = CacheConfig(**{**to_dict(cfg.sink), "policy": "ema_sink"})
     f = autoencoder.spatial_factor
     h, w = cfg.model.video.height // f, cfg.model.video.width // f
+    calibrate = fp8_calibrator(text, (1, autoencoder.latent_channels, 0, h, w), cfg.sampler, cache, fast, seed=1)
+    runner = fast.prepare_model(model, calibrate)  # fp8_scales=calibrated: scales from a stream of other noise
+    sampler = build_sampler(runner, cache, cfg.sampler, fast)
     chunks = WARM + PROFILED + 8
     shape = (1, autoencoder.latent_channels, chunks * cfg.sink.chunk_frames, h, w)
     with torch.inference_mode():

@@ -36,7 +36,7 @@ from rf.fast.fast_path import FastPath
 from rf.fast.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.models.cache import CacheConfig
 from rf.models.loading import load_transformer
-from rf.stream import build_decoder, build_sampler
+from rf.stream import build_decoder, build_sampler, fp8_calibrator
 from rf.utils.cli import entry
 from rf.utils.files import atomic_write
 from rf.utils.instantiate import check_dtype, instantiate, pick_device, resolve_dtype, to_dict
@@ -134,7 +134,10 @@ class Setup:
         base, own_sampler = to_dict(cfg.sampler), own_sampler or {}
         changed = {k: v for k, v in own_sampler.items() if base[k] != v}
         sampler_cfg = {**base, **own_sampler}
-        runner = fast.prepare_model(self.model)  # in place and cumulative: list variants plain first
+        # fp8_scales=calibrated: the FP8 input scales from a stream of the same text with other noise than the timed
+        cache = CacheConfig(**{**sink, "policy": policies[-1]})
+        calibrate = fp8_calibrator(self.text, self.shape, sampler_cfg, cache, fast, seed=cfg.seed + 1)
+        runner = fast.prepare_model(self.model, calibrate)  # in place and cumulative: list variants plain first
         # the stream's sampler and decoder as rf.stream builds them; a decoder of conf/decoder/ (TAEHV) with random
         # weights (path: null), like everything here
         decoder = build_decoder(fast, self.wan_vae, cfg, device, path=None)

@@ -19,13 +19,14 @@ the experiment scripts all build their streams here; what they do with the chunk
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rf.diffusion.sampler import StreamSampler
+from rf.diffusion.sampler import GeneratorNoise, StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds
 from rf.fast.fast_path import DECODER_CONFIGS, FastPath
 from rf.models.cache import CacheConfig
@@ -63,6 +64,31 @@ def latent_frames_for(cfg: DictConfig, autoencoder: VideoAutoencoder, chunk: int
 def build_sampler(runner, cache: CacheConfig, sampler: DictConfig | dict, fast: FastPath) -> StreamSampler:
     """The StreamSampler over `runner` (the model as fast.prepare_model returned it)."""
     return StreamSampler(runner, cache, **to_dict(sampler), **fast.sampler_kwargs())
+
+
+CALIBRATION_PROMPT = "A video."  # what Streamer's fp8_scales=calibrated streams before the first prompt is known
+CALIBRATION_CHUNKS = 4  # chunks of the calibration stream: every denoising step, and the window full (9 latent frames)
+
+
+def fp8_calibrator(
+    text: torch.Tensor, latent_shape: tuple, sampler: DictConfig | dict, cache: CacheConfig, fast: FastPath,
+    seed: int, chunks: int = CALIBRATION_CHUNKS,
+) -> Callable[[torch.nn.Module], None]:  # fmt: skip
+    """What FastPath.prepare_model calls with fast.fp8_scales=calibrated: a function that streams `chunks` chunks of
+    `text` [B, Lt, text_dim] (latent frames [B, C, *, h, w] as `latent_shape` says) through the model it is given,
+    with the run's sampler settings and cache pass, on a dynamic cache, seeded with `seed`. The FP8 layers' input
+    scales are fixed from what they see (rf.fast.fp8.calibration)."""
+    b, c, _, h, w = latent_shape
+
+    def calibrate(model: torch.nn.Module) -> None:
+        calibration = StreamSampler(model, cache, **to_dict(sampler), cache_pass=fast.cache_pass)
+        shape = (b, c, chunks * cache.chunk_frames, h, w)
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            for _ in calibration.stream([(0, text)], shape, GeneratorNoise(seed, device)):
+                pass
+
+    return calibrate
 
 
 def build_decoder(
@@ -135,7 +161,14 @@ class Streamer:
             model, weights = load_transformer(arch, ckpt or None, causal=True, use_ema=use_ema)
         model = cast(model, dtype).to(device).eval()
 
-        runner = fast.prepare_model(model)  # the fast path's model switches (rf.fast.fast_path); plain: the model
+        calibrate = None
+        if fast.fp8 and fast.fp8_scales == "calibrated":  # the FP8 input scales from a generic prompt
+            with torch.inference_mode():
+                calibration_text = text_encoder([CALIBRATION_PROMPT]).to(device, dtype)  # [1, Lt, text_dim]
+            f = autoencoder.spatial_factor
+            shape = (1, autoencoder.latent_channels, 0, h // f, w // f)
+            calibrate = fp8_calibrator(calibration_text, shape, cfg.sampler, cache, fast, seed=0)
+        runner = fast.prepare_model(model, calibrate)  # the fast path's model switches (rf.fast.fast_path)
         sampler = build_sampler(runner, cache, cfg.sampler, fast)
         decoder = build_decoder(fast, autoencoder, cfg, device)
         return cls(device, cache, fast, autoencoder, text_encoder, model, sampler, decoder, h, w,

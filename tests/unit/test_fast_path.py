@@ -348,8 +348,12 @@ def test_fast_path_refuses_unknown_switch_values():
         FastPath(vae_stack_taps=True)
     with pytest.raises(ValueError, match="fast.fp8_scales=tensorwise scales the FP8 matmuls' inputs: set fast.fp8"):
         FastPath(fp8_scales="tensorwise")
-    with pytest.raises(ValueError, match="fast.fp8_scales='columnwise': choose one of rowwise, tensorwise"):
+    with pytest.raises(ValueError, match="fast.fp8_scales='columnwise': choose one of rowwise, tensorwise, calibrated"):
         FastPath(fp8=True, fp8_scales="columnwise")
+    with pytest.raises(ValueError, match="fast.fp8_weights='blockwise': choose one of rowwise, tensorwise"):
+        FastPath(fp8=True, fp8_weights="blockwise")
+    with pytest.raises(ValueError, match="fast.fp8_weights=tensorwise scales the FP8 matmuls' weights: set fast.fp8"):
+        FastPath(fp8_weights="tensorwise")
     with pytest.raises(ValueError, match="stack_taps=True changes how conv2d stacks: set conv2d=True"):
         WanVideoAutoencoder(tiny_wan_vae()).speed_up(stack_taps=True)
     with pytest.raises(ValueError, match="fast.autotune=true tunes the compiled blocks"):

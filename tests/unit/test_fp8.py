@@ -5,8 +5,10 @@ import torch
 from torch import nn
 
 from rf.fast.fp8 import (
+    CALIBRATION_MARGIN,
     FP8_MAX,
     Fp8Linear,
+    calibration,
     fp8_linears,
     fp8_mm,
     fp8_mm_reference,
@@ -154,7 +156,7 @@ def test_tensorwise_fp8_linear_is_close_to_the_linear(dtype):
     assert out.shape == (2, 7, 48) and out.dtype == dtype and "scales=tensorwise" in repr(layer)
     assert 1e-4 < relative_error(out, ref) < 0.06  # e4m3: about 3.5e-2, as rowwise on inputs of one scale
     assert relative_error(out, rowwise) > 1e-4  # another quantisation than rowwise
-    with pytest.raises(ValueError, match="fp8 scales='blockwise': choose one of rowwise, tensorwise"):
+    with pytest.raises(ValueError, match="fp8 scales='blockwise': choose one of rowwise, tensorwise, calibrated"):
         Fp8Linear.from_linear(ref_layer, scales="blockwise")
 
 
@@ -163,3 +165,101 @@ def test_the_fast_path_passes_the_scales_on(tiny_wan):
 
     FastPath(fp8=True, fp8_scales="tensorwise").prepare_model(tiny_wan)
     assert {m.scales for m in tiny_wan.modules() if isinstance(m, Fp8Linear)} == {"tensorwise"}
+
+
+def calibrated_layer(weights="rowwise") -> tuple[nn.Linear, Fp8Linear]:
+    ref_layer = linear()
+    return ref_layer, Fp8Linear.from_linear(ref_layer, scales="calibrated", weights=weights)
+
+
+@pytest.mark.parametrize("weights", ["rowwise", "tensorwise"])
+def test_a_calibrated_layer_divides_by_the_scale_it_was_calibrated_with(weights):
+    ref_layer, layer = calibrated_layer(weights)
+    x = torch.randn(4, 64)
+    with pytest.raises(RuntimeError, match="no input scale yet: stream a few chunks under"):
+        layer(x)
+    with torch.no_grad(), calibration(layer):
+        layer(x)
+        layer(0.5 * x)  # a quieter input does not lower the amax
+    assert layer.calibrated and not layer.observing
+    scale = CALIBRATION_MARGIN * x.abs().max() / FP8_MAX
+    torch.testing.assert_close(layer.input_scale, scale.reshape(1, 1), rtol=1e-6, atol=0)
+
+    # the function: x / scale cast to e4m3 (no reduction), times the weight dequantised as it was quantised
+    x2 = 3 * torch.randn(6, 64)  # 1.5x the calibrated range at 3 sigma: the largest elements saturate
+    x_dq = (x2 / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).float() * scale
+    w_dq = layer.weight.float() * layer.weight_scale
+    with torch.no_grad():
+        out = layer(x2)
+    torch.testing.assert_close(out, x_dq @ w_dq.t() + ref_layer.bias.detach(), rtol=1e-6, atol=1e-6)
+    assert x_dq.abs().max() <= FP8_MAX * scale  # saturated, not inf
+    with torch.no_grad():
+        assert 1e-4 < relative_error(layer(x), ref_layer(x)) < 0.06  # e4m3 with one scale per input: about 4e-2
+    if weights == "tensorwise":
+        assert torch.all(layer.weight_scale == layer.weight_scale[0]) and "weights=tensorwise" in repr(layer)
+
+
+def test_tensorwise_scales_call_the_scaled_mm_with_single_numbers():
+    """torch._scaled_mm with [1, 1] scales on both sides (its tensorwise mode) computes the reference function."""
+    _, layer = calibrated_layer("tensorwise")
+    x = torch.randn(10, 64)
+    x_scale = (x.abs().max() / FP8_MAX).reshape(1, 1)
+    x_fp8 = (x / x_scale).to(torch.float8_e4m3fn)
+    args = (x_fp8, x_scale, layer.weight, layer.weight_scale[:1], None, torch.float32)
+    out, ref = fp8_mm(*args), fp8_mm_reference(*args)
+    # as in test_scaled_mm_call_computes_the_reference_function, without a bias: two float32 sums of the same
+    # 64 products, each within gamma_K of sum_k |a_k b_k|, and the scales applied once or twice per product
+    a, b = x_fp8.float() * x_scale, layer.weight.float() * layer.weight_scale[:1]
+    bound = (2 * 64 + 8) * torch.finfo(torch.float32).eps * (a.abs() @ b.abs().t())
+    assert torch.all((out - ref).abs() <= bound)
+
+
+def test_calibration_refuses_what_it_cannot_calibrate():
+    with pytest.raises(ValueError, match="no Fp8Linear with scales=calibrated"), calibration(linear()):
+        pass
+    model = nn.ModuleList([calibrated_layer()[1], calibrated_layer()[1]])
+    with pytest.raises(ValueError, match=r"1 FP8 layers saw no input \(or only zeros\), e.g. 1"):
+        with torch.no_grad(), calibration(model):
+            model[0](torch.randn(3, 64))
+    assert not model[0].calibrated and not model[0].observing  # nothing fixed from a partial calibration
+    with pytest.raises(KeyError), torch.no_grad(), calibration(model):  # an error inside: scales left as they were
+        for layer in model:
+            layer(torch.randn(3, 64))
+        raise KeyError("interrupted")
+    assert not any(m.calibrated or m.observing for m in model)
+
+
+def test_fp8_linears_rescales_layers_swapped_before_but_refuses_to_requantise_their_weights(tiny_wan):
+    n = fp8_linears(tiny_wan)
+    assert fp8_linears(tiny_wan, scales="calibrated") == 0  # swaps nothing new...
+    layers = [m for m in tiny_wan.modules() if isinstance(m, Fp8Linear)]
+    assert len(layers) == n and {m.scales for m in layers} == {"calibrated"}  # ...and takes the new input scales
+    with pytest.raises(ValueError, match="fp8 weights=tensorwise: the blocks' weights are already FP8 with "
+                                         "weights=rowwise"):  # fmt: skip
+        fp8_linears(tiny_wan, weights="tensorwise")
+
+
+@pytest.mark.parametrize("weights", ["rowwise", "tensorwise"])
+def test_the_fast_path_calibrates_from_a_stream_and_stays_close(weights):
+    from rf.diffusion.sampler import GeneratorNoise, StreamSampler
+    from rf.fast.fast_path import FastPath
+    from rf.models.cache import CacheConfig
+    from rf.stream import fp8_calibrator
+
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    text = torch.randn(1, 6, model.config.text_dim)
+    shape = (1, model.config.in_channels, 12, 4, 4)
+    cache = CacheConfig(policy="ema_sink", sink_frames=3, attention_frames=9)
+    with torch.no_grad():
+        ref = StreamSampler(model, cache).rollout([(0, text)], shape, GeneratorNoise(0))
+    fast = FastPath(fp8=True, fp8_scales="calibrated", fp8_weights=weights)
+    with pytest.raises(ValueError, match="fast.fp8_scales=calibrated fixes each FP8 input's scale"):
+        fast.prepare_model(model)
+    calibrate = fp8_calibrator(text, shape, {}, cache, fast, seed=1, chunks=2)  # another seed than the stream's
+    runner = fast.prepare_model(model, calibrate)
+    layers = [m for m in model.modules() if isinstance(m, Fp8Linear)]
+    assert layers and all(m.calibrated and m.input_amax > 0 for m in layers)
+    with torch.no_grad():
+        out = StreamSampler(runner, cache).rollout([(0, text)], shape, GeneratorNoise(0))
+    assert 1e-4 < relative_error(out, ref) < 0.1  # e4m3 through 2 blocks and 4 denoising passes

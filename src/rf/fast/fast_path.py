@@ -39,7 +39,11 @@ Approximations (each changes the video; the bench measures by how much against t
 
     fp8              FP8 matmuls in the blocks' Linear layers (Hopper)    rf.fast.fp8
     fp8_scales       with fp8: each input scaled per token (rowwise) or with one scale (tensorwise: 2.8 ms a chunk
-                     slower in card time on an H100, experiments/bench/README.md)
+                     slower in card time on an H100, experiments/bench/README.md) at each call, or with one scale
+                     fixed by a calibration stream before the first chunk (calibrated: no reduction at run time;
+                     prepare_model needs `calibrate`, rf.stream.fp8_calibrator)
+    fp8_weights      with fp8: each weight scaled per output channel (rowwise) or with one scale (tensorwise; with
+                     calibrated inputs, cuBLAS's tensorwise FP8 matmul)
     cache_pass       reuse: the last denoising pass writes the cache, no t=0 pass (rf.diffusion.sampler);
                      clean (the default) and fused are exact
     decoder          a stream decoder instead of the model's own autoencoder (wan): the NAME of a
@@ -49,13 +53,14 @@ Approximations (each changes the video; the bench measures by how much against t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from rf.fast.compile import compile_blocks
-from rf.fast.fp8 import SCALES as FP8_SCALES
+from rf.fast.fp8 import check_scales as check_fp8_scales
 from rf.fast.graphs import CudaGraphModel
 from rf.fast.overlap import OverlappedDecoder
 from rf.utils.cli import CONF_DIR
@@ -96,6 +101,7 @@ class FastPath:
     decode_priority: bool = False
     fp8: bool = False
     fp8_scales: str = "rowwise"
+    fp8_weights: str = "rowwise"
     cache_pass: str = "clean"
     decoder: str = "wan"
 
@@ -116,10 +122,11 @@ class FastPath:
         if self.decode_priority and not self.overlap:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
                              "fast.overlap=true")  # fmt: skip
-        if self.fp8_scales not in FP8_SCALES:
-            raise ValueError(f"fast.fp8_scales={self.fp8_scales!r}: choose one of {', '.join(FP8_SCALES)}")
+        check_fp8_scales(self.fp8_scales, self.fp8_weights, names=("fast.fp8_scales", "fast.fp8_weights"))
         if self.fp8_scales != "rowwise" and not self.fp8:
             raise ValueError(f"fast.fp8_scales={self.fp8_scales} scales the FP8 matmuls' inputs: set fast.fp8=true")
+        if self.fp8_weights != "rowwise" and not self.fp8:
+            raise ValueError(f"fast.fp8_weights={self.fp8_weights} scales the FP8 matmuls' weights: set fast.fp8=true")
         if self.autotune and not self.compile:
             raise ValueError("fast.autotune=true tunes the compiled blocks: set fast.compile=true too")
         if self.attention is not None and self.attention not in ATTENTION:
@@ -146,8 +153,11 @@ class FastPath:
         on = [k if v is True else f"{k}={v}" for k, v in asdict(self).items() if v != getattr(FastPath, k)]
         return ", ".join(on) or "plain"
 
-    def prepare_model(self, model: torch.nn.Module):
-        """Apply the model switches in place; returns what StreamSampler should call (a CUDA-graph wrapper or it)."""
+    def prepare_model(self, model: torch.nn.Module, calibrate: Callable[[torch.nn.Module], None] | None = None):
+        """Apply the model switches in place; returns what StreamSampler should call (a CUDA-graph wrapper or it).
+
+        calibrate: with fp8_scales=calibrated, streams a few chunks through the model it is given (the FP8 layers
+        swapped in, nothing compiled or captured yet); rf.stream.fp8_calibrator builds one. Ignored otherwise."""
         if self.attention == "fa3":  # before compiling, like the others; every block's self- and cross-attention
             from rf.fast.fa3 import flash_attention_3, load
 
@@ -168,9 +178,16 @@ class FastPath:
 
             gelu_epilogue(model)
         if self.fp8:
-            from rf.fast.fp8 import fp8_linears  # Hopper matmuls: imported only when asked for
+            from rf.fast.fp8 import calibration, fp8_linears  # Hopper matmuls: imported only when asked for
 
-            fp8_linears(model, scales=self.fp8_scales)
+            fp8_linears(model, scales=self.fp8_scales, weights=self.fp8_weights)
+            if self.fp8_scales == "calibrated":
+                if calibrate is None:
+                    raise ValueError("fast.fp8_scales=calibrated fixes each FP8 input's scale from a calibration "
+                                     "stream: pass prepare_model a `calibrate` function "
+                                     "(rf.stream.fp8_calibrator)")  # fmt: skip
+                with calibration(model):
+                    calibrate(model)
         if self.compile:
             compile_blocks(model, mode="max-autotune-no-cudagraphs" if self.autotune else None)
         # read by model.new_cache(static=True): StaticKVCache's keyword arguments
