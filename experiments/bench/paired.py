@@ -1,6 +1,7 @@
 """Variants of one bench call compared chunk by chunk: what the bench README's "a steady chunk" rows quote.
 
-    python experiments/bench/paired.py results/bench_steps.json [--policy ema_sink] [--skip 2] [--against NAME]
+    python experiments/bench/paired.py results/bench_steps.json [MORE.json ...] [--policy ema_sink] [--skip 2]
+                                       [--against NAME]
 
 Each variant's 10-s stream is one prompt and one noise, chunk for chunk the same across variants, so a steady chunk's
 latency is compared paired by chunk index: the mean over the chunks after the first `skip` (chunk 0 has no cache pass
@@ -13,6 +14,7 @@ import argparse
 import json
 import math
 import statistics
+from pathlib import Path
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -40,34 +42,36 @@ def interval(xs: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bench", help="a bench JSON (make bench's out=)")
+    ap.add_argument("bench", nargs="+", help="bench JSONs (make bench's out=); rows of a later file follow the earlier")
     ap.add_argument("--policy", default="ema_sink")
     ap.add_argument("--skip", type=int, default=2, help="chunks left out at the stream's start")
     ap.add_argument("--against", help="compare every variant with this one instead of the one before it")
     args = ap.parse_args()
-    results = json.load(open(args.bench))
-    print(f"{args.bench}: {results['device']}, policy {args.policy}, chunks from {args.skip} on")
+    for path in args.bench:
+        print(f"{path}: {json.load(open(path))['device']}, policy {args.policy}, chunks from {args.skip} on")
+    if len(args.bench) > 1:
+        print("Rows of different files are paired across calls: the same prompt and noise, not the same call.")
     print("| variant | clip FPS (runs) | stream FPS | first frame, runs (s) | a steady chunk (ms) | difference (ms) |")
     print("|---|---|---|---|---|---|")
     rows = {}
-    for name, v in results["variants"].items():
-        r = v.get("policies", {}).get(args.policy)
-        if r is None:
-            continue
-        chunks = [1e3 * s for s in r["stream_latency_s"][args.skip :]]  # ms
-        rows[name] = chunks
-        mean, half = interval(chunks)
-        base = args.against or (list(rows)[-2] if len(rows) > 1 else None)
-        diff = "-"
-        if base and base != name and base in rows:
-            d, h = interval([b - a for a, b in zip(rows[base], chunks, strict=True)])
-            diff = f"{d:+.1f} vs {base}, 95% CI [{d - h:+.1f}, {d + h:+.1f}]"
-        fps = ", ".join(f"{c['fps']:.2f}" for c in r["clip_runs"])
-        first = ", ".join(f"{c['first_frame_s']:.3f}" for c in r["clip_runs"])
-        print(
-            f"| {name} | {r['clip_fps']:.1f} ({fps}) | {r['stream_fps']:.1f} | {first} | {mean:.1f} +- {half:.1f} | "
-            f"{diff} |"
-        )
+    for path in args.bench:
+        for name, v in json.load(open(path))["variants"].items():
+            r = v.get("policies", {}).get(args.policy)
+            if r is None:
+                continue
+            name = name if name not in rows else f"{name} ({Path(path).stem})"  # plain: in every call
+            chunks = [1e3 * s for s in r["stream_latency_s"][args.skip :]]  # ms
+            rows[name] = chunks
+            mean, half = interval(chunks)
+            base = args.against or (list(rows)[-2] if len(rows) > 1 else None)
+            diff = "-"
+            if base and base != name and base in rows:
+                d, h = interval([b - a for a, b in zip(rows[base], chunks, strict=True)])
+                diff = f"{d:+.1f} vs {base}, 95% CI [{d - h:+.1f}, {d + h:+.1f}]"
+            fps = ", ".join(f"{c['fps']:.2f}" for c in r["clip_runs"])
+            first = ", ".join(f"{c['first_frame_s']:.3f}" for c in r["clip_runs"])
+            steady = f"{mean:.1f} +- {half:.1f}"
+            print(f"| {name} | {r['clip_fps']:.1f} ({fps}) | {r['stream_fps']:.1f} | {first} | {steady} | {diff} |")
 
 
 if __name__ == "__main__":

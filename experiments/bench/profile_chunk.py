@@ -47,7 +47,9 @@ from rf.utils.instantiate import instantiate, resolve_dtype, to_dict
 
 EXACT = {"compile": True, "static_cache": True, "attention": "cudnn"}
 APPROX = {**EXACT, "attention": "fa3", "compile_commit": True, "kv_in_place": True, "cache_pass": "reuse"}
+EXACT_FA3_KV = {**EXACT, "attention": "fa3", "kv_in_place": True}
 CALIBRATED = {**APPROX, "fp8": True, "fp8_scales": "calibrated"}
+FP8_FIXED = {"fp8": True, "fp8_scales": "calibrated", "fp8_weights": "tensorwise"}  # no reduction, tensorwise matmuls
 DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in this order
     "exact": EXACT,
     "exact_fused_pass": {**EXACT, "cache_pass": "fused"},
@@ -56,7 +58,7 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fa3": {**EXACT, "attention": "fa3"},  # FlashAttention-3 (rf.fast.fa3; pip install fa3-fwd)
     "exact_fa3_autotune": {**EXACT, "attention": "fa3", "autotune": True},  # and Inductor's max-autotune
     "exact_fa3_commit": {**EXACT, "attention": "fa3", "compile_commit": True},  # and the cache's commit compiled
-    "exact_fa3_kv": {**EXACT, "attention": "fa3", "kv_in_place": True},  # each pass's K/V written after the context
+    "exact_fa3_kv": EXACT_FA3_KV,  # each pass's K/V written after the context
     # the approximate path's DiT on the exact path's fastest switches: the last pass's K/V reused (no cache pass), in
     # bf16 and with FP8 matmuls (where does FP8 not pay?); with sampler.denoising_steps=[1000,667,333]: variants=steps
     "approx_fa3_reuse": APPROX,
@@ -64,7 +66,9 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "approx_fa3_reuse_fp8_tensorwise": {**APPROX, "fp8": True, "fp8_scales": "tensorwise"},  # one scale per input
     # one scale per input fixed by a calibration stream (no reduction at run time), the weights per row or per tensor
     "approx_fa3_reuse_fp8_calibrated": CALIBRATED,
-    "approx_fa3_reuse_fp8_calibrated_tw": {**CALIBRATED, "fp8_weights": "tensorwise"},
+    "approx_fa3_reuse_fp8_calibrated_tw": {**APPROX, **FP8_FIXED},
+    # the same FP8 on the exact path's DiT (clean cache pass): FP8 against bf16 per chunk, issue 17's 1.4x
+    "exact_fa3_kv_fp8_calibrated_tw": {**EXACT_FA3_KV, **FP8_FIXED},
     "exact_flash": {**EXACT, "attention": None},  # PyTorch's pick (flash): is cuDNN attention used in the stream?
     "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
     "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},

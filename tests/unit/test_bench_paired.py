@@ -42,3 +42,25 @@ def test_a_variant_faster_by_a_constant_is_paired_to_exactly_that(tmp_path):
     row = next(line for line in out.splitlines() if line.startswith("| b |"))
     assert "-5.0 vs a, 95% CI [-5.0, -5.0]" in row
     assert "+- 0.0" not in row  # the unpaired interval of the varying chunks is not zero
+
+
+def test_two_calls_are_paired_across_and_their_shared_variant_names_kept_apart(tmp_path):
+    """Two bench files: rows of the second follow the first's, a name both have (plain) is labelled with its file,
+    and --against pairs a variant of one call with a variant of the other, chunk by chunk."""
+    base = [0.150 + 0.01 * (i % 4) for i in range(14)]  # s
+
+    def record(latency: list[float]) -> dict:
+        runs = [{"fps": 80.0, "first_frame_s": 0.1}]
+        return {"policies": {"ema_sink": {"stream_latency_s": latency, "clip_runs": runs, "clip_fps": 80.0,
+                                          "stream_fps": 79.0}}}  # fmt: skip
+
+    paths = []
+    for name, shift in (("one", 0.0), ("two", -0.004)):
+        bench = {"device": "test", "variants": {"plain": record([0.7] * 14), name: record([x + shift for x in base])}}
+        paths.append(tmp_path / f"bench_{name}.json")
+        paths[-1].write_text(json.dumps(bench))
+    cmd = [sys.executable, str(SCRIPT), *map(str, paths), "--against", "one"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "paired across calls" in out and "| plain (bench_two) |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| two |"))
+    assert "-4.0 vs one, 95% CI [-4.0, -4.0]" in row
