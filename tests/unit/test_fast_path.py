@@ -460,3 +460,15 @@ def test_every_bench_variant_file_names_valid_switches(path):
         FastPath(**variant["fast"])  # raises on an unknown switch or value
         assert set(variant["policies"]) <= {"full", "window", "sink", "ema_sink"}, name
         assert set(variant) <= {"fast", "policies", "sampler"} and set(variant.get("sampler", {})) <= set(sampler), name
+
+
+@pytest.mark.parametrize("preset", ["exact", "approximate"])
+def test_make_bench_measures_the_presets_themselves(preset):
+    """conf/variants/default.yaml's exact and approximate rows are fast=exact and fast=approximate, switch for switch:
+    what make bench reports for them is what make generate ARGS='fast=...' runs."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("generate", overrides=[f"fast={preset}"])
+    variants = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "variants" / "default.yaml"))
+    assert FastPath(**variants[preset]["fast"]) == FastPath(**OmegaConf.to_container(cfg.fast))
