@@ -7,7 +7,8 @@
          the model has one: umT5 behind the embedding cache), on the device
       3. the frame size, checked against the autoencoder's and the patch's factors
       4. the causal transformer: weights loaded (rf.models.loading), cast, on the device, in eval mode;
-         the fast path's model switches applied (prepare_model: compile, FP8, CUDA graphs, ...)
+         the fast path's model switches applied (prepare_model: compile, FP8, CUDA graphs, ...); with
+         fast.fp8_scales=calibrated, the FP8 input scales fixed first from a stream of CALIBRATION_PROMPT
       5. StreamSampler(that model, CacheConfig(sink), sampler settings, the fast path's sampler switches)
       6. the stream decoder: the autoencoder's, or the one conf/decoder/NAME.yaml builds (fast.decoder=NAME,
          e.g. taehv), with the decode switches
