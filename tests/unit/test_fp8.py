@@ -263,3 +263,16 @@ def test_the_fast_path_calibrates_from_a_stream_and_stays_close(weights):
     with torch.no_grad():
         out = StreamSampler(runner, cache).rollout([(0, text)], shape, GeneratorNoise(0))
     assert 1e-4 < relative_error(out, ref) < 0.1  # e4m3 through 2 blocks and 4 denoising passes
+
+
+def test_fp8_is_not_refused_on_a_cpu_where_it_computes_the_same_function():
+    """The CPU refuses the GPU-only switches (rf.stream.check_fast_path); FP8 is not one: its reference path is the
+    quantised function itself, which lets the toy world measure what it costs."""
+    from rf.fast.fast_path import FastPath
+    from rf.stream import check_fast_path
+
+    fast = FastPath(fp8=True, fp8_scales="calibrated", fp8_weights="tensorwise", static_cache=True)
+    assert fast.gpu_only() == []
+    check_fast_path(fast, torch.device("cpu"))  # no error
+    with pytest.raises(ValueError, match="fast path switches graphs need a CUDA GPU"):
+        check_fast_path(FastPath(fp8=True, graphs=True), torch.device("cpu"))

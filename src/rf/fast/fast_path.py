@@ -37,7 +37,7 @@ Exact (the plain path's function; only bf16 rounding differs):
 
 Approximations (each changes the video; the bench measures by how much against the exact path):
 
-    fp8              FP8 matmuls in the blocks' Linear layers (Hopper)    rf.fast.fp8
+    fp8              FP8 matmuls in the blocks' Linear layers (Hopper; a CPU emulates them)    rf.fast.fp8
     fp8_scales       with fp8: each input scaled per token (rowwise) or with one scale (tensorwise: 2.8 ms a chunk
                      slower in card time on an H100, experiments/bench/README.md) at each call, or with one scale
                      fixed by a calibration stream before the first chunk (calibrated: no reduction at run time;
@@ -136,8 +136,9 @@ class FastPath:
                              f"model's own autoencoder; the others: {DECODER_CONFIGS}/NAME.yaml)")  # fmt: skip
 
     def gpu_only(self) -> list[str]:
-        """The switches on that need a CUDA device."""
-        on = [k for k in ("graphs", "overlap", "fp8", "cudnn_benchmark") if getattr(self, k)]
+        """The switches on that need a CUDA device. FP8 runs anywhere: off Ada / Hopper its reference path computes
+        the same quantised function in float32 (no faster; what it costs the video can be measured on a CPU)."""
+        on = [k for k in ("graphs", "overlap", "cudnn_benchmark") if getattr(self, k)]
         return on + ([f"attention={self.attention}"] if self.attention in ("cudnn", "flash", "fa3") else [])
 
     @property
