@@ -276,3 +276,29 @@ def test_fp8_is_not_refused_on_a_cpu_where_it_computes_the_same_function():
     check_fast_path(fast, torch.device("cpu"))  # no error
     with pytest.raises(ValueError, match="fast path switches graphs need a CUDA GPU"):
         check_fast_path(FastPath(fp8=True, graphs=True), torch.device("cpu"))
+
+
+def test_the_streamer_calibrates_its_fp8_layers_before_the_first_prompt():
+    """rf.stream.Streamer with fast.fp8_scales=calibrated (the shipped toy student, on a CPU): every FP8 layer has a
+    scale from the calibration prompt's stream before any prompt is known, and the stream stays close to float32."""
+    from hydra import compose, initialize_config_dir
+
+    from rf.diffusion.sampler import GeneratorNoise
+    from rf.stream import Streamer
+    from rf.toy.shipped import use_shipped
+    from rf.utils.cli import CONF_DIR
+
+    fp8 = ["fast.fp8=true", "fast.fp8_scales=calibrated", "fast.fp8_weights=tensorwise", "fast.static_cache=true"]
+    streams = []
+    for overrides in ([], fp8):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("serve", overrides=["device=cpu", *overrides])
+        streamer = Streamer.from_config(cfg, ckpt=use_shipped(cfg))
+        text = streamer.text_encoder(["a red circle moving fast to the right on a striped background"])
+        with torch.no_grad():
+            streams.append(streamer.sampler.rollout([(0, text)], streamer.latent_shape(6), GeneratorNoise(0)))
+    layers = [m for m in streamer.model.modules() if isinstance(m, Fp8Linear)]
+    assert layers and all(m.calibrated and m.input_amax > 0 for m in layers)
+    for m in layers:
+        torch.testing.assert_close(m.input_scale, (CALIBRATION_MARGIN * m.input_amax / FP8_MAX).reshape(1, 1))
+    assert 1e-4 < relative_error(streams[1], streams[0]) < 0.1  # 2 chunks through 6 FP8 blocks
