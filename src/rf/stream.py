@@ -42,11 +42,18 @@ def text_encoder_config(cfg: DictConfig) -> DictConfig:
     return cfg.model.get("text_encoder_online") or cfg.model.text_encoder
 
 
-def check_fast_path(fast: FastPath, device: torch.device) -> None:
-    """Refuse, before any work, fast-path switches this device cannot run."""
+HALF_ONLY_ATTENTION = ("cudnn", "flash", "fa3")  # kernels that take bf16 / fp16 only (math and efficient take fp32)
+
+
+def check_fast_path(fast: FastPath, device: torch.device, dtype: torch.dtype | None = None) -> None:
+    """Refuse, before any work, fast-path switches this device (or the model's compute dtype) cannot run."""
     if device.type != "cuda" and fast.gpu_only():
         raise ValueError(f"fast path switches {', '.join(fast.gpu_only())} need a CUDA GPU, this run is on {device}: "
                          "use fast=plain (the default), or fast.static_cache=true on a CPU")  # fmt: skip
+    if fast.attention in HALF_ONLY_ATTENTION and dtype not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"fast.attention={fast.attention} computes in bf16 or fp16 only, and this model computes in "
+                         f"{str(dtype).removeprefix('torch.')} (the toy's default): set dtype=bfloat16, or "
+                         "fast.attention=null (PyTorch picks a kernel for it)")  # fmt: skip
 
 
 def latent_frames_for(cfg: DictConfig, autoencoder: VideoAutoencoder, chunk: int) -> int:
@@ -144,7 +151,7 @@ class Streamer:
         dtype = resolve_dtype(cfg.dtype)
         fast = FastPath(**to_dict(cfg.fast))
         check_dtype(device, dtype, fp8=fast.fp8)
-        check_fast_path(fast, device)
+        check_fast_path(fast, device, dtype)
         cache = CacheConfig(**to_dict(cfg.sink))
 
         autoencoder = instantiate(cfg.model.autoencoder).to(device)

@@ -472,3 +472,16 @@ def test_make_bench_measures_the_presets_themselves(preset):
         cfg = compose("generate", overrides=[f"fast={preset}"])
     variants = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "variants" / "default.yaml"))
     assert FastPath(**variants[preset]["fast"]) == FastPath(**OmegaConf.to_container(cfg.fast))
+
+
+def test_half_precision_attention_kernels_are_refused_for_a_float32_model():
+    """cuDNN's, flash and FlashAttention-3's attention take bf16 / fp16 only: fast=exact on the toy (float32) would
+    fail inside the first compiled pass ("No available kernel"); rf.stream refuses it before any work, with the fix."""
+    from rf.stream import check_fast_path
+
+    for attention in ("cudnn", "flash", "fa3"):
+        refused = f"fast.attention={attention} computes in bf16 or fp16 only, and this model computes in float32 "
+        with pytest.raises(ValueError, match=refused + ".* set dtype=bfloat16, or fast.attention=null"):
+            check_fast_path(FastPath(attention=attention), torch.device("cuda"), torch.float32)
+    check_fast_path(FastPath(attention="cudnn"), torch.device("cuda"), torch.bfloat16)  # no error
+    check_fast_path(FastPath(attention="efficient"), torch.device("cuda"), torch.float32)  # takes float32
