@@ -97,8 +97,9 @@ def test_fast_decoder_names_the_config_file_the_stream_builds(tmp_path):
     ${paths.weights} and ${model.dtype} resolved against the run's config; the bench's path=None: random weights."""
     (tmp_path / "taehv").mkdir()
     torch.save(published_state(random_taehv()), tmp_path / "taehv" / "taew2_1.pth")
+    no_overlap = ["fast.overlap=false", "fast.decode_priority=false"]  # the CPU has no second CUDA stream
     with initialize_config_dir(config_dir=str(CONF.parents[1]), version_base="1.3"):
-        cfg = compose("generate", overrides=["fast=approximate", "fast.overlap=false", f"paths.weights={tmp_path}"])
+        cfg = compose("generate", overrides=["fast=approximate", *no_overlap, f"paths.weights={tmp_path}"])
     fast = FastPath(**to_dict(cfg.fast))
     assert fast.decoder == "taehv" and "taehv" in decoder_names()
     decoder = build_decoder(fast, None, cfg, torch.device("cpu"))

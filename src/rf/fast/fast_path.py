@@ -121,7 +121,8 @@ class FastPath:
                              "fast.vae_conv2d=true")  # fmt: skip
         if self.decode_priority and not self.overlap:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
-                             "fast.overlap=true")  # fmt: skip
+                             "fast.overlap=true, or fast.decode_priority=false with fast.overlap=false (the presets "
+                             "have both on)")  # fmt: skip
         check_fp8_scales(self.fp8_scales, self.fp8_weights, names=("fast.fp8_scales", "fast.fp8_weights"))
         if self.fp8_scales != "rowwise" and not self.fp8:
             raise ValueError(f"fast.fp8_scales={self.fp8_scales} scales the FP8 matmuls' inputs: set fast.fp8=true")
