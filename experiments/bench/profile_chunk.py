@@ -86,6 +86,27 @@ VAE = {  # name -> the Wan VAE's speed_up switches
         "whole_chunk": True,
         "stack_taps": True,
     },
+    # and the upsampling convolutions as 2x2 convolutions of the frames (fast.vae_subpixel, SubpixelUpsample)
+    "exact_whole_chunk_taps_subpixel": {
+        "channels_last": True,
+        "compile": True,
+        "conv2d": True,
+        "whole_chunk": True,
+        "stack_taps": True,
+        "subpixel": True,
+    },
+    # and the convolutions with 192 input channels or more as cuDNN 3-D convolutions (fast.vae_conv3d_from=192,
+    # rf.models.vae.causal_conv3d), cuDNN's algorithms timed (fast.cudnn_benchmark)
+    "exact_whole_chunk_taps_subpixel_3d192": {
+        "channels_last": True,
+        "compile": True,
+        "conv2d": True,
+        "whole_chunk": True,
+        "stack_taps": True,
+        "subpixel": True,
+        "conv3d_from": 192,
+        "cudnn_benchmark": True,
+    },
 }
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels
@@ -246,7 +267,9 @@ def vae_profile(cfg, name: str, out: Path, device: torch.device, dtype: torch.dt
         vae["path"] = None
     autoencoder = instantiate(vae).to(device)
     reference = copy.deepcopy(autoencoder).float()  # the plain decoder in fp32: what the frames are checked against
-    autoencoder.speed_up(**VAE[name])
+    switches = dict(VAE[name])
+    torch.backends.cudnn.benchmark = switches.pop("cudnn_benchmark", False)
+    autoencoder.speed_up(**switches)
     decoder = autoencoder.stream_decoder()
     f = autoencoder.spatial_factor
     h, w = cfg.model.video.height // f, cfg.model.video.width // f

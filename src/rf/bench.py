@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from rf.diffusion.sampler import StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds
 from rf.fast.fast_path import FastPath
+from rf.fast.recompiles import RecompileLimitWatch
 from rf.fast.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.models.cache import CacheConfig
 from rf.models.loading import load_transformer
@@ -264,7 +265,13 @@ def main(cfg: DictConfig) -> Path:
                 continue
             began = time.perf_counter()
             try:
-                results["variants"][name] = setup.run_variant(fast, policies, name, own_sampler)
+                with RecompileLimitWatch() as watch:  # a function run eagerly from here on makes the variant slower
+                    results["variants"][name] = setup.run_variant(fast, policies, name, own_sampler)
+                if watch.hits:
+                    results["variants"][name]["recompile_limit_hits"] = watch.hits
+                    print(f"variant {name}: torch.compile hit its recompile limit in {'; '.join(watch.hits)}: part "
+                          "of it ran eagerly, its numbers are not the variant's own; measure it in a call of its "
+                          "own")  # fmt: skip
             # one broken switch must not lose the others; ImportError: a kernel the variant names is not installed
             except (RuntimeError, ValueError, AssertionError, ImportError) as e:
                 results["variants"][name] = {"error": f"{type(e).__name__}: {e}"}
@@ -317,6 +324,7 @@ def table(results: dict) -> str:
             rows.append(f"| {name} | - | failed: {v['error'][:80]} |")
         label = name + "".join(f" ({len(x)} steps)" if k == "denoising_steps" else f" ({k}={x})"
                                for k, x in v.get("sampler", {}).items())  # fmt: skip
+        eager = " recompile limit hit: part eager" if v.get("recompile_limit_hits") else ""
         for policy, r in v.get("policies", {}).items():
             lat = list(r["latency"].values())
             p50 = [f"{x['p50_s']:.3f}" for x in (lat[0], lat[-1])] if lat else ["-", "-"]
@@ -330,7 +338,7 @@ def table(results: dict) -> str:
                 f"{r['steady_fps']:.1f} / {fmt(r['steady_dit_only_fps'])} | "
                 f"{r['stream_seconds_of_video']:.0f} | {p50[0]} | {p50[1]} | "
                 f"{r['steady_chunk_dit_s']:.3f} / {r['steady_chunk_decode_s']:.3f} | {peak} | {verdict} | "
-                f"{r['stream_stopped'] or ''} |"
+                f"{r['stream_stopped'] or ''}{eager} |"
             )
     return "\n".join(rows)
 

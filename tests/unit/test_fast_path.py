@@ -8,7 +8,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.activations import GELU
 from diffusers.models.attention_dispatch import _AttentionBackendRegistry
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample, WanUpsample
 from omegaconf import OmegaConf
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
@@ -20,7 +20,13 @@ from rf.fast.static_cache import StaticKVCache, write_chunk
 from rf.models.attention import backend, kernel
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.vae import WanVideoAutoencoder, causal_conv_as_2d, stacks_outputs
+from rf.models.vae import (
+    SubpixelUpsample,
+    WanVideoAutoencoder,
+    causal_conv3d,
+    causal_conv_as_2d,
+    stacks_outputs,
+)
 from rf.utils.cli import CONF_DIR
 from tests.conftest import tiny_wan_config
 
@@ -196,10 +202,14 @@ def test_reusing_the_last_pass_kv_is_an_approximation_with_one_pass_fewer():
     "switches",
     [{"conv2d": True}, {"channels_last": True}, {"conv2d": True, "channels_last": True}, {"compile": True},
      {"whole_chunk": True}, {"whole_chunk": True, "conv2d": True, "channels_last": True},
-     {"whole_chunk": True, "conv2d": True, "channels_last": True, "stack_taps": True}],
+     {"whole_chunk": True, "conv2d": True, "channels_last": True, "stack_taps": True}, {"subpixel": True},
+     {"conv2d": True, "conv3d_from": 32},
+     {"whole_chunk": True, "conv2d": True, "channels_last": True, "stack_taps": True, "subpixel": True,
+      "conv3d_from": 32}],
 )  # fmt: skip
 def test_wan_vae_decode_switches_decode_the_same_frames(switches):
-    """vae_conv2d / vae_channels_last / vae_compile: chunked streaming decode equal to the plain decoder's (fp32)."""
+    """vae_conv2d / vae_channels_last / vae_compile / vae_subpixel / vae_conv3d_from: chunked streaming decode equal
+    to the plain decoder's (fp32)."""
     torch.manual_seed(0)
     vae = tiny_wan_vae()
     plain = WanVideoAutoencoder(vae)
@@ -207,6 +217,15 @@ def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     fast.speed_up(**switches)
     marked = [m for m in fast.vae.decoder.modules() if getattr(m, "rf_stack_taps", False)]
     assert len(marked) == (1 if switches.get("stack_taps") else 0)  # the RGB head only (16 -> 3 outputs, 3 taps)
+    upsamplers = [m for m in fast.vae.decoder.modules() if isinstance(m, WanResample)]
+    assert len(upsamplers) == 3 and all(isinstance(m.resample, SubpixelUpsample) == switches.get("subpixel", False)
+                                        for m in upsamplers)  # fmt: skip
+    convs = [m for m in fast.vae.decoder.modules() if isinstance(m, WanCausalConv3d)]
+    in_3d = [m.in_channels for m in convs if getattr(m.forward, "__func__", None) is causal_conv3d]
+    if "conv3d_from" in switches:  # the 32-channel convolutions stay 3-D, the 16-channel ones (the last block) go 2-D
+        assert in_3d and min(in_3d) == 32 and len(in_3d) < len(convs)
+    else:
+        assert not in_3d
     z = torch.randn(1, 16, 7, 4, 6)
     ref = plain.stream_decoder().decode(z)
     decoder = fast.stream_decoder()
@@ -232,6 +251,44 @@ def test_causal_conv_as_2d_is_the_3d_convolution_with_its_cache(in_channels, out
         for cache_x in (None, cache):
             ref, out = conv(x, cache_x), causal_conv_as_2d(conv, x, cache_x)
             assert out.shape == ref.shape == (2, out_channels, 4, 5, 6)
+            assert relative_error(out, ref) < 1e-6
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("h", "w"), [(5, 7), (6, 4), (1, 1)])
+def test_subpixel_upsampling_is_the_upsampled_convolution(h, w, channels_last):
+    """vae_subpixel: four 2x2 convolutions of the frames, interleaved, against nearest-exact 2x then the 3x3
+    convolution (diffusers' WanUpsample, which upsamples in float32). float64 weights and frames: the upsampling's
+    float32 rounding of the frames (6e-8 relative) is what separates them; in float32, a few roundings of 6e-8."""
+    torch.manual_seed(0)
+    for dtype, tolerance in ((torch.float64, 1e-6), (torch.float32, 1e-6)):
+        conv = torch.nn.Conv2d(6, 4, 3, padding=1).to(dtype)
+        x = torch.randn(3, 6, h, w, dtype=dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ref = conv(WanUpsample(scale_factor=(2.0, 2.0), mode="nearest-exact")(x))
+        with torch.no_grad():
+            out = SubpixelUpsample(conv)(x)
+        assert out.shape == ref.shape == (3, 4, 2 * h, 2 * w)
+        assert relative_error(out, ref) < tolerance
+    with pytest.raises(ValueError, match="subpixel upsampling needs a 3x3, padding-1, stride-1 convolution"):
+        SubpixelUpsample(torch.nn.Conv2d(6, 4, 3, padding=0))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_causal_conv3d_is_the_causal_convolution_with_its_cache(channels_last):
+    """vae_conv3d_from: the spatial padding inside the 3-D convolution, against WanCausalConv3d (its padded copy),
+    with a cache of two frames, one frame, and none. fp32: the same sums, the same order up to cuDNN/oneDNN's
+    algorithm choice: a few dozen roundings of 6e-8."""
+    torch.manual_seed(0)
+    conv = WanCausalConv3d(8, 5, 3, padding=1).eval()
+    if channels_last:
+        conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 8, 4, 5, 6)
+    with torch.no_grad():
+        for cache_x in (None, torch.randn(2, 8, 2, 5, 6), torch.randn(2, 8, 1, 5, 6)):
+            ref, out = conv(x, cache_x), causal_conv3d(conv, x, cache_x)
+            assert out.shape == ref.shape == (2, 5, 4, 5, 6)
             assert relative_error(out, ref) < 1e-6
 
 
@@ -356,6 +413,10 @@ def test_fast_path_refuses_unknown_switch_values():
         FastPath(fp8_weights="tensorwise")
     with pytest.raises(ValueError, match="stack_taps=True changes how conv2d stacks: set conv2d=True"):
         WanVideoAutoencoder(tiny_wan_vae()).speed_up(stack_taps=True)
+    with pytest.raises(ValueError, match="conv3d_from=192 picks which convolutions leave the 2-D path: set conv2d"):
+        WanVideoAutoencoder(tiny_wan_vae()).speed_up(conv3d_from=192)
+    with pytest.raises(ValueError, match="fast.vae_conv3d_from=192 picks which VAE convolutions leave the 2-D path"):
+        FastPath(vae_conv3d_from=192)
     with pytest.raises(ValueError, match="fast.autotune=true tunes the compiled blocks"):
         FastPath(autotune=True)
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]

@@ -28,6 +28,12 @@ Exact (the plain path's function; only bf16 rounding differs):
     vae_stack_taps   with vae_conv2d: the RGB head's 2-D convolution stacks its 3 taps' outputs, not 3 input frames
                      (133.1 -> 130.0 ms a chunk; bf16 frames 1.2e-2 -> 1.5e-2 from fp32; in variants=best since the
                      bench's check passed)    rf.models.vae.taps_then_sum
+    vae_subpixel     the upsampling blocks' nearest-2x-then-3x3 convolutions as four 2x2 convolutions of the
+                     frames themselves, interleaved (2.25x fewer multiplications, no upsampled frames; in bf16 the
+                     summed taps' weights are rounded once)    rf.models.vae.SubpixelUpsample
+    vae_conv3d_from  with vae_conv2d: the convolutions with at least this many input channels stay 3-D, their
+                     spatial padding inside cuDNN's kernel, no stacked copy (null: all 2-D)
+                     rf.models.vae.causal_conv3d
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
                      the first one above all: 1-14 ms sooner in three paired runs on an H100; not reproduced in a
@@ -97,6 +103,8 @@ class FastPath:
     vae_compile: bool = False
     vae_whole_chunk: bool = False
     vae_stack_taps: bool = False
+    vae_subpixel: bool = False
+    vae_conv3d_from: int | None = None
     overlap: bool = False
     decode_priority: bool = False
     fp8: bool = False
@@ -119,6 +127,9 @@ class FastPath:
         if self.vae_stack_taps and not self.vae_conv2d:
             raise ValueError("fast.vae_stack_taps=true changes how the 2-D path stacks the VAE's convolutions: set "
                              "fast.vae_conv2d=true")  # fmt: skip
+        if self.vae_conv3d_from is not None and not self.vae_conv2d:
+            raise ValueError(f"fast.vae_conv3d_from={self.vae_conv3d_from} picks which VAE convolutions leave the 2-D "
+                             "path: set fast.vae_conv2d=true, or fast.vae_conv3d_from=null")  # fmt: skip
         if self.decode_priority and not self.overlap:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
                              "fast.overlap=true, or fast.decode_priority=false with fast.overlap=false (the presets "
@@ -212,6 +223,8 @@ class FastPath:
                 conv2d=self.vae_conv2d,
                 whole_chunk=self.vae_whole_chunk,
                 stack_taps=self.vae_stack_taps,
+                subpixel=self.vae_subpixel,
+                conv3d_from=self.vae_conv3d_from,
             )
         decoder = autoencoder.stream_decoder()
         return OverlappedDecoder(decoder, device, self.decode_priority) if self.overlap else decoder

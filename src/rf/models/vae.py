@@ -24,7 +24,7 @@ from typing import Protocol
 
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, unpatchify
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample, unpatchify
 
 from rf.utils.files import require_files
 from rf.utils.instantiate import resolve_dtype
@@ -59,6 +59,21 @@ def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Ten
     return y.view(b, t_out, out_channels, *y.shape[-2:]).transpose(1, 2)
 
 
+def causal_conv3d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+    """WanCausalConv3d.forward with the spatial zero padding inside cuDNN's 3-D convolution, not a padded copy: only
+    the causal time padding (the cached frames, zeros before the stream's first) is concatenated, which torch.compile
+    writes in place from the norm before it. Where the channels are many, cuDNN's 3-D kernels are as fast as the 2-D
+    path's over stacked frames (experiments/bench/results/vae_convs.md) without the kt-fold stacked copy.
+    x [B, C, T, H, W] (cache_x: the previous frames) -> [B, O, T_out, H, W]."""
+    pad_w, _, pad_h, _, pad_t, _ = conv._padding
+    if cache_x is not None and pad_t > 0:
+        x = torch.cat([cache_x.to(x.device), x], dim=2)
+        pad_t -= cache_x.shape[2]
+    if pad_t > 0:
+        x = torch.nn.functional.pad(x, (0, 0, 0, 0, pad_t, 0))
+    return torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w))
+
+
 def stacks_outputs(conv: WanCausalConv3d) -> bool:
     """Whether kt taps' outputs are fewer than one frame's inputs (the decoder's RGB head, 96 -> 3 x 3 taps): then
     stacking the taps' outputs (taps_then_sum) moves less memory than stacking kt input frames."""
@@ -84,6 +99,56 @@ def taps_then_sum(conv: WanCausalConv3d, frames: torch.Tensor, t_out: int, paddi
     if conv.bias is not None:
         y = y + conv.bias.view(1, 1, -1, 1, 1)
     return y.transpose(1, 2)
+
+
+# R[p] maps a 3-tap kernel over the 2x-upsampled rows to a 2-tap kernel over the rows themselves, for output rows of
+# parity p: even rows 2a read upsampled rows 2a-1, 2a, 2a+1 = rows a-1, a, a; odd rows read a, a, a+1.
+SUBPIXEL_TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # [p, 2, 3]
+
+
+def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 convolution's weight after a nearest 2x upsampling -> the four 2x2 weights of its output parities.
+    weight [O, C, 3, 3] -> [4*O, C, 2, 2], ordered (p, q, o): rows of parity p, columns of parity q. Summed in
+    float64, rounded once to the weight's dtype."""
+    taps = SUBPIXEL_TAPS.to(weight.device, torch.float64)
+    out = torch.einsum("piy,ocyx,qjx->pqocij", taps, weight.double(), taps)
+    return out.reshape(-1, *out.shape[3:]).to(weight.dtype)
+
+
+def subpixel_upsample_conv(conv: torch.nn.Conv2d, frames: torch.Tensor, weight: torch.Tensor | None = None):
+    """conv(nearest_2x(frames)) for a 3x3, padding-1 convolution, without the 4x larger upsampled frames: each output
+    parity (p, q) is a 2x2 convolution of the frames (the taps that read the same source pixel summed beforehand,
+    subpixel_weight), all four as one convolution [4*O outputs], then interleaved. 16 taps per source pixel where
+    the upsampled convolution takes 36: 2.25x fewer multiplications, the same sums.
+    frames [N, C, h, w] -> [N, O, 2h, 2w]; weight: subpixel_weight(conv.weight), computed here if not given."""
+    n, _, h, w = frames.shape
+    o = conv.out_channels
+    weight = subpixel_weight(conv.weight) if weight is None else weight
+    z = torch.nn.functional.conv2d(frames, weight, None, padding=1)  # [N, 4*O, h+1, w+1]: parity p at rows p..p+h
+    z = z.view(n, 2, 2, o, h + 1, w + 1)
+    parities = [[z[:, p, q, :, p : p + h, q : q + w] for q in range(2)] for p in range(2)]  # [N, O, h, w] each
+    y = torch.stack([torch.stack(row, dim=-1) for row in parities], dim=-3)  # [N, O, h, 2, w, 2]
+    y = y.reshape(n, o, 2 * h, 2 * w)
+    return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
+
+
+class SubpixelUpsample(torch.nn.Module):
+    """Drop-in for WanResample's `resample` (nearest-exact 2x, then a 3x3 convolution): subpixel_upsample_conv with
+    the parities' weights computed once. Nearest-exact at exactly 2x reads source pixel floor(i / 2), as nearest does.
+    frames [N, C, h, w] -> [N, O, 2h, 2w]."""
+
+    def __init__(self, conv: torch.nn.Conv2d):
+        super().__init__()
+        if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1):
+            raise ValueError(f"subpixel upsampling needs a 3x3, padding-1, stride-1 convolution, not {conv}")
+        self.conv = conv
+        self.register_buffer("weight", subpixel_weight(conv.weight.detach()), persistent=False)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if frames.is_contiguous(memory_format=torch.channels_last):
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        return subpixel_upsample_conv(self.conv, frames, weight)
 
 
 class StreamDecoder(Protocol):
@@ -207,31 +272,49 @@ class WanVideoAutoencoder(torch.nn.Module):
         conv2d: bool = False,
         whole_chunk: bool = False,
         stack_taps: bool = False,
+        subpixel: bool = False,
+        conv3d_from: int | None = None,
     ) -> None:
         """Decoder speed switches of the fast path (rf.fast.fast_path); the function decoded stays the same.
 
         channels_last: 3-D convolutions in channels-last-3d layout (cuDNN's fast kernels on tensor cores).
-        compile: torch.compile the decoder (the causal-conv cache is a list it mutates: Dynamo replays that).
+        compile: torch.compile the decoder (the causal-conv cache is a list it mutates: Dynamo replays that); the
+        recompile limit goes up to 256.
         conv2d: every causal 3-D convolution computed as one 2-D convolution over stacked frames.
         whole_chunk: a chunk's latent frames through the decoder in one call, not one by one (WanStreamDecoder).
         stack_taps: with conv2d, a convolution with few outputs (the RGB head) stacks its taps' outputs, not its
-        input frames (taps_then_sum: less memory moved; in bf16 the taps' sums are rounded once more)."""
+        input frames (taps_then_sum: less memory moved; in bf16 the taps' sums are rounded once more).
+        subpixel: the upsampling blocks' nearest-2x-then-3x3 convolutions as four 2x2 convolutions of the frames
+        themselves (SubpixelUpsample: 2.25x fewer multiplications, no upsampled frames; in bf16 the weights of the
+        taps that read one pixel are summed and rounded once).
+        conv3d_from: with conv2d, the convolutions with at least this many input channels stay 3-D (causal_conv3d:
+        cuDNN's 3-D kernels with the padding inside them, no stacked copy); the narrower ones take the 2-D path, and
+        so does a head whose taps stack_taps stacks."""
         if stack_taps and not conv2d:
             raise ValueError("stack_taps=True changes how conv2d stacks: set conv2d=True too")
+        if conv3d_from is not None and not conv2d:
+            raise ValueError(f"conv3d_from={conv3d_from} picks which convolutions leave the 2-D path: set conv2d=True")
         self.whole_chunk = whole_chunk
         if conv2d:
             for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
                 if isinstance(module, WanCausalConv3d):
-                    module.forward = types.MethodType(causal_conv_as_2d, module)
                     module.rf_stack_taps = stack_taps and stacks_outputs(module)
+                    wide = conv3d_from is not None and module.in_channels >= conv3d_from and not module.rf_stack_taps
+                    module.forward = types.MethodType(causal_conv3d if wide else causal_conv_as_2d, module)
+        if subpixel:
+            for module in self.vae.decoder.modules():
+                if isinstance(module, WanResample) and module.mode.startswith("upsample"):
+                    if not isinstance(module.resample, SubpixelUpsample):
+                        module.resample = SubpixelUpsample(module.resample[1])
         if channels_last:
             for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
                 if isinstance(module, torch.nn.Conv3d):
                     module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
             self.channels_last = True
         if compile and self.vae.decoder._compiled_call_impl is None:  # once: a second compile starts over
-            # every block class meets several channel counts and cache states: one graph each, more than the default 8
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            # every block class meets several channel counts, chunk lengths and cache states: one graph each, more than
+            # the default 8; and the bench's variants change the switches of one decoder (rf.fast.recompiles)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
             self.vae.decoder.compile(dynamic=False)
 
     def stream_decoder(self) -> WanStreamDecoder:
