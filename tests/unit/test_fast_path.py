@@ -368,6 +368,26 @@ def test_gelu_epilogue_swaps_every_ffn_activation_and_keeps_the_function_off_cud
     assert relative_error(out, ref) < 1e-6
 
 
+def test_fast_path_hands_every_decoder_switch_to_the_wan_vae():
+    """FastPath.prepare_decoder -> WanVideoAutoencoder.speed_up: the preset's decoder switches (fast=exact's, with a
+    channel threshold the tiny VAE has) reach the decoder, and it streams the plain decoder's frames (fp32)."""
+    torch.manual_seed(0)
+    plain = WanVideoAutoencoder(tiny_wan_vae())
+    fast_vae = copy.deepcopy(plain)
+    preset = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "fast" / "exact.yaml"))
+    decoder_switches = {k: v for k, v in preset.items() if k.startswith("vae_") and k != "vae_compile"}
+    assert {"vae_subpixel", "vae_conv3d_from", "vae_conv2d", "vae_stack_taps"} <= set(decoder_switches)
+    fast = FastPath(**{**decoder_switches, "vae_conv3d_from": 32})
+    decoder = fast.prepare_decoder(fast_vae, torch.device("cpu"))
+    modules = list(fast_vae.vae.decoder.modules())
+    assert any(isinstance(m, SubpixelUpsample) for m in modules)
+    assert any(getattr(m.forward, "__func__", None) is causal_conv3d for m in modules if isinstance(m, WanCausalConv3d))
+    z = torch.randn(1, 16, 4, 4, 6)
+    ref = plain.stream_decoder().decode(z)
+    out = torch.cat([decoder.decode(z[:, :, :1]), decoder.decode(z[:, :, 1:])], dim=2)
+    assert relative_error(out, ref) < 1e-5
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA streams need a CUDA device")
 @pytest.mark.parametrize("high, priority", [(False, 0), (True, -1)])
 def test_decode_priority_sets_the_side_streams_priority(high, priority):
