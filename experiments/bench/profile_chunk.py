@@ -107,6 +107,17 @@ VAE = {  # name -> the Wan VAE's speed_up switches
         "conv3d_from": 192,
         "cudnn_benchmark": True,
     },
+    # and from 96 channels: variants=best's decoder since results/bench_vae_convs.json (not yet profiled)
+    "exact_whole_chunk_taps_subpixel_3d96": {
+        "channels_last": True,
+        "compile": True,
+        "conv2d": True,
+        "whole_chunk": True,
+        "stack_taps": True,
+        "subpixel": True,
+        "conv3d_from": 96,
+        "cudnn_benchmark": True,
+    },
 }
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels
