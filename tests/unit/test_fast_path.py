@@ -215,6 +215,7 @@ def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     plain = WanVideoAutoencoder(vae)
     fast = copy.deepcopy(plain)
     fast.speed_up(**switches)
+    assert list(fast.state_dict()) == list(plain.state_dict())  # the weights keep their names: checkpoints load
     marked = [m for m in fast.vae.decoder.modules() if getattr(m, "rf_stack_taps", False)]
     assert len(marked) == (1 if switches.get("stack_taps") else 0)  # the RGB head only (16 -> 3 outputs, 3 taps)
     upsamplers = [m for m in fast.vae.decoder.modules() if isinstance(m, WanResample)]
