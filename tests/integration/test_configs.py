@@ -46,6 +46,19 @@ def test_every_primary_config_composes_and_resolves(name):
     assert resolved["traceback"] is False
 
 
+@pytest.mark.parametrize("variants", sorted(p.stem for p in (CONF / "variants").glob("*.yaml")))
+def test_every_bench_variant_file_builds_its_fast_paths(variants):
+    """make bench ARGS='variants=NAME': every variant's switches are FastPath's own (a misspelt switch, or one that
+    needs another, fails here and not on a GPU minutes into a call)."""
+    from rf.fast.fast_path import FastPath
+
+    cfg = compose_cfg("bench", f"variants={variants}")
+    assert list(cfg.variants)[0] == "plain"  # first: every check is against it, and the switches accumulate
+    for name, variant in cfg.variants.items():
+        FastPath(**OmegaConf.to_container(variant.fast))
+        assert variant.policies, name
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_resolves(experiment):
     cfg = compose_cfg(ENTRY_OF.get(experiment, "train"), f"experiment={experiment}", "paths.weights=/weights")
@@ -126,6 +139,9 @@ TYPED = [
     ("bench", ["variants=steps"], "variants.approx_best_fp8_3_steps.sampler.denoising_steps.2", 333),
     ("bench", ["variants=ladder", "~variants.compile", "~variants.taehv"], "variants.compile", None),
     ("bench", ["variants=ladder", "~variants.compile"], "variants.fa3.fast.attention", "fa3"),
+    ("bench", ["variants=best", "~variants.exact_no_overlap", "~variants.exact"], "variants.best.fast.vae_conv3d_from",
+     96),
+    ("bench", ["variants=vae_convs"], "variants.best_vae_192.fast.vae_subpixel", True),
 ]  # fmt: skip
 
 
