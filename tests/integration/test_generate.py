@@ -35,7 +35,10 @@ def test_generate_streams_an_mp4_with_a_prompt_switch(tmp_path):
         (["sink.alpha=1.5"], "alpha=1.5"),
         (["sink.policy=rolling"], "rolling"),
         (["ckpt=/no/such.ckpt"], "/no/such.ckpt"),
-        (["fast=exact", "device=cpu"], "fast path switches graphs, overlap, attention=cudnn need a CUDA GPU"),
+        (
+            ["fast=exact", "device=cpu"],
+            "fast path switches graphs, overlap, cudnn_benchmark, attention=cudnn need a CUDA GPU",
+        ),
         (["fast.attention=fa9"], "fast.attention='fa9'"),
     ],
 )
