@@ -97,6 +97,38 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert ema.updates == 2
 
 
+class LateSigterm(L.Callback):
+    """Raises Lightning's SIGTERM flag in on_train_batch_end of iteration `at`, after LastCheckpoint's hook has run:
+    where a real signal lands when it comes while the batch's last hooks and the loggers run (a race the SIGTERM
+    test of tests/integration/test_train.py lost on a CI machine)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if module.iteration == self.at and module.at_iteration_boundary:
+            trainer._signal_connector.received_sigterm = True
+
+
+def test_a_sigterm_after_the_batch_end_hook_is_saved_and_resuming_equals_an_uninterrupted_run(tmp_path):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    straight = make("dmd", iterations=6)
+    fit(straight, tmp_path / "a", every=100)
+    first = make("dmd", iterations=6)
+    with pytest.raises(SIGTERMException):
+        fit(first, tmp_path / "b", callbacks=[LateSigterm(at=4)], every=100)  # no periodic save: only the signal's
+    last = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    assert last.is_file() and first.iteration == 4
+    resumed = make("dmd", iterations=6)
+    fit(resumed, tmp_path / "b", ckpt_path=last, every=100)
+    assert resumed.iteration == 6 and resumed.critic_steps == 6
+    for a, b in zip(straight.generator.parameters(), resumed.generator.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    for a, b in zip(straight.critic.parameters(), resumed.critic.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 def test_checkpoint_holds_no_frozen_models_and_the_loader_reads_it(tmp_path):
     module, ema = make(iterations=3), GeneratorEMA(0.9, start_iteration=0)
     fit(module, tmp_path, callbacks=[RewardCallback(Brightness()), ema])

@@ -5,7 +5,8 @@ Re-DMD) and writes the file in place, so a kill during the write can leave a `la
 does not load. Here the checkpoint goes to a temporary file in the same folder and is renamed
 over `last.ckpt` (os.replace is atomic), and the cadence counts iterations: the module's
 `iteration` attribute when it has one, else the trainer's global step. On SIGTERM the iteration
-that just finished is saved before Lightning stops, so a relaunch loses nothing. A kill during the
+that just finished is saved before Lightning stops (in `on_train_batch_end`, or in `on_exception` for a signal
+that lands after that hook), so a relaunch loses nothing. A kill during the
 write leaves the previous `last.ckpt` intact and a temporary file, which the next run deletes.
 
 Put it after the other callbacks (rf.train does): it saves in `on_train_batch_end`, and what another
@@ -18,6 +19,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from rf.utils.files import replace_file
 
@@ -62,6 +64,12 @@ class LastCheckpoint(L.Callback):
             return
         # SIGTERM (a cluster's preemption, Ctrl-C of a scheduler): Lightning stops after this batch; save it first
         if (it > 0 and it % self.every == 0) or trainer.received_sigterm:
+            self.save(trainer, module)
+
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        # Lightning checks its SIGTERM flag at the end of the batch, after on_train_batch_end and the loggers: a
+        # signal that lands in between was not seen above, and the iteration it ended is saved here (once)
+        if isinstance(exception, SIGTERMException) and getattr(module, "at_iteration_boundary", True):
             self.save(trainer, module)
 
     def on_train_end(self, trainer, module) -> None:
