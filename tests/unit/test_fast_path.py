@@ -8,7 +8,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.activations import GELU
 from diffusers.models.attention_dispatch import _AttentionBackendRegistry
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample, WanUpsample
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample, WanRMS_norm, WanUpsample
 from omegaconf import OmegaConf
 
 from rf.diffusion.sampler import GeneratorNoise, StreamSampler
@@ -57,13 +57,16 @@ def test_compiled_blocks_stream_the_same_video(policy):
 
 
 def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, switch_at=None, compile_commit=False,
-                kv_in_place=False, compile=False, batch=1, cache_pass="clean", **sampler):  # fmt: skip
+                kv_in_place=False, compile=False, batch=1, cache_pass="clean", prepare=None, **sampler):  # fmt: skip
     """The same stream through the growing cache and through the static one: (plain, static, both samplers).
     compile_commit: the static cache's commit under torch.compile (fast.compile_commit); kv_in_place: each pass's
     K/V written after the context in its buffers (fast.kv_in_place); compile: the blocks compiled for the static
-    stream only; cache_pass: how each chunk's K/V reach the cache (clean, or reuse: the last pass's)."""
+    stream only; cache_pass: how each chunk's K/V reach the cache (clean, or reuse: the last pass's); prepare: called
+    with the model before both streams (a switch that marks its blocks)."""
     torch.manual_seed(0)
     model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    if prepare is not None:
+        prepare(model)
     model.static_cache_options = {"compiled": compile_commit, "in_place": kv_in_place}
     texts = [(0, torch.randn(batch, 6, model.config.text_dim))]
     if switch_at is not None:  # a second prompt; the window is re-cached under it (LongLive)
@@ -272,6 +275,8 @@ def test_subpixel_upsampling_is_the_upsampled_convolution(h, w, channels_last):
             out = SubpixelUpsample(conv)(x)
         assert out.shape == ref.shape == (3, 4, 2 * h, 2 * w)
         assert relative_error(out, ref) < tolerance
+        if h * w > 1:  # (1x1 frames are both)
+            assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     with pytest.raises(ValueError, match="subpixel upsampling needs a 3x3, padding-1, stride-1 convolution"):
         SubpixelUpsample(torch.nn.Conv2d(6, 4, 3, padding=0))
 
@@ -291,6 +296,36 @@ def test_causal_conv3d_is_the_causal_convolution_with_its_cache(channels_last):
             ref, out = conv(x, cache_x), causal_conv3d(conv, x, cache_x)
             assert out.shape == ref.shape == (2, 5, 4, 5, 6)
             assert relative_error(out, ref) < 1e-6
+
+
+def test_channels_last_decoder_keeps_its_frames_channels_last():
+    """fast.exact's decoder (channels-last, 3-D convolutions from 32 channels here, sub-pixel upsampling): every norm,
+    3-D convolution and upsampling reads and writes channels-last, on a CPU as cuDNN does. A channels-first tensor
+    anywhere makes the compiled decoder write norms channels-first and transpose them for the next convolution."""
+    torch.manual_seed(0)
+    ae = WanVideoAutoencoder(tiny_wan_vae())
+    ae.speed_up(channels_last=True, conv2d=True, whole_chunk=True, stack_taps=True, subpixel=True, conv3d_from=32)
+    seen = []
+
+    def record(module, args, out):
+        frames = torch.channels_last_3d if out.dim() == 5 else torch.channels_last
+        seen.append((type(module).__name__, out.is_contiguous(memory_format=frames)))
+        if not isinstance(module, (WanResample, SubpixelUpsample)):  # (Wan's time upsampling is channels-first)
+            seen.append((type(module).__name__, args[0].is_contiguous(memory_format=frames)))
+
+    for module in ae.vae.decoder.modules():
+        three_d = getattr(getattr(module, "forward", None), "__func__", None) is causal_conv3d
+        if three_d or isinstance(module, (WanRMS_norm, SubpixelUpsample, WanResample)):
+            module.register_forward_hook(record)
+    decoder = ae.stream_decoder()
+    z = torch.randn(1, 16, 4, 4, 6)
+    with torch.no_grad():
+        decoder.decode(z[:, :, :1])  # (the first frame alone: [B, C, 1, H, W] can be both layouts at once)
+        seen.clear()
+        decoder.decode(z[:, :, 1:])  # a steady chunk
+    names = {name for name, _ in seen}
+    assert {"WanRMS_norm", "WanCausalConv3d", "SubpixelUpsample", "WanResample"} <= names
+    assert [entry for entry in seen if not entry[1]] == []
 
 
 @pytest.mark.parametrize("first", [1, 3])

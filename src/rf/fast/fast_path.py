@@ -13,6 +13,8 @@ Exact (the plain path's function; only bf16 rounding differs):
                      and attention reads both there: no concatenation of the whole context per block and pass
                      rf.fast.static_cache
     graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
+    norm_rope        each self-attention's q/k RMS norms and RoPE as one Triton kernel that reads each row once,
+                     where the context is the static cache's (rotated already)    rf.fast.norm_rope
     fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
     gelu_epilogue    the FFN's bias and tanh-GELU in its up-projection's cuBLASLt epilogue    rf.fast.epilogue
                      (fuse_qkv, gelu_epilogue and cache_pass=fused: exact, and no faster on an H100 in the steady
@@ -77,6 +79,7 @@ ATTENTION = [*BACKENDS, "fa3"]  # fa3: rf.fast.fa3, not one of diffusers' backen
 STATIC_CACHE_SWITCHES = {  # switch -> what it does to the static cache (rf.fast.static_cache), which it needs
     "compile_commit": "compiles the static cache's commit",
     "kv_in_place": "writes into the static cache's buffers",
+    "norm_rope": "rotates the chunk's keys beside the static cache's rotated context",
 }
 DECODER_CONFIGS = Path(CONF_DIR) / "decoder"  # fast.decoder=NAME: conf/decoder/NAME.yaml; wan needs none
 
@@ -94,6 +97,7 @@ class FastPath:
     compile_commit: bool = False
     kv_in_place: bool = False
     graphs: bool = False
+    norm_rope: bool = False
     fuse_qkv: bool = False
     gelu_epilogue: bool = False
     attention: str | None = None
@@ -150,7 +154,7 @@ class FastPath:
     def gpu_only(self) -> list[str]:
         """The switches on that need a CUDA device. FP8 runs anywhere: off Ada / Hopper its reference path computes
         the same quantised function in float32 (no faster; what it costs the video can be measured on a CPU)."""
-        on = [k for k in ("graphs", "overlap", "cudnn_benchmark") if getattr(self, k)]
+        on = [k for k in ("graphs", "norm_rope", "overlap", "cudnn_benchmark") if getattr(self, k)]
         return on + ([f"attention={self.attention}"] if self.attention in ("cudnn", "flash", "fa3") else [])
 
     @property
@@ -186,6 +190,10 @@ class FastPath:
         if self.fuse_qkv:  # one [dim -> 3 dim] matmul instead of three; to_q/k/v stay for checkpoints
             for block in model.blocks:
                 block.attn1.fuse_projections()
+        if self.norm_rope:  # a Triton kernel (on a CPU only in Triton's interpreter, which the tests use)
+            from rf.fast.norm_rope import use_norm_rope
+
+            use_norm_rope(model)
         if self.gelu_epilogue:  # before fp8: an fp8 projection keeps its own GELU
             from rf.fast.epilogue import gelu_epilogue
 

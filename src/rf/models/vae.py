@@ -71,7 +71,14 @@ def causal_conv3d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor 
         pad_t -= cache_x.shape[2]
     if pad_t > 0:
         x = torch.nn.functional.pad(x, (0, 0, 0, 0, pad_t, 0))
-    return torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w))
+    if not conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w))
+    # channels-last in and out (cuDNN's outputs are, a CPU's need not be): frames, caches and norms in one layout.
+    # One channels-first cache makes the concatenation, and every norm before it, write channels-first, and then
+    # a transposed copy for the kernel (results/profile_next.md)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    y = torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w))
+    return y.contiguous(memory_format=torch.channels_last_3d)
 
 
 def stacks_outputs(conv: WanCausalConv3d) -> bool:
@@ -125,10 +132,16 @@ def subpixel_upsample_conv(conv: torch.nn.Conv2d, frames: torch.Tensor, weight: 
     o = conv.out_channels
     weight = subpixel_weight(conv.weight) if weight is None else weight
     z = torch.nn.functional.conv2d(frames, weight, None, padding=1)  # [N, 4*O, h+1, w+1]: parity p at rows p..p+h
-    z = z.view(n, 2, 2, o, h + 1, w + 1)
-    parities = [[z[:, p, q, :, p : p + h, q : q + w] for q in range(2)] for p in range(2)]  # [N, O, h, w] each
-    y = torch.stack([torch.stack(row, dim=-1) for row in parities], dim=-3)  # [N, O, h, 2, w, 2]
-    y = y.reshape(n, o, 2 * h, 2 * w)
+    if frames.is_contiguous(memory_format=torch.channels_last):  # interleaved with the channels innermost, as read
+        z = z.permute(0, 2, 3, 1).reshape(n, h + 1, w + 1, 2, 2, o)
+        parities = [[z[:, p : p + h, q : q + w, p, q] for q in range(2)] for p in range(2)]  # [N, h, w, O] each
+        y = torch.stack([torch.stack(row, dim=3) for row in parities], dim=2)  # [N, h, 2, w, 2, O]
+        y = y.reshape(n, 2 * h, 2 * w, o).permute(0, 3, 1, 2)  # [N, O, 2h, 2w], channels-last
+    else:
+        z = z.view(n, 2, 2, o, h + 1, w + 1)
+        parities = [[z[:, p, q, :, p : p + h, q : q + w] for q in range(2)] for p in range(2)]  # [N, O, h, w] each
+        y = torch.stack([torch.stack(row, dim=-1) for row in parities], dim=-3)  # [N, O, h, 2, w, 2]
+        y = y.reshape(n, o, 2 * h, 2 * w)
     return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
 
 
@@ -150,8 +163,12 @@ class SubpixelUpsample(torch.nn.Module):
     def conv(self) -> torch.nn.Conv2d:
         return self._modules["1"]
 
+    channels_last = False  # speed_up(channels_last=True): the frames in and out channels-last, like the 3-D convs'
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         weight = self.weight
+        if self.channels_last:  # (Wan's time upsampling before this interleaves frames channels-first)
+            frames = frames.contiguous(memory_format=torch.channels_last)
         if frames.is_contiguous(memory_format=torch.channels_last):
             weight = weight.contiguous(memory_format=torch.channels_last)
         return subpixel_upsample_conv(self.conv, frames, weight)
@@ -316,6 +333,8 @@ class WanVideoAutoencoder(torch.nn.Module):
             for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
                 if isinstance(module, torch.nn.Conv3d):
                     module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+                if isinstance(module, SubpixelUpsample):
+                    module.channels_last = True
             self.channels_last = True
         if compile and self.vae.decoder._compiled_call_impl is None:  # once: a second compile starts over
             # every block class meets several channel counts, chunk lengths and cache states: one graph each, more than

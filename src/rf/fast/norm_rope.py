@@ -1,0 +1,153 @@
+"""The self-attention's q/k RMS norms and RoPE as one Triton kernel (fast.norm_rope).
+
+Per pass and block, the exact path computes
+
+    q = rope(RMSNorm_q(to_q(x)))      k_raw = RMSNorm_k(to_k(x))      k_rot = rope(k_raw)
+
+(rf.models.attention.project_qkv, apply_rope). Compiled, that is a reduction kernel for each norm's statistics and
+a pointwise kernel that reads the rows again to normalise and rotate them: about 80 us a pass on an H100 for what
+is 72 MB of traffic, 24 us at the card's bandwidth (experiments/bench/results/profile_commit.md). Here one program
+takes one token's row of q and of k: it reads each once, reduces it in float32, and writes q rotated, k normalised
+(what the static cache commits: keys before RoPE) and k rotated (what attention reads after the context).
+
+The function is the plain path's, rounding for rounding where the order allows: the norm and its weight in float32,
+rounded once to the input's dtype (PyTorch's rms_norm), then the rotation in float32 on those rounded values,
+rounded once (apply_rope). Only the order of the squares' sum differs (and a fused multiply-add in the rotation):
+a float32 rounding or two before the final one.
+
+    q, k [B, L, H*D] (rows may be strided, e.g. views of the fused qkv projection); weights [H*D];
+    cos, sin [1, L, 1, D] float32 (rf.models.attention.rope_tables: cos read at even, sin at odd channels)
+    -> q_rot, k_raw, k_rot [B, L, H*D], in q's dtype
+
+On a CUDA device the kernel runs compiled; on a CPU it runs in Triton's interpreter (TRITON_INTERPRET=1 set before
+Triton is imported), which is how the tests check it. Under torch.compile it is one opaque custom op, rf::norm_rope.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # a CPU install without Triton: fast.norm_rope is refused before any work (norm_rope_available)
+    triton = None
+
+
+def norm_rope_available() -> str | None:
+    """None where the kernel can run; otherwise why not, and the fix."""
+    if triton is None:
+        return "fast.norm_rope is a Triton kernel and Triton is not installed (it comes with PyTorch's CUDA builds)"
+    return None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _norm_rope_kernel(
+        q_ptr, k_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, q_rot_ptr, k_raw_ptr, k_rot_ptr,
+        q_row_stride, k_row_stride, rope_row_stride, tokens, eps_q, eps_k,
+        DIM: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        row = tl.program_id(0)  # a token of the batch: b * tokens + its position in the chunk
+        pos = row % tokens
+        offs = tl.arange(0, BLOCK)
+        mask = offs < DIM
+        pairs = tl.arange(0, BLOCK // 2)  # channel pairs (2p, 2p + 1): the rotation's planes
+        pair_mask = pairs < DIM // 2
+        within = pairs % HALF_HEAD  # the pair's place inside its head: the tables' column 2 * within
+        cos = tl.load(cos_ptr + pos * rope_row_stride + 2 * within, pair_mask, other=0.0)
+        sin = tl.load(sin_ptr + pos * rope_row_stride + 2 * within + 1, pair_mask, other=0.0)
+        out_dtype = q_rot_ptr.dtype.element_ty
+
+        # q: RMS over the row and the weight in float32, rounded once; rotated in float32, rounded once
+        x = tl.load(q_ptr + row * q_row_stride + offs, mask, other=0.0).to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / DIM + eps_q)
+        w = tl.load(wq_ptr + offs, mask, other=0.0).to(tl.float32)
+        y = (x * rstd * w).to(out_dtype).to(tl.float32)
+        a, b = tl.split(tl.reshape(y, [BLOCK // 2, 2]))
+        rot = tl.reshape(tl.join(a * cos - b * sin, a * sin + b * cos), [BLOCK])
+        tl.store(q_rot_ptr + row * DIM + offs, rot.to(out_dtype), mask)
+
+        # k: the same, and k before the rotation too
+        x = tl.load(k_ptr + row * k_row_stride + offs, mask, other=0.0).to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / DIM + eps_k)
+        w = tl.load(wk_ptr + offs, mask, other=0.0).to(tl.float32)
+        y = (x * rstd * w).to(out_dtype)
+        tl.store(k_raw_ptr + row * DIM + offs, y, mask)
+        a, b = tl.split(tl.reshape(y.to(tl.float32), [BLOCK // 2, 2]))
+        rot = tl.reshape(tl.join(a * cos - b * sin, a * sin + b * cos), [BLOCK])
+        tl.store(k_rot_ptr + row * DIM + offs, rot.to(out_dtype), mask)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """x [B, L, C] whose rows are evenly strided with contiguous channels (a view of a fused projection is)."""
+    b, l, _ = x.shape
+    if x.stride(2) == 1 and (b == 1 or x.stride(0) == l * x.stride(1)):
+        return x
+    return x.contiguous()
+
+
+@torch.library.custom_op("rf::norm_rope", mutates_args=())
+def norm_rope(
+    q: torch.Tensor, k: torch.Tensor, weight_q: torch.Tensor, weight_k: torch.Tensor, cos: torch.Tensor,
+    sin: torch.Tensor, eps_q: float, eps_k: float, head_dim: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(q_rot, k_raw, k_rot) [B, L, H*D]: see the module doc."""
+    why = norm_rope_available()
+    if why is not None:
+        raise RuntimeError(why)
+    q, k = _rows(q), _rows(k)
+    b, tokens, dim = q.shape
+    if dim % head_dim or head_dim % 2 or cos.shape[1] != tokens or cos.stride(-1) != 1 or sin.stride() != cos.stride():
+        raise ValueError(f"norm_rope: q [B, L, H*D] = {tuple(q.shape)} with head_dim {head_dim}, and RoPE tables "
+                         f"[1, L, 1, D] = {tuple(cos.shape)} with contiguous channels")  # fmt: skip
+    q_rot, k_raw, k_rot = (torch.empty(b, tokens, dim, dtype=q.dtype, device=q.device) for _ in range(3))
+    block = triton.next_power_of_2(dim)
+    _norm_rope_kernel[(b * tokens,)](
+        q, k, weight_q, weight_k, cos, sin, q_rot, k_raw, k_rot,
+        q.stride(1), k.stride(1), cos.stride(1), tokens, eps_q, eps_k,
+        DIM=dim, HALF_HEAD=head_dim // 2, BLOCK=block, num_warps=4 if block <= 2048 else 8,
+    )  # fmt: skip
+    return q_rot, k_raw, k_rot
+
+
+@norm_rope.register_fake
+def _(q, k, weight_q, weight_k, cos, sin, eps_q, eps_k, head_dim):
+    b, tokens, dim = q.shape
+    return tuple(q.new_empty(b, tokens, dim) for _ in range(3))
+
+
+def rms_eps(norm: torch.nn.RMSNorm, dtype: torch.dtype) -> float:
+    """The epsilon torch.nn.RMSNorm adds (its own, or the dtype's machine epsilon where it has none)."""
+    return norm.eps if norm.eps is not None else torch.finfo(dtype).eps
+
+
+def norm_rope_qkv(attn, x: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]):
+    """A WanAttention's projections of x [B, L, dim], then the kernel -> (q_rot, k_raw, k_rot, v), each
+    [B, L, H, D]: what rf.models.attention's project_qkv and RoPE at the queries' positions compute."""
+    if getattr(attn, "fused_projections", False):
+        q, k, v = attn.to_qkv(x).chunk(3, dim=-1)  # [B, L, dim] each
+    else:
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+    head_dim = q.shape[-1] // attn.heads
+    eps_q, eps_k = rms_eps(attn.norm_q, q.dtype), rms_eps(attn.norm_k, k.dtype)
+    outs = norm_rope(q, k, attn.norm_q.weight, attn.norm_k.weight, *rope_q, eps_q, eps_k, head_dim)
+    return (*(t.unflatten(2, (attn.heads, head_dim)) for t in outs), v.unflatten(2, (attn.heads, head_dim)))
+
+
+def use_norm_rope(model: torch.nn.Module) -> int:
+    """Mark every block's self-attention to take the kernel (rf.models.attention.self_attention reads the mark
+    where the context is the static cache's, its keys already rotated); returns how many."""
+    why = norm_rope_available()
+    if why is not None:
+        raise RuntimeError(why)
+    marked = 0
+    for block in model.blocks:
+        attn = block.attn1
+        for norm in (attn.norm_q, attn.norm_k):
+            if not isinstance(norm, torch.nn.RMSNorm) or norm.weight is None:
+                raise ValueError(f"fast.norm_rope fuses torch.nn.RMSNorm with a weight; this model's is {norm}")
+        attn.rf_norm_rope = norm_rope_qkv
+        marked += 1
+    return marked

@@ -1,0 +1,92 @@
+"""fast.norm_rope: the q/k RMS norms and RoPE in one Triton kernel (rf.fast.norm_rope), run on a CPU in Triton's
+interpreter. TRITON_INTERPRET is read when a kernel is defined, so each check runs in a fresh Python with it set
+(another test may have imported the module without it)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton", reason="Triton comes with `make install` on Linux (pyproject's dev extras)")
+
+KERNEL_CHECK = """
+import torch
+from diffusers.models.transformers.transformer_wan import WanAttention
+from rf.fast.norm_rope import norm_rope_qkv, use_norm_rope
+from rf.models.attention import apply_rope, project_qkv, rope_tables
+from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+
+torch.manual_seed(0)
+for dtype, fused, tol in ((torch.float32, False, 1e-6), (torch.float32, True, 1e-6), (torch.bfloat16, False, 2e-2)):
+    attn = WanAttention(dim=96, heads=3, dim_head=32).eval().to(dtype)  # 96 channels: the kernel's block is 128
+    with torch.no_grad():
+        attn.norm_q.weight.uniform_(0.5, 1.5), attn.norm_k.weight.uniform_(0.5, 1.5)
+        if fused:
+            attn.fuse_projections()  # q, k, v as views of one matmul: strided rows
+        rope = WanRotaryPosEmbed(32, (1, 2, 2), 64)
+        x = 3 * torch.randn(2, 2 * 3 * 4, 96, dtype=dtype)  # 2 frames of 3 x 4 tokens
+        cos, sin = rope_tables(rope, torch.tensor([5, 6]), 3, 4, torch.float32)
+        q, k, v = project_qkv(attn, x)
+        ref = (apply_rope(q, cos, sin), k, apply_rope(k, cos, sin), v)
+        out = norm_rope_qkv(attn, x, (cos, sin))
+    for name, o, r in zip(("q_rot", "k_raw", "k_rot", "v"), out, ref):
+        assert o.shape == r.shape == (2, 24, 3, 32) and o.dtype == dtype, (name, o.shape, o.dtype)
+        err = ((o.float() - r.float()).norm() / r.float().norm()).item()
+        assert err < tol, (name, dtype, fused, err)
+        print(name, dtype, fused, f"{err:.1e}")
+
+class Stack(torch.nn.Module):  # what use_norm_rope walks: blocks with an attn1, here without an RMSNorm epsilon
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([torch.nn.Module()])
+        self.blocks[0].attn1 = WanAttention(dim=32, heads=2, dim_head=16, eps=None)
+assert use_norm_rope(Stack()) == 1
+print("ok")
+"""
+
+STREAM_CHECK = """
+import rf.fast.norm_rope as nr
+from tests.unit.test_fast_path import relative_error, stream_pair
+
+calls = []
+kernel = nr.norm_rope_qkv
+nr.norm_rope_qkv = lambda *args: calls.append(1) or kernel(*args)  # use_norm_rope marks the blocks with this
+for policy, sink, attention, chunk, in_place in (("ema_sink", 3, 9, 3, True), ("ema_sink", 2, 9, 3, False),
+                                                  ("window", 3, 9, 3, True)):
+    plain, static, _ = stream_pair(policy, sink, attention, chunk, kv_in_place=in_place, prepare=nr.use_norm_rope)
+    err = relative_error(static, plain)
+    assert err < 1e-5, (policy, sink, attention, chunk, in_place, err)
+    print(policy, in_place, f"{err:.1e}")
+assert calls, "the kernel never ran: the static cache's passes did not take it"
+print("ok", len(calls))
+"""
+
+
+def run_interpreted(code: str) -> str:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_kernel_computes_the_norms_and_rope_of_the_plain_path():
+    """q rotated, k normalised and k rotated against project_qkv + apply_rope, for contiguous and fused-projection
+    (strided) rows. float32: the same roundings but the sum of squares' order and a fused multiply-add, 1e-6
+    relative. bfloat16: Triton's interpreter truncates where the GPU rounds to nearest, up to a bf16 ulp (2^-8
+    relative) at each of two roundings (the norm's, the rotation's): at most 8e-3, 6.5e-3 measured; 2e-2 bounds
+    that with room, where a wrong pair, table column or weight is off by O(1).
+    A model whose RMSNorm has no epsilon (torch's default: the dtype's) is accepted."""
+    out = run_interpreted(KERNEL_CHECK)
+    assert out.strip().endswith("ok")
+
+
+def test_static_cache_stream_with_the_kernel_is_the_plain_stream():
+    """The whole stream (EMA-Sink and window, the chunk's K/V in place after the context or concatenated) with every
+    block's norms and RoPE in the kernel, against the plain growing cache: fp32, 1e-5 as the static cache's own
+    tests; the kernel must have run."""
+    out = run_interpreted(STREAM_CHECK)
+    assert out.strip().splitlines()[-1].startswith("ok")
