@@ -59,6 +59,8 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fa3_autotune": {**EXACT, "attention": "fa3", "autotune": True},  # and Inductor's max-autotune
     "exact_fa3_commit": {**EXACT, "attention": "fa3", "compile_commit": True},  # and the cache's commit compiled
     "exact_fa3_kv": EXACT_FA3_KV,  # each pass's K/V written after the context
+    "exact_fa3_kv_commit": {**EXACT_FA3_KV, "compile_commit": True},  # variants=best's DiT (its graphs aside)
+    "exact_fa3_kv_commit_norm_rope": {**EXACT_FA3_KV, "compile_commit": True, "norm_rope": True},  # rf.fast.norm_rope
     # the approximate path's DiT on the exact path's fastest switches: the last pass's K/V reused (no cache pass), in
     # bf16 and with FP8 matmuls (where does FP8 not pay?); with sampler.denoising_steps=[1000,667,333]: variants=steps
     "approx_fa3_reuse": APPROX,

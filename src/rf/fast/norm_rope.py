@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from rf.models.attention import join_rotated
+
 try:
     import triton
     import triton.language as tl
@@ -45,12 +47,13 @@ if triton is not None:
 
     @triton.jit
     def _norm_rope_kernel(
-        q_ptr, k_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, q_rot_ptr, k_raw_ptr, k_rot_ptr,
-        q_row_stride, k_row_stride, rope_row_stride, tokens, eps_q, eps_k,
-        DIM: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK: tl.constexpr,
+        q_ptr, k_ptr, v_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, q_rot_ptr, k_raw_ptr, k_rot_ptr, v_out_ptr,
+        q_row_stride, k_row_stride, v_row_stride, rope_row_stride, out_batch_stride, out_row_stride, out_first,
+        tokens, eps_q, eps_k, DIM: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK: tl.constexpr, COPY_V: tl.constexpr,
     ):  # fmt: skip
         row = tl.program_id(0)  # a token of the batch: b * tokens + its position in the chunk
         pos = row % tokens
+        out_row = (row // tokens) * out_batch_stride + (out_first + pos) * out_row_stride  # in k_rot (and v_out)
         offs = tl.arange(0, BLOCK)
         mask = offs < DIM
         pairs = tl.arange(0, BLOCK // 2)  # channel pairs (2p, 2p + 1): the rotation's planes
@@ -77,7 +80,9 @@ if triton is not None:
         tl.store(k_raw_ptr + row * DIM + offs, y, mask)
         a, b = tl.split(tl.reshape(y.to(tl.float32), [BLOCK // 2, 2]))
         rot = tl.reshape(tl.join(a * cos - b * sin, a * sin + b * cos), [BLOCK])
-        tl.store(k_rot_ptr + row * DIM + offs, rot.to(out_dtype), mask)
+        tl.store(k_rot_ptr + out_row + offs, rot.to(out_dtype), mask)
+        if COPY_V:  # v beside it, where attention reads [context ; chunk]
+            tl.store(v_out_ptr + out_row + offs, tl.load(v_ptr + row * v_row_stride + offs, mask), mask)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -88,28 +93,41 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous()
 
 
+def _launch(q, k, v, weight_q, weight_k, cos, sin, eps_q, eps_k, head_dim, k_out, v_out, first):
+    """q_rot, k_raw [B, L, H*D] returned; k rotated (and v, if v_out is given) written to rows first .. first+L-1
+    of k_out [B, N, H, D] (v_out alike)."""
+    why = norm_rope_available()
+    if why is not None:
+        raise RuntimeError(why)
+    q, k, v = _rows(q), _rows(k), _rows(v)
+    b, tokens, dim = q.shape
+    if dim % head_dim or head_dim % 2 or cos.shape[1] != tokens or cos.stride(-1) != 1 or sin.stride() != cos.stride():
+        raise ValueError(f"norm_rope: q [B, L, H*D] = {tuple(q.shape)} with head_dim {head_dim}, and RoPE tables "
+                         f"[1, L, 1, D] = {tuple(cos.shape)} with contiguous channels")  # fmt: skip
+    for out in (k_out, v_out):
+        if out is not None and (out.stride(-1) != 1 or out.stride(-2) != head_dim or out.stride() != k_out.stride()):
+            raise ValueError(f"norm_rope: the K/V buffers [B, N, H, D] need contiguous heads, not {out.stride()}")
+    q_rot, k_raw = (torch.empty(b, tokens, dim, dtype=q.dtype, device=q.device) for _ in range(2))
+    block = triton.next_power_of_2(dim)
+    _norm_rope_kernel[(b * tokens,)](
+        q, k, v, weight_q, weight_k, cos, sin, q_rot, k_raw, k_out, k_out if v_out is None else v_out,
+        q.stride(1), k.stride(1), v.stride(1), cos.stride(1), k_out.stride(0), k_out.stride(1), first,
+        tokens, eps_q, eps_k, DIM=dim, HALF_HEAD=head_dim // 2, BLOCK=block, COPY_V=v_out is not None,
+        num_warps=4 if block <= 2048 else 8,
+    )  # fmt: skip
+    return q_rot, k_raw
+
+
 @torch.library.custom_op("rf::norm_rope", mutates_args=())
 def norm_rope(
     q: torch.Tensor, k: torch.Tensor, weight_q: torch.Tensor, weight_k: torch.Tensor, cos: torch.Tensor,
     sin: torch.Tensor, eps_q: float, eps_k: float, head_dim: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """(q_rot, k_raw, k_rot) [B, L, H*D]: see the module doc."""
-    why = norm_rope_available()
-    if why is not None:
-        raise RuntimeError(why)
-    q, k = _rows(q), _rows(k)
     b, tokens, dim = q.shape
-    if dim % head_dim or head_dim % 2 or cos.shape[1] != tokens or cos.stride(-1) != 1 or sin.stride() != cos.stride():
-        raise ValueError(f"norm_rope: q [B, L, H*D] = {tuple(q.shape)} with head_dim {head_dim}, and RoPE tables "
-                         f"[1, L, 1, D] = {tuple(cos.shape)} with contiguous channels")  # fmt: skip
-    q_rot, k_raw, k_rot = (torch.empty(b, tokens, dim, dtype=q.dtype, device=q.device) for _ in range(3))
-    block = triton.next_power_of_2(dim)
-    _norm_rope_kernel[(b * tokens,)](
-        q, k, weight_q, weight_k, cos, sin, q_rot, k_raw, k_rot,
-        q.stride(1), k.stride(1), cos.stride(1), tokens, eps_q, eps_k,
-        DIM=dim, HALF_HEAD=head_dim // 2, BLOCK=block, num_warps=4 if block <= 2048 else 8,
-    )  # fmt: skip
-    return q_rot, k_raw, k_rot
+    k_rot = torch.empty(b, tokens, dim // head_dim, head_dim, dtype=q.dtype, device=q.device)
+    q_rot, k_raw = _launch(q, k, q, weight_q, weight_k, cos, sin, eps_q, eps_k, head_dim, k_rot, None, 0)
+    return q_rot, k_raw, k_rot.flatten(2)
 
 
 @norm_rope.register_fake
@@ -118,22 +136,48 @@ def _(q, k, weight_q, weight_k, cos, sin, eps_q, eps_k, head_dim):
     return tuple(q.new_empty(b, tokens, dim) for _ in range(3))
 
 
+@torch.library.custom_op("rf::norm_rope_into", mutates_args=("k_all", "v_all"))
+def norm_rope_into(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, weight_q: torch.Tensor, weight_k: torch.Tensor,
+    cos: torch.Tensor, sin: torch.Tensor, eps_q: float, eps_k: float, head_dim: int, k_all: torch.Tensor,
+    v_all: torch.Tensor, first: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(q_rot, k_raw) [B, L, H*D], and the chunk's rotated keys and its values written into k_all, v_all
+    [B, first + L, H, D] after the context's `first` rows (the static cache in place, fast.kv_in_place)."""
+    return _launch(q, k, v, weight_q, weight_k, cos, sin, eps_q, eps_k, head_dim, k_all, v_all, first)
+
+
+@norm_rope_into.register_fake
+def _(q, k, v, weight_q, weight_k, cos, sin, eps_q, eps_k, head_dim, k_all, v_all, first):
+    b, tokens, dim = q.shape
+    return q.new_empty(b, tokens, dim), q.new_empty(b, tokens, dim)
+
+
 def rms_eps(norm: torch.nn.RMSNorm, dtype: torch.dtype) -> float:
     """The epsilon torch.nn.RMSNorm adds (its own, or the dtype's machine epsilon where it has none)."""
     return norm.eps if norm.eps is not None else torch.finfo(dtype).eps
 
 
-def norm_rope_qkv(attn, x: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]):
-    """A WanAttention's projections of x [B, L, dim], then the kernel -> (q_rot, k_raw, k_rot, v), each
-    [B, L, H, D]: what rf.models.attention's project_qkv and RoPE at the queries' positions compute."""
+def norm_rope_qkv(attn, x: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor], context):
+    """A WanAttention's projections of x [B, L, dim], then the kernel, beside a rotated context (the static
+    cache's) -> q_rot, k_raw, v [B, L, H, D] and k_all, v_all [B, Lctx + L, H, D]: [context ; the chunk], its keys
+    rotated at the queries' positions. What rf.models.attention's project_qkv, apply_rope and join_rotated compute;
+    in place (fast.kv_in_place) the kernel writes the chunk's keys and values into the cache's buffers itself."""
     if getattr(attn, "fused_projections", False):
         q, k, v = attn.to_qkv(x).chunk(3, dim=-1)  # [B, L, dim] each
     else:
         q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
     head_dim = q.shape[-1] // attn.heads
-    eps_q, eps_k = rms_eps(attn.norm_q, q.dtype), rms_eps(attn.norm_k, k.dtype)
-    outs = norm_rope(q, k, attn.norm_q.weight, attn.norm_k.weight, *rope_q, eps_q, eps_k, head_dim)
-    return (*(t.unflatten(2, (attn.heads, head_dim)) for t in outs), v.unflatten(2, (attn.heads, head_dim)))
+    args = (attn.norm_q.weight, attn.norm_k.weight, *rope_q, rms_eps(attn.norm_q, q.dtype),
+            rms_eps(attn.norm_k, k.dtype), head_dim)  # fmt: skip
+    heads = (attn.heads, head_dim)
+    n = context.k.shape[1]
+    if context.k_all is not None and context.k_all.shape[1] == n + q.shape[1]:  # room after the context
+        q_rot, k_raw = norm_rope_into(q, k, v, *args, context.k_all, context.v_all, n)
+        return q_rot.unflatten(2, heads), k_raw.unflatten(2, heads), v.unflatten(2, heads), context.k_all, context.v_all
+    q_rot, k_raw, k_rot = norm_rope(q, k, *args)
+    k_all, v_all = join_rotated(context, k_rot.unflatten(2, heads), v.unflatten(2, heads))
+    return q_rot.unflatten(2, heads), k_raw.unflatten(2, heads), v.unflatten(2, heads), k_all, v_all
 
 
 def use_norm_rope(model: torch.nn.Module) -> int:

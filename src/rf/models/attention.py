@@ -87,8 +87,8 @@ def self_attention(
     """
     own = getattr(attn, "rf_norm_rope", None)  # rf.fast.norm_rope (fast.norm_rope): norms and RoPE in one kernel
     if own is not None and context is not None and context.rotated:
-        q_rot, k, k_rot, v = own(attn, x, rope_q)  # [B, L, H, D] each; k normalised, not rotated (what is committed)
-        return attn.to_out[0](attend_rotated(attn, q_rot, k_rot, v, context, mask).type_as(x)), k, v
+        q_rot, k, v, k_all, v_all = own(attn, x, rope_q, context)  # k normalised, not rotated (what is committed)
+        return attn.to_out[0](kernel(attn, q_rot, k_all, v_all, mask).flatten(2, 3).type_as(x)), k, v
     q, k, v = project_qkv(attn, x)
     return attn.to_out[0](attend(attn, q, k, v, rope_q, rope_k, context, mask).type_as(x)), k, v
 
@@ -118,35 +118,27 @@ def attend(
 ) -> torch.Tensor:
     """The chunk's q, k, v [B, L, H, D] (before RoPE) attend to [context ; the chunk] -> [B, L, H*D], before to_out."""
     if context is not None and context.rotated:  # a static cache's context: its keys already carry RoPE
-        return attend_rotated(attn, apply_rope(q, *rope_q), apply_rope(k, *rope_q), v, context, mask)
-    k_all, v_all = k, v
-    if context is not None:
-        k_all = torch.cat([context.k.to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
-        v_all = torch.cat([context.v.to(v.dtype), v], dim=1)
-    k_all = apply_rope(k_all, *rope_k)
+        k_all, v_all = join_rotated(context, apply_rope(k, *rope_q), v)
+    else:
+        k_all, v_all = k, v
+        if context is not None:
+            k_all = torch.cat([context.k.to(k.dtype), k], dim=1)  # [B, Lctx + L, H, D]
+            v_all = torch.cat([context.v.to(v.dtype), v], dim=1)
+        k_all = apply_rope(k_all, *rope_k)
     out = kernel(attn, apply_rope(q, *rope_q), k_all, v_all, mask)  # [B, L, H, D]
     return out.flatten(2, 3)
 
 
-def attend_rotated(
-    attn: WanAttention,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    context,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The chunk's q, k [B, L, H, D] rotated at its own positions, and v, attend to [context ; the chunk], the
-    context's keys rotated already (a static cache's, rf.fast.static_cache) -> [B, L, H*D], before to_out."""
+def join_rotated(context, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[context ; the chunk]'s K/V [B, Lctx + L, H, D] for a context whose keys carry RoPE already (a static
+    cache's, rf.fast.static_cache), the chunk's k [B, L, H, D] rotated at its own positions: written into the cache's
+    buffers right after the context where they have room (fast.kv_in_place), else concatenated."""
     n = context.k.shape[1]
     if context.k_all is not None and context.k_all.shape[1] == n + k.shape[1]:  # room after it: write there
-        k_all, v_all = context.k_all, context.v_all  # [B, Lctx + L, H, D], views of the cache's buffers
-        k_all[:, n:].copy_(k)
-        v_all[:, n:].copy_(v)
-    else:
-        k_all = torch.cat([context.k, k], dim=1)  # [B, Lctx + L, H, D]
-        v_all = torch.cat([context.v, v], dim=1)
-    return kernel(attn, q, k_all, v_all, mask).flatten(2, 3)  # [B, L, H, D] -> [B, L, H*D]
+        context.k_all[:, n:].copy_(k)  # views of the cache's buffers
+        context.v_all[:, n:].copy_(v)
+        return context.k_all, context.v_all
+    return torch.cat([context.k, k], dim=1), torch.cat([context.v, v], dim=1)
 
 
 def text_kv(attn: WanAttention, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
