@@ -142,7 +142,21 @@ TYPED = [
     ("bench", ["variants=best", "~variants.exact_no_overlap", "~variants.exact"], "variants.best.fast.vae_conv3d_from",
      96),
     ("bench", ["variants=vae_convs"], "variants.best_vae_192.fast.vae_subpixel", True),
+    ("generate", ["fast.vae_subpixel=true", "fast.vae_conv3d_from=96"], "fast.vae_conv3d_from", 96),
+    ("bench", ["variants=norm_rope"], "variants.best_no_overlap_norm_rope.fast.norm_rope", True),
 ]  # fmt: skip
+
+
+def test_every_fast_switch_can_be_typed_on_the_plain_preset():
+    """conf/fast/plain.yaml names every FastPath field, so `fast.SWITCH=VALUE` works without a `+` (Hydra refuses
+    to override a key the composed config lacks), at its dataclass default."""
+    from dataclasses import fields
+
+    from rf.fast.fast_path import FastPath
+
+    cfg = compose_cfg("generate", *[f"fast.{f.name}={'null' if f.default is None else f.default}"
+                                    for f in fields(FastPath)])  # fmt: skip
+    assert {f.name: f.default for f in fields(FastPath)} == OmegaConf.to_container(cfg.fast, resolve=True)
 
 
 @pytest.mark.parametrize(("entry", "overrides", "key", "value"), TYPED)

@@ -14,7 +14,8 @@ Exact (the plain path's function; only bf16 rounding differs):
                      rf.fast.static_cache
     graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
     norm_rope        each self-attention's q/k RMS norms and RoPE as one Triton kernel that reads each row once,
-                     where the context is the static cache's (rotated already)    rf.fast.norm_rope
+                     where the context is the static cache's (rotated already); exact, and not shown faster on an
+                     H100 (experiments/bench/README.md)    rf.fast.norm_rope
     fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
     gelu_epilogue    the FFN's bias and tanh-GELU in its up-projection's cuBLASLt epilogue    rf.fast.epilogue
                      (fuse_qkv, gelu_epilogue and cache_pass=fused: exact, and no faster on an H100 in the steady

@@ -5,10 +5,14 @@ Per pass and block, the exact path computes
     q = rope(RMSNorm_q(to_q(x)))      k_raw = RMSNorm_k(to_k(x))      k_rot = rope(k_raw)
 
 (rf.models.attention.project_qkv, apply_rope). Compiled, that is a reduction kernel for each norm's statistics and
-a pointwise kernel that reads the rows again to normalise and rotate them: about 80 us a pass on an H100 for what
-is 72 MB of traffic, 24 us at the card's bandwidth (experiments/bench/results/profile_commit.md). Here one program
-takes one token's row of q and of k: it reads each once, reduces it in float32, and writes q rotated, k normalised
-(what the static cache commits: keys before RoPE) and k rotated (what attention reads after the context).
+a pointwise kernel that reads the rows again to normalise and rotate them, then copies into the cache: about 80 us
+a pass on an H100 (experiments/bench/results/profile_commit.md). Here one program takes one token's row of q and of
+k: it reads each once, reduces it in float32, and writes q rotated, k normalised (what the static cache commits:
+keys before RoPE) and k rotated, in place (fast.kv_in_place) straight into the cache's buffers beside the values.
+
+Measured (experiments/bench/README.md, the eighth session): 38 us a pass against about 80, but no faster stream
+(+2.2 ms a chunk, 95% CI [-0.5, +5.0]). Inductor's GELU kernel ran slower in the graph around the opaque op. Off
+in the presets.
 
 The function is the plain path's, rounding for rounding where the order allows: the norm and its weight in float32,
 rounded once to the input's dtype (PyTorch's rms_norm), then the rotation in float32 on those rounded values,
