@@ -23,12 +23,13 @@ Writes OUTDIR/attention_kernels.json and prints the table.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+from rf.fast.timing import median_seconds
 
 TOKENS, HEADS, DIM = 1560, 12, 128
 QUERIES = 3 * TOKENS
@@ -36,19 +37,9 @@ KEYS = {"self, first chunk (3 frames)": 3 * TOKENS, "self, 6 frames": 6 * TOKENS
         "self, steady (9 frames)": 9 * TOKENS, "cross (512 text tokens)": 512}  # fmt: skip
 
 
-def timed(fn, repeats: int = 50) -> float:
-    """Median seconds of fn() over `repeats` calls, each timed with CUDA events after 5 warm calls."""
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+def timed(fn) -> float:
+    """Median seconds of fn() over 50 calls after 5 warm ones (CUDA events)."""
+    return median_seconds(fn, repeats=50, warm=5)
 
 
 def reference(q, k, v) -> torch.Tensor:

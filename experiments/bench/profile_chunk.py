@@ -75,51 +75,23 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fused_pass_fuse_qkv": {**EXACT, "cache_pass": "fused", "fuse_qkv": True},
     "fp8_fuse_qkv": {**EXACT, "fp8": True, "fuse_qkv": True},
 }
+VAE_EXACT = {"channels_last": True, "compile": True, "conv2d": True}
+TAPS = {**VAE_EXACT, "whole_chunk": True, "stack_taps": True}  # variants=best's decoder before the seventh session
+SUBPIXEL = {**TAPS, "subpixel": True}
 VAE = {  # name -> the Wan VAE's speed_up switches
-    "exact": {"channels_last": True, "compile": True, "conv2d": True},
-    "exact_whole_chunk": {"channels_last": True, "compile": True, "conv2d": True, "whole_chunk": True},
+    "exact": VAE_EXACT,
+    "exact_whole_chunk": {**VAE_EXACT, "whole_chunk": True},
     "conv3d": {"channels_last": True, "compile": True},  # cuDNN's 3-D convolutions, no stacking copies
     "conv3d_whole_chunk": {"channels_last": True, "compile": True, "whole_chunk": True},
     # and the RGB head with its taps stacked along the outputs (fast.vae_stack_taps, rf.models.vae.taps_then_sum)
-    "exact_whole_chunk_taps": {
-        "channels_last": True,
-        "compile": True,
-        "conv2d": True,
-        "whole_chunk": True,
-        "stack_taps": True,
-    },
+    "exact_whole_chunk_taps": TAPS,
     # and the upsampling convolutions as 2x2 convolutions of the frames (fast.vae_subpixel, SubpixelUpsample)
-    "exact_whole_chunk_taps_subpixel": {
-        "channels_last": True,
-        "compile": True,
-        "conv2d": True,
-        "whole_chunk": True,
-        "stack_taps": True,
-        "subpixel": True,
-    },
+    "exact_whole_chunk_taps_subpixel": SUBPIXEL,
     # and the convolutions with 192 input channels or more as cuDNN 3-D convolutions (fast.vae_conv3d_from=192,
     # rf.models.vae.causal_conv3d), cuDNN's algorithms timed (fast.cudnn_benchmark)
-    "exact_whole_chunk_taps_subpixel_3d192": {
-        "channels_last": True,
-        "compile": True,
-        "conv2d": True,
-        "whole_chunk": True,
-        "stack_taps": True,
-        "subpixel": True,
-        "conv3d_from": 192,
-        "cudnn_benchmark": True,
-    },
-    # and from 96 channels: variants=best's decoder since results/bench_vae_convs.json (not yet profiled)
-    "exact_whole_chunk_taps_subpixel_3d96": {
-        "channels_last": True,
-        "compile": True,
-        "conv2d": True,
-        "whole_chunk": True,
-        "stack_taps": True,
-        "subpixel": True,
-        "conv3d_from": 96,
-        "cudnn_benchmark": True,
-    },
+    "exact_whole_chunk_taps_subpixel_3d192": {**SUBPIXEL, "conv3d_from": 192, "cudnn_benchmark": True},
+    # and from 96 channels: variants=best's decoder since results/bench_vae_convs.json (results/profile_vae_layout.md)
+    "exact_whole_chunk_taps_subpixel_3d96": {**SUBPIXEL, "conv3d_from": 96, "cudnn_benchmark": True},
 }
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels

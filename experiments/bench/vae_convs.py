@@ -24,67 +24,29 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample
 
-from rf.models.vae import WanVideoAutoencoder, causal_conv_as_2d, subpixel_upsample_conv
+from rf.fast.timing import median_seconds
+from rf.models.vae import WanVideoAutoencoder, causal_conv3d, causal_conv_as_2d, causal_frames, subpixel_upsample_conv
 
 
-def timed(fn, repeats: int = 20, warm: int = 3) -> float:
-    """Median milliseconds of fn() on the current CUDA stream (on a CPU, of its wall time: for trying the script)."""
-    for _ in range(warm):
-        fn()
-    times = []
-    if not torch.cuda.is_available():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - start))
-        return statistics.median(times)
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
-
-
-def causal_input(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor | None):
-    """The cache and x concatenated in time, as diffusers' forward does; the time padding left over."""
-    pad_t = conv._padding[4]
-    if cache_x is not None and pad_t > 0:
-        x = torch.cat([cache_x, x], dim=2)
-        pad_t -= cache_x.shape[2]
-    return x, pad_t
-
-
-def conv3d_pad(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor | None) -> torch.Tensor:
-    """The causal convolution with its spatial padding given to cuDNN: only the time concatenation copies."""
-    x, pad_t = causal_input(conv, x, cache_x)
-    if pad_t > 0:
-        x = F.pad(x, (0, 0, 0, 0, pad_t, 0))
-    x = x.contiguous(memory_format=torch.channels_last_3d)
-    return F.conv3d(x, conv.weight, conv.bias, conv.stride, (0, conv._padding[2], conv._padding[0]))
+def timed(fn, repeats: int = 20) -> float:
+    """Median milliseconds of fn() over `repeats` calls after 3 warm ones (CUDA events; on a CPU the host clock)."""
+    return 1e3 * median_seconds(fn, repeats=repeats, warm=3)
 
 
 def time_causal(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor | None) -> dict:
     row = {
         "conv2d": timed(lambda: causal_conv_as_2d(conv, x, cache_x)),
         "conv3d": timed(lambda: WanCausalConv3d.forward(conv, x, cache_x)),
-        "conv3d_pad": timed(lambda: conv3d_pad(conv, x, cache_x)),
+        "conv3d_pad": timed(lambda: causal_conv3d(conv, x, cache_x)),
     }
     # the kernels alone, on inputs prepared outside the timing
-    xt, pad_t = causal_input(conv, x, cache_x)
-    if pad_t > 0:
-        xt = F.pad(xt, (0, 0, 0, 0, pad_t, 0))
-    xt = xt.contiguous(memory_format=torch.channels_last_3d)
+    xt = causal_frames(conv, x, cache_x).contiguous(memory_format=torch.channels_last_3d)
     (kt, kh, kw), o = conv.kernel_size, conv.out_channels
     b, c, t, h, w = xt.shape
     t_out = t - kt + 1

@@ -6,6 +6,7 @@ Stream    one timed stream through a StreamSampler and a stream decoder: per-chu
           frames decoded), the DiT's share, the first frame, memory; optionally the first chunks kept
 windows   p50 / p99 chunk latency and memory in windows of video at given minutes
 roofline  matmul_tflops (the card's measured rate), dit_flops (one DiT pass, counted)
+median_seconds  one function's median time, for the kernel benches
 """
 
 from __future__ import annotations
@@ -24,6 +25,27 @@ def sync(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def median_seconds(fn, repeats: int = 20, warm: int = 3) -> float:
+    """Median seconds of fn() over `repeats` calls after `warm` more: CUDA events around each call on a GPU (the
+    card's time for what fn queues), the host clock on a CPU. For the kernel benches in experiments/bench."""
+    for _ in range(warm):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 8192, repeats: int = 20) -> float:

@@ -30,6 +30,19 @@ from rf.utils.files import require_files
 from rf.utils.instantiate import resolve_dtype
 
 
+def causal_frames(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+    """x [B, C, T, H, W] with the kt - 1 frames of causal past a convolution reads before it: the cached frames
+    (cache_x), zeros for what the cache lacks (the stream's start), as diffusers' WanCausalConv3d pads in time.
+    -> [B, C, T + kt - 1, H, W]; the spatial padding is left to the convolution."""
+    pad_t = conv._padding[4]
+    if cache_x is not None and pad_t > 0:
+        x = torch.cat([cache_x.to(x.device), x], dim=2)
+        pad_t -= cache_x.shape[2]
+    if pad_t > 0:
+        x = torch.nn.functional.pad(x, (0, 0, 0, 0, pad_t, 0))
+    return x
+
+
 def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
     """WanCausalConv3d.forward as a 2-D convolution (the same sums; cuDNN's 2-D kernels are the faster ones).
 
@@ -38,12 +51,8 @@ def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Ten
     where the outputs are few and speed_up(stack_taps=True) marked the convolution, over the frames once with the
     taps stacked along the outputs (taps_then_sum).
     x [B, C, T, H, W] (cache_x: the previous frames the causal padding takes from) -> [B, O, T_out, H, W]."""
-    pad_w, _, pad_h, _, pad_t, _ = conv._padding
-    if cache_x is not None and pad_t > 0:
-        x = torch.cat([cache_x.to(x.device), x], dim=2)
-        pad_t -= cache_x.shape[2]
-    if pad_t > 0:
-        x = torch.nn.functional.pad(x, (0, 0, 0, 0, pad_t, 0))
+    pad_w, _, pad_h = conv._padding[:3]
+    x = causal_frames(conv, x, cache_x)
     (kt, kh, kw), out_channels = conv.kernel_size, conv.out_channels
     b, c, t, h, w = x.shape
     t_out = t - kt + 1
@@ -65,12 +74,8 @@ def causal_conv3d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor 
     writes in place from the norm before it. Where the channels are many, cuDNN's 3-D kernels are as fast as the 2-D
     path's over stacked frames (experiments/bench/results/vae_convs.md) without the kt-fold stacked copy.
     x [B, C, T, H, W] (cache_x: the previous frames) -> [B, O, T_out, H, W]."""
-    pad_w, _, pad_h, _, pad_t, _ = conv._padding
-    if cache_x is not None and pad_t > 0:
-        x = torch.cat([cache_x.to(x.device), x], dim=2)
-        pad_t -= cache_x.shape[2]
-    if pad_t > 0:
-        x = torch.nn.functional.pad(x, (0, 0, 0, 0, pad_t, 0))
+    pad_w, _, pad_h = conv._padding[:3]
+    x = causal_frames(conv, x, cache_x)
     if not conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
         return torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w))
     # channels-last in and out (cuDNN's outputs are, a CPU's need not be): frames, caches and norms in one layout.
