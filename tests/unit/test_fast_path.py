@@ -281,6 +281,27 @@ def test_subpixel_upsampling_is_the_upsampled_convolution(h, w, channels_last):
         SubpixelUpsample(torch.nn.Conv2d(6, 4, 3, padding=0))
 
 
+def test_subpixel_weights_follow_a_checkpoint_loaded_after_speed_up():
+    """The parities' weights are derived, not saved: a state dict loaded into a decoder already sped up (a checkpoint
+    after speed_up) recomputes them, so it decodes what the same weights loaded before speed_up decode (fp32)."""
+    torch.manual_seed(0)
+    vae = tiny_wan_vae()
+    other = tiny_wan_vae().state_dict()  # other weights (another seed's draw)
+    late = WanVideoAutoencoder(copy.deepcopy(vae))
+    late.speed_up(subpixel=True)
+    late.vae.load_state_dict(other)
+    early = WanVideoAutoencoder(copy.deepcopy(vae))
+    early.vae.load_state_dict(other)
+    early.speed_up(subpixel=True)
+    z = torch.randn(1, 16, 4, 4, 6)
+    with torch.no_grad():
+        out, ref = late.stream_decoder().decode(z), early.stream_decoder().decode(z)
+        stale = WanVideoAutoencoder(copy.deepcopy(vae))
+        stale.speed_up(subpixel=True)
+        before = stale.stream_decoder().decode(z)
+    assert relative_error(out, ref) < 1e-6 < relative_error(before, ref)  # the weights matter, and followed
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_causal_conv3d_is_the_causal_convolution_with_its_cache(channels_last):
     """vae_conv3d_from: the spatial padding inside the 3-D convolution, against WanCausalConv3d (its padded copy),

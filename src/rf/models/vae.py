@@ -152,10 +152,10 @@ def subpixel_upsample_conv(conv: torch.nn.Conv2d, frames: torch.Tensor, weight: 
 
 class SubpixelUpsample(torch.nn.Module):
     """Drop-in for WanResample's `resample` (nearest-exact 2x, then a 3x3 convolution): subpixel_upsample_conv with
-    the parities' weights computed once, from the convolution's weights when it is swapped in (speed_up after the
-    weights are loaded). Nearest-exact at exactly 2x reads source pixel floor(i / 2), as nearest does. The
-    convolution keeps its place, `1`, so the state dict's names stay those of diffusers' nn.Sequential.
-    frames [N, C, h, w] -> [N, O, 2h, 2w]."""
+    the parities' weights computed once, from the convolution's weights when it is swapped in and again after every
+    load_state_dict (a checkpoint loaded after speed_up). Nearest-exact at exactly 2x reads source pixel
+    floor(i / 2), as nearest does. The convolution keeps its place, `1`, so the state dict's names stay those of
+    diffusers' nn.Sequential. frames [N, C, h, w] -> [N, O, 2h, 2w]."""
 
     def __init__(self, conv: torch.nn.Conv2d):
         super().__init__()
@@ -163,6 +163,12 @@ class SubpixelUpsample(torch.nn.Module):
             raise ValueError(f"subpixel upsampling needs a 3x3, padding-1, stride-1 convolution, not {conv}")
         self.add_module("1", conv)  # resample.1.weight, as in diffusers' nn.Sequential(WanUpsample, Conv2d)
         self.register_buffer("weight", subpixel_weight(conv.weight.detach()), persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _: module.refresh())
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """The parities' weights from the convolution's current ones."""
+        self.weight = subpixel_weight(self.conv.weight.detach())
 
     @property
     def conv(self) -> torch.nn.Conv2d:
