@@ -80,7 +80,7 @@ def causal_conv3d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor 
         return torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w))
     # channels-last in and out (cuDNN's outputs are, a CPU's need not be): frames, caches and norms in one layout.
     # One channels-first cache makes the concatenation, and every norm before it, write channels-first, and then
-    # a transposed copy for the kernel (results/profile_next.md)
+    # a transposed copy for the kernel (experiments/bench/results/profile_vae_3d96.md)
     x = x.contiguous(memory_format=torch.channels_last_3d)
     y = torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w))
     return y.contiguous(memory_format=torch.channels_last_3d)
