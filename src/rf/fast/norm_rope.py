@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from rf.models.attention import join_rotated
+from rf.models.attention import has_room, join_rotated, projections
 
 try:
     import triton
@@ -48,6 +48,19 @@ def norm_rope_available() -> str | None:
 
 
 if triton is not None:
+
+    @triton.jit
+    def _normed(ptr, weight_ptr, offs, mask, eps, DIM: tl.constexpr, out_dtype: tl.constexpr):
+        """A row's RMS norm and weight in float32, rounded once to out_dtype (PyTorch's rms_norm)."""
+        x = tl.load(ptr + offs, mask, other=0.0).to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / DIM + eps)
+        return (x * rstd * tl.load(weight_ptr + offs, mask, other=0.0).to(tl.float32)).to(out_dtype)
+
+    @triton.jit
+    def _rotated(y, cos, sin, BLOCK: tl.constexpr):
+        """RoPE on a row's channel pairs (2p, 2p + 1), in float32 (apply_rope)."""
+        a, b = tl.split(tl.reshape(y.to(tl.float32), [BLOCK // 2, 2]))
+        return tl.reshape(tl.join(a * cos - b * sin, a * sin + b * cos), [BLOCK])
 
     @triton.jit
     def _norm_rope_kernel(
@@ -67,24 +80,12 @@ if triton is not None:
         sin = tl.load(sin_ptr + pos * rope_row_stride + 2 * within + 1, pair_mask, other=0.0)
         out_dtype = q_rot_ptr.dtype.element_ty
 
-        # q: RMS over the row and the weight in float32, rounded once; rotated in float32, rounded once
-        x = tl.load(q_ptr + row * q_row_stride + offs, mask, other=0.0).to(tl.float32)
-        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / DIM + eps_q)
-        w = tl.load(wq_ptr + offs, mask, other=0.0).to(tl.float32)
-        y = (x * rstd * w).to(out_dtype).to(tl.float32)
-        a, b = tl.split(tl.reshape(y, [BLOCK // 2, 2]))
-        rot = tl.reshape(tl.join(a * cos - b * sin, a * sin + b * cos), [BLOCK])
-        tl.store(q_rot_ptr + row * DIM + offs, rot.to(out_dtype), mask)
-
-        # k: the same, and k before the rotation too
-        x = tl.load(k_ptr + row * k_row_stride + offs, mask, other=0.0).to(tl.float32)
-        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / DIM + eps_k)
-        w = tl.load(wk_ptr + offs, mask, other=0.0).to(tl.float32)
-        y = (x * rstd * w).to(out_dtype)
-        tl.store(k_raw_ptr + row * DIM + offs, y, mask)
-        a, b = tl.split(tl.reshape(y.to(tl.float32), [BLOCK // 2, 2]))
-        rot = tl.reshape(tl.join(a * cos - b * sin, a * sin + b * cos), [BLOCK])
-        tl.store(k_rot_ptr + out_row + offs, rot.to(out_dtype), mask)
+        # q normalised (rounded once) and rotated (rounded once); k the same, and stored before the rotation too
+        q = _normed(q_ptr + row * q_row_stride, wq_ptr, offs, mask, eps_q, DIM, out_dtype)
+        tl.store(q_rot_ptr + row * DIM + offs, _rotated(q, cos, sin, BLOCK).to(out_dtype), mask)
+        k = _normed(k_ptr + row * k_row_stride, wk_ptr, offs, mask, eps_k, DIM, out_dtype)
+        tl.store(k_raw_ptr + row * DIM + offs, k, mask)
+        tl.store(k_rot_ptr + out_row + offs, _rotated(k, cos, sin, BLOCK).to(out_dtype), mask)
         if COPY_V:  # v beside it, where attention reads [context ; chunk]
             tl.store(v_out_ptr + out_row + offs, tl.load(v_ptr + row * v_row_stride + offs, mask), mask)
 
@@ -167,17 +168,13 @@ def norm_rope_qkv(attn, x: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tenso
     cache's) -> q_rot, k_raw, v [B, L, H, D] and k_all, v_all [B, Lctx + L, H, D]: [context ; the chunk], its keys
     rotated at the queries' positions. What rf.models.attention's project_qkv, apply_rope and join_rotated compute;
     in place (fast.kv_in_place) the kernel writes the chunk's keys and values into the cache's buffers itself."""
-    if getattr(attn, "fused_projections", False):
-        q, k, v = attn.to_qkv(x).chunk(3, dim=-1)  # [B, L, dim] each
-    else:
-        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+    q, k, v = projections(attn, x)  # [B, L, dim] each
     head_dim = q.shape[-1] // attn.heads
     args = (attn.norm_q.weight, attn.norm_k.weight, *rope_q, rms_eps(attn.norm_q, q.dtype),
             rms_eps(attn.norm_k, k.dtype), head_dim)  # fmt: skip
     heads = (attn.heads, head_dim)
-    n = context.k.shape[1]
-    if context.k_all is not None and context.k_all.shape[1] == n + q.shape[1]:  # room after the context
-        q_rot, k_raw = norm_rope_into(q, k, v, *args, context.k_all, context.v_all, n)
+    if has_room(context, q.shape[1]):
+        q_rot, k_raw = norm_rope_into(q, k, v, *args, context.k_all, context.v_all, context.k.shape[1])
         return q_rot.unflatten(2, heads), k_raw.unflatten(2, heads), v.unflatten(2, heads), context.k_all, context.v_all
     q_rot, k_raw, k_rot = norm_rope(q, k, *args)
     k_all, v_all = join_rotated(context, k_rot.unflatten(2, heads), v.unflatten(2, heads))

@@ -32,9 +32,9 @@ def median_seconds(fn, repeats: int = 20, warm: int = 3) -> float:
     card's time for what fn queues), the host clock on a CPU. For the kernel benches in experiments/bench."""
     for _ in range(warm):
         fn()
-    times = []
+    times, cuda = [], torch.cuda.is_available()
     for _ in range(repeats):
-        if torch.cuda.is_available():
+        if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             fn()

@@ -93,14 +93,17 @@ def self_attention(
     return attn.to_out[0](attend(attn, q, k, v, rope_q, rope_k, context, mask).type_as(x)), k, v
 
 
-def project_qkv(attn: WanAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x [B, L, dim] -> q, k, v [B, L, H, D]: q and k after their RMSNorm, all before RoPE.
-
-    After diffusers' `attn.fuse_projections()` (fast.fuse_qkv) the three projections are one matmul, to_qkv."""
+def projections(attn: WanAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [B, L, dim] -> to_q(x), to_k(x), to_v(x) [B, L, dim]. After diffusers' `attn.fuse_projections()`
+    (fast.fuse_qkv) the three are one matmul, to_qkv, and these are views of its output."""
     if getattr(attn, "fused_projections", False):
-        q, k, v = attn.to_qkv(x).chunk(3, dim=-1)  # [B, L, dim] each
-    else:
-        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        return attn.to_qkv(x).chunk(3, dim=-1)
+    return attn.to_q(x), attn.to_k(x), attn.to_v(x)
+
+
+def project_qkv(attn: WanAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [B, L, dim] -> q, k, v [B, L, H, D]: q and k after their RMSNorm, all before RoPE."""
+    q, k, v = projections(attn, x)
     q = attn.norm_q(q).unflatten(2, (attn.heads, -1))  # [B, L, H, D]
     k = attn.norm_k(k).unflatten(2, (attn.heads, -1))
     return q, k, v.unflatten(2, (attn.heads, -1))
@@ -134,11 +137,16 @@ def join_rotated(context, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tenso
     cache's, rf.fast.static_cache), the chunk's k [B, L, H, D] rotated at its own positions: written into the cache's
     buffers right after the context where they have room (fast.kv_in_place), else concatenated."""
     n = context.k.shape[1]
-    if context.k_all is not None and context.k_all.shape[1] == n + k.shape[1]:  # room after it: write there
+    if has_room(context, k.shape[1]):  # write there
         context.k_all[:, n:].copy_(k)  # views of the cache's buffers
         context.v_all[:, n:].copy_(v)
         return context.k_all, context.v_all
     return torch.cat([context.k, k], dim=1), torch.cat([context.v, v], dim=1)
+
+
+def has_room(context, tokens: int) -> bool:
+    """Whether a rotated context's buffers have room for `tokens` of the chunk right after it (fast.kv_in_place)."""
+    return context.k_all is not None and context.k_all.shape[1] == context.k.shape[1] + tokens
 
 
 def text_kv(attn: WanAttention, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
