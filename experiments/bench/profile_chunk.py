@@ -61,6 +61,10 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fa3_kv": EXACT_FA3_KV,  # each pass's K/V written after the context
     "exact_fa3_kv_commit": {**EXACT_FA3_KV, "compile_commit": True},  # variants=best's DiT (its graphs aside)
     "exact_fa3_kv_commit_norm_rope": {**EXACT_FA3_KV, "compile_commit": True, "norm_rope": True},  # rf.fast.norm_rope
+    # and the FFN's GELU in its up-projection's cuBLASLt epilogue (rf.fast.epilogue), without and with the kernel
+    "exact_fa3_kv_commit_gelu": {**EXACT_FA3_KV, "compile_commit": True, "gelu_epilogue": True},
+    "exact_fa3_kv_commit_norm_rope_gelu": {**EXACT_FA3_KV, "compile_commit": True, "norm_rope": True,
+                                           "gelu_epilogue": True},  # fmt: skip
     # the approximate path's DiT on the exact path's fastest switches: the last pass's K/V reused (no cache pass), in
     # bf16 and with FP8 matmuls (where does FP8 not pay?); with sampler.denoising_steps=[1000,667,333]: variants=steps
     "approx_fa3_reuse": APPROX,

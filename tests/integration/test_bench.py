@@ -39,6 +39,7 @@ def test_bench_writes_every_policy_and_the_method(tmp_path):
         assert policy["steady_dit_only_fps"] > policy["steady_fps"] > 0
         assert policy["video_frames_per_steady_chunk"] == 3 and policy["chunk_frames"] == 3
         assert policy["clip_speedup"] > 0
+        assert policy["graphs_compiled_while_timed"] == 0  # the plain path compiles nothing
     assert policies["full"]["clip_speedup"] == 1.0  # the baseline
     assert [(policies[p]["attention_frames"], policies[p]["sink_frames"]) for p in ("window", "sink", "ema_sink")] == [
         (9, 0),

@@ -340,7 +340,8 @@ def test_a_port_in_use_gives_one_line(tmp_path):
 
 def test_a_warm_up_stream_runs_before_the_first_visitors_stream(streamer, capsys):
     """warmup_chunks=N: at start-up a stream of N chunks with a re-cached switch runs on the worker thread, where the
-    fast path would compile; a visitor who starts meanwhile gets its own stream, from chunk 0, after it."""
+    fast path would compile, then a second stream from a reset cache; a visitor who starts meanwhile gets its own
+    stream, from chunk 0, after them."""
 
     async def go():
         async with serving(streamer, *FAST, "warmup_chunks=4") as client:
@@ -355,8 +356,9 @@ def test_a_warm_up_stream_runs_before_the_first_visitors_stream(streamer, capsys
             return header, frames, log
 
     header, frames, log = asyncio.run(go())
-    assert "warming up: 4 chunks with a switch at chunk 2" in log and "warm-up done in" in log, log
-    assert "(4 chunks, 2 prompts)" in log, log  # every chunk made, the switch applied, no error
+    assert "warming up: 4 chunks with a switch at chunk 2, then 4 chunks of a second stream" in log, log
+    # every chunk made, the switch applied, then a second stream from a reset cache (9 // 3 + 1 chunks), no error
+    assert "warm-up done in" in log and "(4 chunks, 2 prompts, then 4 chunks)" in log, log
     assert header["index"] == 0 and len(frames) == 3
 
 

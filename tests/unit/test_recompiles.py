@@ -1,8 +1,9 @@
-"""rf.fast.recompiles: the bench learns which variant ran part of its code eagerly after the recompile limit."""
+"""rf.fast.recompiles: the bench learns which variant ran part of its code eagerly after the recompile limit, and
+whether anything compiled while it timed."""
 
 import torch
 
-from rf.fast.recompiles import RecompileLimitWatch
+from rf.fast.recompiles import RecompileLimitWatch, graphs_compiled
 
 
 def scaled(x: torch.Tensor) -> torch.Tensor:
@@ -32,4 +33,17 @@ def test_the_watch_hears_nothing_outside_its_block():
         for n in (3, 4):
             compiled(torch.ones(n))
     assert watch.hits == []
+    torch._dynamo.reset()
+
+
+def test_graphs_compiled_counts_every_compilation_and_nothing_warm():
+    torch._dynamo.reset()
+    compiled = torch.compile(scaled, dynamic=False, backend="eager")
+    before = graphs_compiled()
+    compiled(torch.ones(2))
+    assert graphs_compiled() == before + 1
+    compiled(torch.ones(2))  # warm: nothing compiles
+    assert graphs_compiled() == before + 1
+    compiled(torch.ones(3))  # a new shape: a recompilation
+    assert graphs_compiled() == before + 2
     torch._dynamo.reset()

@@ -1,4 +1,4 @@
-"""Catch torch.compile running code eagerly because it hit its recompile limit.
+"""Catch torch.compile running code eagerly because it hit its recompile limit, and count what it compiles.
 
 When a compiled function has been recompiled `torch._dynamo.config.recompile_limit` times (a new shape, a new
 switch, each a guard that failed), Dynamo logs one warning and runs that function eagerly from then on, silently
@@ -9,12 +9,17 @@ watch collects those warnings so that the bench can say which variant they hit.
     with RecompileLimitWatch() as watch:
         ...
     watch.hits   # ["'forward' (.../autoencoder_kl_wan.py:766)", ...]
+
+`graphs_compiled()` counts the graphs Dynamo has compiled in this process: the bench reads it around its timed
+runs, where a warm path compiles nothing (a compilation there is seconds inside a measured chunk).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+
+import torch._dynamo.utils
 
 LOGGER = "torch._dynamo.convert_frame"  # where Dynamo logs "torch._dynamo hit config.recompile_limit"
 FUNCTION = re.compile(r"function: (.+)")
@@ -42,3 +47,8 @@ class RecompileLimitWatch(logging.Handler):
 
     def __exit__(self, *exc) -> None:
         logging.getLogger(LOGGER).removeHandler(self)
+
+
+def graphs_compiled() -> int:
+    """How many graphs torch.compile has compiled in this process so far (each recompilation is one more)."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]

@@ -273,46 +273,54 @@ class Server:
         self.slots.leave(visitor)
 
     async def _warm_up(self, app: web.Application) -> None:
-        """Queue a stream on the worker thread before any visitor's: the fast path compiles its shapes (and captures
+        """Queue two streams on the worker thread before any visitor's: the fast path compiles its shapes (and captures
         its CUDA graphs) there, not in the first visitor's stream (a minute on an H100, experiments/serve). The
-        stream fills the window, runs steady chunks, and switches the prompt with re-caching, the shapes a visitor's
-        stream meets. A visitor who starts meanwhile gets the usual `started` and its frames after the warm-up, which
-        runs first on the one worker thread."""
+        first fills the window, runs steady chunks, and switches the prompt with re-caching, the shapes a visitor's
+        stream meets. The second starts from a reset cache, as every visitor's does, until its first steady chunk:
+        the fill stages' CUDA graphs are captured at their second call, and on an H100 the decoder's first chunk
+        after a reset compiled again (experiments/bench/README.md). A visitor who starts meanwhile gets the usual
+        `started` and its frames after the warm-up, which runs first on the one worker thread."""
         n = self.options.warmup_chunks
         if n <= 0:
             return
         o, loop, started = self.options, asyncio.get_running_loop(), time.perf_counter()
         switch_at = max(1, n - 2)  # a switch after the window has filled, then chunks under the new prompt
+        refill = -(-o.cache.attention_frames // o.cache.chunk_frames) + 1  # a reset cache's fill stages, then steady
+
+        def stream(chunks: int, on_event) -> LiveStream:
+            start = Start(o.prompt, o.cache.policy, o.cache.alpha, recache=True, seed=0)
+            return LiveStream(self.streamer, start, cache=o.cache, chunks=chunks, on_event=on_event,
+                              last_seen=time.monotonic, idle_seconds=float("inf"), pace=False,
+                              frame_format=o.frame_format, quality=o.jpeg_quality)  # fmt: skip
 
         def on_event(message: dict, images: list[bytes]) -> None:  # the worker thread
             if message["type"] == "chunk" and message["index"] == switch_at - 1:
-                live.switch(o.prompt)  # the same words: the switch and re-cache passes are what matter
+                first.switch(o.prompt)  # the same words: the switch and re-cache passes are what matter
 
-        start = Start(o.prompt, o.cache.policy, o.cache.alpha, recache=True, seed=0)
-        live = LiveStream(
-            self.streamer,
-            start,
-            cache=o.cache,
-            chunks=n,
-            on_event=on_event,
-            last_seen=time.monotonic,
-            idle_seconds=float("inf"),
-            pace=False,
-            frame_format=o.frame_format,
-            quality=o.jpeg_quality,
-        )
-        self.log(f"warming up: {n} chunks with a switch at chunk {switch_at}, before the first visitor's stream")
+        first, streams = stream(n, on_event), []
+        self.log(f"warming up: {n} chunks with a switch at chunk {switch_at}, then {refill} chunks of a second "
+                 "stream, before the first visitor's stream")  # fmt: skip
+
+        def run() -> None:  # the worker thread: the second stream only after a first that was not stopped
+            first.run()
+            if first.reason is None:
+                streams.append(stream(refill, lambda message, images: None))
+                self.warming = streams[0]
+                streams[0].run()
 
         def done(_) -> None:
             self.warming = None
-            live.close()
+            for live in (first, *streams):
+                live.close()
+            reason = first.reason or (streams[0].reason if streams else None)
             self.log(
-                f"warm-up done in {time.perf_counter() - started:.1f} s ({live.chunks_done} chunks, "
-                f"{len(live.switches)} prompts" + (f", {live.reason}" if live.reason else "") + ")"
-            )
+                f"warm-up done in {time.perf_counter() - started:.1f} s ({first.chunks_done} chunks, "
+                f"{len(first.switches)} prompts, then {sum(s.chunks_done for s in streams)} chunks"
+                + (f", {reason}" if reason else "") + ")"
+            )  # fmt: skip
 
-        self.warming = live
-        loop.run_in_executor(self.executor, live.run).add_done_callback(done)
+        self.warming = first
+        loop.run_in_executor(self.executor, run).add_done_callback(done)
 
     async def _shutdown(self, app: web.Application) -> None:
         """Ctrl-C: every stream stops at its chunk boundary, every socket closes, every temp folder goes."""
