@@ -33,6 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 from fp8_matmuls import fp8_matmuls, fp8_table  # experiments/bench/fp8_matmuls.py, beside this script
 from hydra import compose, initialize_config_dir
 
@@ -63,8 +64,17 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fa3_kv_commit_norm_rope": {**EXACT_FA3_KV, "compile_commit": True, "norm_rope": True},  # rf.fast.norm_rope
     # and the FFN's GELU in its up-projection's cuBLASLt epilogue (rf.fast.epilogue), without and with the kernel
     "exact_fa3_kv_commit_gelu": {**EXACT_FA3_KV, "compile_commit": True, "gelu_epilogue": True},
-    "exact_fa3_kv_commit_norm_rope_gelu": {**EXACT_FA3_KV, "compile_commit": True, "norm_rope": True,
-                                           "gelu_epilogue": True},  # fmt: skip
+    "exact_fa3_kv_commit_norm_rope_gelu": {
+        **EXACT_FA3_KV,
+        "compile_commit": True,
+        "norm_rope": True,
+        "gelu_epilogue": True,
+    },  # fmt: skip
+    # variants=best's DiT with its CUDA graphs (the kernels run from graph replays), and either with Inductor's
+    # Programmatic Dependent Launch (pdl: its Triton kernels start while the kernel before them ends; Hopper)
+    "exact_fa3_kv_commit_graphs": {**EXACT_FA3_KV, "compile_commit": True, "graphs": True},
+    "exact_fa3_kv_commit_pdl": {**EXACT_FA3_KV, "compile_commit": True, "pdl": True},
+    "exact_fa3_kv_commit_graphs_pdl": {**EXACT_FA3_KV, "compile_commit": True, "graphs": True, "pdl": True},
     # the approximate path's DiT on the exact path's fastest switches: the last pass's K/V reused (no cache pass), in
     # bf16 and with FP8 matmuls (where does FP8 not pay?); with sampler.denoising_steps=[1000,667,333]: variants=steps
     "approx_fa3_reuse": APPROX,
@@ -207,6 +217,8 @@ def dit_profile(cfg, name: str, switches: dict, out: Path, device: torch.device,
     arch, model, autoencoder, text = build(cfg, device, dtype)
     if device.type == "cpu":  # the CPU smoke run (model=toy): no cuDNN there
         switches = {**switches, "attention": "math"}
+    switches = dict(switches)
+    torch._inductor.config.triton.enable_pdl = switches.pop("pdl", False)  # an Inductor setting, not a FastPath one
     fast = FastPath(**switches)
     cache = CacheConfig(**{**to_dict(cfg.sink), "policy": "ema_sink"})
     f = autoencoder.spatial_factor

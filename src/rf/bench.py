@@ -24,7 +24,7 @@ import math
 import platform
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from rf.diffusion.sampler import StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds
 from rf.fast.fast_path import FastPath
+from rf.fast.in_place import applied_after, undone
 from rf.fast.recompiles import RecompileLimitWatch, graphs_compiled
 from rf.fast.timing import Stream, dit_flops, matmul_tflops, windows
 from rf.models.cache import CacheConfig
@@ -48,13 +49,20 @@ from rf.utils.video import check_frame_size
 def build(cfg: DictConfig, device, dtype):
     """The full-size student (random weights), its Wan VAE (random), and a text of the right shape."""
     arch = to_dict(cfg.model.transformer)
-    model = load_transformer(arch, None, causal=True, dtype=dtype)[0].to(device).eval().requires_grad_(False)
+    model, autoencoder = build_models(cfg, device, dtype)
+    text = instantiate(cfg.text)([cfg.prompt]).to(device, dtype)  # [1, Lt, text_dim]
+    return arch, model, autoencoder, text
+
+
+def build_models(cfg: DictConfig, device, dtype):
+    """The student and its VAE with random weights drawn from cfg.seed: a second build has the same weights."""
+    torch.manual_seed(cfg.seed)
+    model = load_transformer(to_dict(cfg.model.transformer), None, causal=True, dtype=dtype)[0]
+    model = model.to(device).eval().requires_grad_(False)
     vae = to_dict(cfg.model.autoencoder)
     if "path" in vae:  # the Wan VAE: its published architecture with random weights, like the DiT
         vae["path"] = None
-    autoencoder = instantiate(vae).to(device)
-    text = instantiate(cfg.text)([cfg.prompt]).to(device, dtype)  # [1, Lt, text_dim]
-    return arch, model, autoencoder, text
+    return model, instantiate(vae).to(device)
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -110,6 +118,7 @@ class Setup:
     clip_chunks: int
     stream_chunks: int
     reference: dict | None = None  # the plain path's first chunks (reference_of), for every variant's check
+    applied: dict = field(default_factory=dict)  # what earlier variants' switches left in the model (rf.fast.in_place)
 
     @classmethod
     def build(cls, cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> Setup:
@@ -138,12 +147,19 @@ class Setup:
         # fp8_scales=calibrated: the FP8 input scales from a stream of the same text with other noise than the timed
         cache = CacheConfig(**{**sink, "policy": policies[-1]})
         calibrate = fp8_calibrator(self.text, self.shape, sampler_cfg, cache, fast, seed=cfg.seed + 1)
-        runner = fast.prepare_model(self.model, calibrate)  # in place and cumulative: list variants plain first
+        out = {}
+        undo = undone(self.applied, fast)
+        if undo:  # an earlier variant's switches are in the model for good: this one gets a fresh model and VAE
+            out["fresh_model"] = f"without {', '.join(undo)}"
+            print(f"variant {name}: a fresh model and VAE (the shared ones hold {', '.join(undo)})", flush=True)
+            self.fresh_models()
+        self.applied = applied_after(self.applied, fast)
+        runner = fast.prepare_model(self.model, calibrate)  # in place: later variants share what it applies
         # the stream's sampler and decoder as rf.stream builds them; a decoder of conf/decoder/ (TAEHV) with random
         # weights (path: null), like everything here
         decoder = build_decoder(fast, self.wan_vae, cfg, device, path=None)
         approximate = fast.approximate or bool(changed)
-        out = {"fast": fast.describe(), "approximate": approximate, "policies": {}}
+        out.update(fast=fast.describe(), approximate=approximate, policies={})
         if changed:
             out["sampler"] = changed
         for policy in policies:
@@ -167,6 +183,15 @@ class Setup:
             out["policies"][policy] = self.summarize(policy, clips, long, sampler, overlapped=fast.overlap)
             out["policies"][policy]["graphs_compiled_while_timed"] = compiled  # 0: the timed runs ran warm
         return out
+
+    def fresh_models(self) -> None:
+        """Build the model and VAE again (the same weights: cfg.seed); nothing compiled for the old ones is kept."""
+        self.model = self.wan_vae = None
+        torch._dynamo.reset()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.model, self.wan_vae = build_models(self.cfg, self.device, resolve_dtype(self.cfg.model.dtype))
+        self.applied = {}
 
     def summarize(self, policy: str, clips: list[dict], long: dict, sampler: StreamSampler, overlapped: bool) -> dict:
         cfg, chunk = self.cfg, self.cfg.sink.chunk_frames

@@ -72,6 +72,24 @@ def test_cpu_variants_check_themselves_against_the_plain_path(tmp_path):
     assert fused["dit_tflop_per_steady_chunk"] == static["dit_tflop_per_steady_chunk"]  # the same work, one pass fewer
 
 
+def test_a_variant_that_lacks_an_earlier_variants_model_switch_gets_a_fresh_model(tmp_path):
+    """fast.fuse_qkv stays in the shared model; a variant after it without the switch is measured on a model built
+    again with the same weights (its check against plain passes) and the JSON says why (rf.fast.in_place)."""
+    out = tmp_path / "bench.json"
+    r = run_rf("bench", *SMALL, "variants=cpu", "~variants.reuse_cache_pass", "~variants.fused_cache_pass",
+               "+variants.fused_qkv={fast: {static_cache: true, fuse_qkv: true}, policies: [ema_sink]}",
+               "+variants.after={fast: {static_cache: true}, policies: [ema_sink]}", "check_chunks=4",
+               "variants.plain.policies=[ema_sink]", f"out={out}", runs=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    variants = json.loads(out.read_text())["variants"]
+    assert list(variants) == ["plain", "static_cache", "fused_qkv", "after"]
+    assert "fresh_model" not in variants["fused_qkv"] and variants["after"]["fresh_model"] == "without fuse_qkv=true"
+    assert "variant after: a fresh model and VAE (the shared ones hold fuse_qkv=true)" in r.stdout
+    for name in ("fused_qkv", "after"):
+        check = variants[name]["check"]
+        assert check["passed"] is True and check["max_latents_rel_error"] < 1e-5, (name, check)
+
+
 def test_full_policy_stops_at_its_wall_clock_limit(tmp_path):
     out = tmp_path / "bench.json"
     overrides = [

@@ -14,12 +14,13 @@ Exact (the plain path's function; only bf16 rounding differs):
                      rf.fast.static_cache
     graphs           one CUDA graph per pass (implies static_cache)       rf.fast.graphs
     norm_rope        each self-attention's q/k RMS norms and RoPE as one Triton kernel that reads each row once,
-                     where the context is the static cache's (rotated already); exact, and not shown faster on an
-                     H100 (experiments/bench/README.md)    rf.fast.norm_rope
+                     where the context is the static cache's (rotated already); exact; alone not shown faster on an
+                     H100, with gelu_epilogue -7.7 ms a chunk (variants=best, experiments/bench/README.md)
+                     rf.fast.norm_rope
     fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
     gelu_epilogue    the FFN's bias and tanh-GELU in its up-projection's cuBLASLt epilogue    rf.fast.epilogue
-                     (fuse_qkv, gelu_epilogue and cache_pass=fused: exact, and no faster on an H100 in the steady
-                     state, experiments/bench/README.md)
+                     (exact; with norm_rope in variants=best. fuse_qkv and cache_pass=fused: exact, and no faster
+                     on an H100 in the steady state, experiments/bench/README.md)
     attention        the DiT's attention kernel, through diffusers' set_attention_backend: cudnn | flash |
                      efficient | math (null: PyTorch picks; on an H100, torch 2.11 already picks cuDNN for the stream's
                      shapes, experiments/bench/README.md); or fa3: FlashAttention-3's Hopper kernel    rf.fast.fa3
@@ -221,8 +222,7 @@ class FastPath:
 
     def prepare_decoder(self, autoencoder, device: torch.device):
         """The stream decoder with the decode switches applied: OverlappedDecoder when overlap is on."""
-        if self.cudnn_benchmark:
-            torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark  # process-wide: set either way (rf.fast.in_place)
         # the Wan VAE's switches (rf.models.vae.WanVideoAutoencoder.speed_up); TAEHV and the toy one have none and
         # decode as they are
         if hasattr(autoencoder, "speed_up"):

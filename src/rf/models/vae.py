@@ -24,7 +24,7 @@ from typing import Protocol
 
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample, unpatchify
+from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalConv3d, WanResample, unpatchify
 
 from rf.utils.files import require_files
 from rf.utils.instantiate import resolve_dtype
@@ -185,6 +185,40 @@ class SubpixelUpsample(torch.nn.Module):
         return subpixel_upsample_conv(self.conv, frames, weight)
 
 
+def upsample3d_forward(
+    module: WanResample, x: torch.Tensor, feat_cache: list | None = None, feat_idx: list | None = None
+):
+    """WanResample.forward for mode="upsample3d" (Wan's 2x time and space upsampling), with the same sums, its cache
+    marker tested by type. diffusers marks the stream's first frame with the string "Rep" in the cache and then
+    compares each cached tensor with that string (autoencoder_kl_wan.py:290). torch 2.11's Dynamo cannot trace a
+    tensor's comparison with a string, so a compiled decoder broke into frames guarded on every cache state; a new
+    stream's first chunk then met states the first stream had not, and compiled again (experiments/bench/README.md,
+    the ninth session). speed_up(compile=True) installs this form.
+    x [B, C, t, h, w] (feat_cache, feat_idx: the decoder's causal cache and its position, as diffusers passes them)
+    -> [B, O, t', 2h, 2w]: t' = 2t, or t at the stream's first call."""
+    b, c, t, h, w = x.shape
+    if feat_cache is not None:
+        idx = feat_idx[0]
+        cached = feat_cache[idx]
+        if cached is None:  # the stream's first frame: no time upsampling, and the mark for the next call
+            feat_cache[idx] = "Rep"
+        else:
+            first = isinstance(cached, str)  # the call after the first frame: zeros stand for the frames before
+            cache_x = x[:, :, -CACHE_T:].clone()
+            if cache_x.shape[2] < 2:  # one new frame: the cached one before it
+                before = torch.zeros_like(cache_x) if first else cached[:, :, -1:]
+                cache_x = torch.cat([before, cache_x], dim=2)
+            x = module.time_conv(x) if first else module.time_conv(x, cached)
+            feat_cache[idx] = cache_x
+            x = x.reshape(b, 2, c, t, h, w)  # the 2 temporal phases, interleaved
+            x = torch.stack((x[:, 0], x[:, 1]), 3).reshape(b, c, t * 2, h, w)
+        feat_idx[0] += 1
+    t = x.shape[2]
+    x = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    x = module.resample(x)
+    return x.view(b, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
 class StreamDecoder(Protocol):
     """Decodes a stream chunk by chunk, its causal state carried from one chunk to the next."""
 
@@ -313,7 +347,7 @@ class WanVideoAutoencoder(torch.nn.Module):
 
         channels_last: 3-D convolutions in channels-last-3d layout (cuDNN's fast kernels on tensor cores).
         compile: torch.compile the decoder (the causal-conv cache is a list it mutates: Dynamo replays that); the
-        recompile limit goes up to 256.
+        recompile limit goes up to 256, and the upsampling blocks take upsample3d_forward (no graph break).
         conv2d: every causal 3-D convolution computed as one 2-D convolution over stacked frames.
         whole_chunk: a chunk's latent frames through the decoder in one call, not one by one (WanStreamDecoder).
         stack_taps: with conv2d, a convolution with few outputs (the RGB head) stacks its taps' outputs, not its
@@ -347,6 +381,10 @@ class WanVideoAutoencoder(torch.nn.Module):
                 if isinstance(module, SubpixelUpsample):
                     module.channels_last = True
             self.channels_last = True
+        if compile:  # the upsampling blocks' cache marker tested by type: no graph break under torch 2.11
+            for module in self.vae.decoder.modules():
+                if isinstance(module, WanResample) and module.mode == "upsample3d":
+                    module.forward = types.MethodType(upsample3d_forward, module)
         if compile and self.vae.decoder._compiled_call_impl is None:  # once: a second compile starts over
             # every block class meets several channel counts, chunk lengths and cache states: one graph each, more than
             # the default 8; and the bench's variants change the switches of one decoder (rf.fast.recompiles)
