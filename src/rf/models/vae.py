@@ -187,7 +187,7 @@ class SubpixelUpsample(torch.nn.Module):
 
 def upsample3d_forward(
     module: WanResample, x: torch.Tensor, feat_cache: list | None = None, feat_idx: list | None = None
-):
+) -> torch.Tensor:
     """WanResample.forward for mode="upsample3d" (Wan's 2x time and space upsampling), with the same sums, its cache
     marker tested by type. diffusers marks the stream's first frame with the string "Rep" in the cache and then
     compares each cached tensor with that string (autoencoder_kl_wan.py:290). torch 2.11's Dynamo cannot trace a
