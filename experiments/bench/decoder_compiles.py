@@ -9,13 +9,12 @@ torch 2.13 traces both forms.
 
 import sys
 import time
-import types
 
 import torch
 import torch._dynamo.utils
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanResample
 
-from rf.models.vae import WanVideoAutoencoder, upsample3d_forward
+from rf.models.vae import WanVideoAutoencoder, use_upsample3d_forward
 from tests.unit.test_fast_path import tiny_wan_vae
 
 SWITCHES = {
@@ -33,12 +32,12 @@ def decoder_with(form: str, compile: bool) -> WanVideoAutoencoder:
     torch.manual_seed(0)
     vae = WanVideoAutoencoder(tiny_wan_vae().eval())
     vae.speed_up(compile=compile, **SWITCHES)  # compile installs upsample3d_forward
-    for module in vae.vae.decoder.modules():
-        if isinstance(module, WanResample) and module.mode == "upsample3d":
-            if form == "diffusers" and "forward" in module.__dict__:
-                del module.forward  # diffusers' own forward back in place
-            if form == "typed":
-                module.forward = types.MethodType(upsample3d_forward, module)
+    if form == "typed":
+        use_upsample3d_forward(vae.vae.decoder)
+    else:  # diffusers' own forward back in place
+        for module in vae.vae.decoder.modules():
+            if isinstance(module, WanResample):
+                module.__dict__.pop("forward", None)
     return vae
 
 

@@ -69,7 +69,7 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
         "compile_commit": True,
         "norm_rope": True,
         "gelu_epilogue": True,
-    },  # fmt: skip
+    },
     # variants=best's DiT with its CUDA graphs (the kernels run from graph replays), and either with Inductor's
     # Programmatic Dependent Launch (pdl: its Triton kernels start while the kernel before them ends; Hopper)
     "exact_fa3_kv_commit_graphs": {**EXACT_FA3_KV, "compile_commit": True, "graphs": True},
@@ -218,7 +218,13 @@ def dit_profile(cfg, name: str, switches: dict, out: Path, device: torch.device,
     if device.type == "cpu":  # the CPU smoke run (model=toy): no cuDNN there
         switches = {**switches, "attention": "math"}
     switches = dict(switches)
-    torch._inductor.config.triton.enable_pdl = switches.pop("pdl", False)  # an Inductor setting, not a FastPath one
+    pdl = switches.pop("pdl", False)  # an Inductor setting, not a FastPath one
+    if not hasattr(torch._inductor.config.triton, "enable_pdl"):
+        if pdl:
+            raise ValueError(f"{name}: Inductor's Programmatic Dependent Launch (triton.enable_pdl) is not in torch "
+                             f"{torch.__version__}; profile it with a torch that has it")  # fmt: skip
+    else:
+        torch._inductor.config.triton.enable_pdl = pdl
     fast = FastPath(**switches)
     cache = CacheConfig(**{**to_dict(cfg.sink), "policy": "ema_sink"})
     f = autoencoder.spatial_factor

@@ -66,6 +66,11 @@ class CacheConfig:
         return self.policy in ("sink", "ema_sink")
 
     @property
+    def fill_chunks(self) -> int:
+        """Chunks a stream takes to fill the attention span (its fill stages); the next one is steady."""
+        return -(-self.attention_frames // self.chunk_frames)
+
+    @property
     def window_capacity(self) -> int | None:
         """Past frames the window keeps besides the sink; None means unbounded (`full`)."""
         if self.policy == "full":

@@ -219,6 +219,14 @@ def upsample3d_forward(
     return x.view(b, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
+def use_upsample3d_forward(decoder: torch.nn.Module) -> int:
+    """Give every upsample3d block of a Wan decoder upsample3d_forward, in place; returns how many."""
+    blocks = [m for m in decoder.modules() if isinstance(m, WanResample) and m.mode == "upsample3d"]
+    for module in blocks:
+        module.forward = types.MethodType(upsample3d_forward, module)
+    return len(blocks)
+
+
 class StreamDecoder(Protocol):
     """Decodes a stream chunk by chunk, its causal state carried from one chunk to the next."""
 
@@ -382,9 +390,7 @@ class WanVideoAutoencoder(torch.nn.Module):
                     module.channels_last = True
             self.channels_last = True
         if compile:  # the upsampling blocks' cache marker tested by type: no graph break under torch 2.11
-            for module in self.vae.decoder.modules():
-                if isinstance(module, WanResample) and module.mode == "upsample3d":
-                    module.forward = types.MethodType(upsample3d_forward, module)
+            use_upsample3d_forward(self.vae.decoder)
         if compile and self.vae.decoder._compiled_call_impl is None:  # once: a second compile starts over
             # every block class meets several channel counts, chunk lengths and cache states: one graph each, more than
             # the default 8; and the bench's variants change the switches of one decoder (rf.fast.recompiles)

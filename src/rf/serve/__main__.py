@@ -78,7 +78,7 @@ def warmup_chunks(value, fast: FastPath, cache: CacheConfig) -> int:
     """warmup_chunks=auto: when the fast path compiles (FastPath.compiles), enough chunks to fill the window, run steady
     and switch (rf.serve.app.Server._warm_up); 0 on the plain path, which has nothing to compile."""
     if value == "auto":
-        return -(-cache.attention_frames // cache.chunk_frames) + 3 if fast.compiles else 0
+        return cache.fill_chunks + 3 if fast.compiles else 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"warmup_chunks={value}: use auto, 0 (none) or a number of chunks")
     return value

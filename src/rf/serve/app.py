@@ -286,7 +286,7 @@ class Server:
             return
         o, loop, started = self.options, asyncio.get_running_loop(), time.perf_counter()
         switch_at = max(1, n - 2)  # a switch after the window has filled, then chunks under the new prompt
-        refill = -(-o.cache.attention_frames // o.cache.chunk_frames) + 1  # a reset cache's fill stages, then steady
+        refill = o.cache.fill_chunks + 1  # a reset cache's fill stages, then a steady chunk
 
         def stream(chunks: int, on_event) -> LiveStream:
             start = Start(o.prompt, o.cache.policy, o.cache.alpha, recache=True, seed=0)
