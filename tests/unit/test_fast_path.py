@@ -491,18 +491,6 @@ def test_fast_path_hands_every_decoder_switch_to_the_wan_vae():
     assert relative_error(out, ref) < 1e-5
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA streams need a CUDA device")
-@pytest.mark.parametrize("high, priority", [(False, 0), (True, -1)])
-def test_decode_priority_sets_the_side_streams_priority(high, priority):
-    """fast.decode_priority: the overlapped decode's stream at CUDA's high priority (-1: the smaller, the higher)."""
-    from rf.fast.overlap import OverlappedDecoder
-
-    fast = FastPath(overlap=True, decode_priority=high)
-    vae = tiny_wan_vae()
-    decoder = fast.prepare_decoder(WanVideoAutoencoder(vae), torch.device("cuda"))
-    assert isinstance(decoder, OverlappedDecoder) and decoder.side.priority == priority
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the cuBLASLt epilogue runs on CUDA only")
 def test_gelu_epilogue_on_cuda_is_the_tanh_gelu():
     torch.manual_seed(0)

@@ -42,6 +42,12 @@ Exact (the plain path's function; only bf16 rounding differs):
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
                      the first one above all: 1-14 ms sooner in three paired runs on an H100; not reproduced in a
                      later call's ladder)    rf.fast.overlap
+    dit_priority     with overlap: the other way round, the DiT's passes on a stream at CUDA's high priority and the
+                     decode filling what its kernels leave of the card (the tails of their waves); the first chunk
+                     decodes in line    rf.fast.overlap
+    decode_lag       with overlap: how many chunks the decode may trail the denoising before the timed stream waits
+                     for its frames (1: chunk i's after chunk i+1's passes are queued; with dit_priority, 2 keeps
+                     DiT work queued while the host waits)    rf.fast.timing.Stream
     cache_pass       fused: chunk i's t=0 cache pass and chunk i+1's first denoising pass as one forward over both
                      chunks (one pass fewer per chunk, larger matmuls; not with graphs yet)    rf.models.fused
 
@@ -113,6 +119,8 @@ class FastPath:
     vae_conv3d_from: int | None = None
     overlap: bool = False
     decode_priority: bool = False
+    dit_priority: bool = False
+    decode_lag: int = 1
     fp8: bool = False
     fp8_scales: str = "rowwise"
     fp8_weights: str = "rowwise"
@@ -140,6 +148,18 @@ class FastPath:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
                              "fast.overlap=true, or fast.decode_priority=false with fast.overlap=false (the presets "
                              "have both on)")  # fmt: skip
+        if self.dit_priority and not self.overlap:
+            raise ValueError("fast.dit_priority=true puts the DiT's stream ahead of the overlapped decode's: set "
+                             "fast.overlap=true")  # fmt: skip
+        if self.dit_priority and self.decode_priority:
+            raise ValueError("fast.dit_priority=true and fast.decode_priority=true each put one stream first: "
+                             "choose one")  # fmt: skip
+        if self.decode_lag < 1:
+            raise ValueError(f"fast.decode_lag={self.decode_lag}: the frames of chunk i are waited for once chunk "
+                             "i + decode_lag is queued; set 1 or more")  # fmt: skip
+        if self.decode_lag != 1 and not self.overlap:
+            raise ValueError(f"fast.decode_lag={self.decode_lag} lets the overlapped decode trail the denoising: set "
+                             "fast.overlap=true, or fast.decode_lag=1")  # fmt: skip
         check_fp8_scales(self.fp8_scales, self.fp8_weights, names=("fast.fp8_scales", "fast.fp8_weights"))
         if self.fp8_scales != "rowwise" and not self.fp8:
             raise ValueError(f"fast.fp8_scales={self.fp8_scales} scales the FP8 matmuls' inputs: set fast.fp8=true")
@@ -236,4 +256,7 @@ class FastPath:
                 conv3d_from=self.vae_conv3d_from,
             )
         decoder = autoencoder.stream_decoder()
-        return OverlappedDecoder(decoder, device, self.decode_priority) if self.overlap else decoder
+        if not self.overlap:
+            return decoder
+        priority = "decode" if self.decode_priority else "dit" if self.dit_priority else None
+        return OverlappedDecoder(decoder, device, priority, self.decode_lag)

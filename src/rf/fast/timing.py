@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from contextlib import nullcontext
 
 import torch
 from tqdm import tqdm
@@ -94,15 +95,21 @@ class Stream:
 
     Without overlap every chunk is decoded and waited for before the next one is asked for. With an
     OverlappedDecoder the decode of chunk i is queued on a side stream and the host waits for it only
-    after chunk i+1's passes are queued, so the card works on both."""
+    after chunk i + lag's passes are queued (the decoder's `lag`, 1 by default), so the card works on both; the
+    passes go to the decoder's main_stream() (its high-priority stream when the DiT goes first)."""
 
     def __init__(self, sampler, decoder, text, shape, device, seed: int, memory_limit: float | None):
         self.sampler, self.decoder, self.text, self.shape = sampler, decoder, text, shape
         self.device, self.seed, self.memory_limit = device, seed, memory_limit
         self.overlap = decoder.overlapped  # rf.models.vae.StreamDecoder: an OverlappedDecoder submits
+        self.lag = getattr(decoder, "lag", 1)  # chunks its decode may trail the denoising
 
     def run(self, chunks: int, wall_limit: float = math.inf, desc: str = "", keep: int = 0) -> dict:
         """Stream `chunks` chunks; `keep` > 0 also returns the first `keep` chunks' latents and frames."""
+        with getattr(self.decoder, "main_stream", nullcontext)():  # where the DiT's passes are queued
+            return self._run(chunks, wall_limit, desc, keep)
+
+    def _run(self, chunks: int, wall_limit: float, desc: str, keep: int) -> dict:
         shape = (*self.shape[:2], chunks * self.sampler.chunk_frames, *self.shape[3:])
         self.decoder.reset()
         clock = Clock(self.device)
@@ -137,10 +144,10 @@ class Stream:
             lat = chunk.latents
             pieces = [lat[:, :, :1], lat[:, :, 1:]] if chunk.index == 0 and lat.shape[2] > 1 else [lat]
             if self.overlap:
-                parts = [self.decoder.submit(piece) for piece in pieces]
+                parts = [self.decoder.submit(piece, first=chunk.index == 0) for piece in pieces]
                 first_frame = first_frame or parts[0].done
                 pending.append((lat, parts))
-                if len(pending) > 1:
+                if len(pending) > self.lag:
                     finish(*pending.pop(0))
             else:
                 parts = []
