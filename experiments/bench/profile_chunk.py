@@ -92,6 +92,7 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
 VAE_EXACT = {"channels_last": True, "compile": True, "conv2d": True}
 TAPS = {**VAE_EXACT, "whole_chunk": True, "stack_taps": True}  # variants=best's decoder before the seventh session
 SUBPIXEL = {**TAPS, "subpixel": True}
+SUBPIXEL_3D96 = {**SUBPIXEL, "conv3d_from": 96, "cudnn_benchmark": True}
 VAE = {  # name -> the Wan VAE's speed_up switches
     "exact": VAE_EXACT,
     "exact_whole_chunk": {**VAE_EXACT, "whole_chunk": True},
@@ -105,7 +106,9 @@ VAE = {  # name -> the Wan VAE's speed_up switches
     # rf.models.vae.causal_conv3d), cuDNN's algorithms timed (fast.cudnn_benchmark)
     "exact_whole_chunk_taps_subpixel_3d192": {**SUBPIXEL, "conv3d_from": 192, "cudnn_benchmark": True},
     # and from 96 channels: variants=best's decoder since results/bench_vae_convs.json (results/profile_vae_layout.md)
-    "exact_whole_chunk_taps_subpixel_3d96": {**SUBPIXEL, "conv3d_from": 96, "cudnn_benchmark": True},
+    "exact_whole_chunk_taps_subpixel_3d96": SUBPIXEL_3D96,
+    # and the 96-channel 3-D convolutions computed with 128 filters, 32 of them zero (fast.vae_min_out=128)
+    "exact_whole_chunk_taps_subpixel_3d96_min128": {**SUBPIXEL_3D96, "min_out": 128},
 }
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels

@@ -26,6 +26,7 @@ from rf.models.vae import (
     WanVideoAutoencoder,
     causal_conv3d,
     causal_conv_as_2d,
+    padded_filters,
     stacks_outputs,
     use_upsample3d_forward,
 )
@@ -210,7 +211,9 @@ def test_reusing_the_last_pass_kv_is_an_approximation_with_one_pass_fewer():
      {"whole_chunk": True, "conv2d": True, "channels_last": True, "stack_taps": True}, {"subpixel": True},
      {"conv2d": True, "conv3d_from": 32},
      {"whole_chunk": True, "conv2d": True, "channels_last": True, "stack_taps": True, "subpixel": True,
-      "conv3d_from": 32}],
+      "conv3d_from": 32},
+     {"whole_chunk": True, "conv2d": True, "channels_last": True, "stack_taps": True, "subpixel": True,
+      "conv3d_from": 32, "min_out": 48}],
 )  # fmt: skip
 def test_wan_vae_decode_switches_decode_the_same_frames(switches):
     """vae_conv2d / vae_channels_last / vae_compile / vae_subpixel / vae_conv3d_from: chunked streaming decode equal
@@ -232,6 +235,11 @@ def test_wan_vae_decode_switches_decode_the_same_frames(switches):
         assert in_3d and min(in_3d) == 32 and len(in_3d) < len(convs)
     else:
         assert not in_3d
+    padded = [m for m in convs if padded_filters(m)[0].shape[0] > m.out_channels]
+    if "min_out" in switches:  # the 3-D ones with 32 outputs compute 48; the 64-channel time upsampling does not
+        assert padded and all(padded_filters(m)[0].shape[0] == 48 and m.out_channels == 32 for m in padded)
+    else:
+        assert not padded
     z = torch.randn(1, 16, 7, 4, 6)
     ref = plain.stream_decoder().decode(z)
     decoder = fast.stream_decoder()
@@ -319,6 +327,10 @@ def test_causal_conv3d_is_the_causal_convolution_with_its_cache(channels_last):
             ref, out = conv(x, cache_x), causal_conv3d(conv, x, cache_x)
             assert out.shape == ref.shape == (2, 5, 4, 5, 6)
             assert relative_error(out, ref) < 1e-6
+            conv.rf_min_out = 16  # vae_min_out: 11 zero filters more, their channels sliced off
+            padded = causal_conv3d(conv, x, cache_x)
+            del conv.rf_min_out
+            assert padded.shape == ref.shape and relative_error(padded, ref) < 1e-6
 
 
 def test_the_upsampling_blocks_typed_cache_marker_streams_the_same_frames_and_compiles_whole():
@@ -526,6 +538,8 @@ def test_fast_path_refuses_unknown_switch_values():
         WanVideoAutoencoder(tiny_wan_vae()).speed_up(conv3d_from=192)
     with pytest.raises(ValueError, match="fast.vae_conv3d_from=192 picks which VAE convolutions leave the 2-D path"):
         FastPath(vae_conv3d_from=192)
+    with pytest.raises(ValueError, match="fast.vae_min_out=128 pads the outputs of the VAE's 3-D convolutions: set"):
+        FastPath(vae_conv2d=True, vae_min_out=128)
     with pytest.raises(ValueError, match="fast.autotune=true tunes the compiled blocks"):
         FastPath(autotune=True)
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]

@@ -38,6 +38,9 @@ Exact (the plain path's function; only bf16 rounding differs):
     vae_conv3d_from  with vae_conv2d: the convolutions with at least this many input channels stay 3-D, their
                      spatial padding inside cuDNN's kernel, no stacked copy (null: all 2-D)
                      rf.models.vae.causal_conv3d
+    vae_min_out      with vae_conv3d_from: those 3-D convolutions with fewer output channels than this compute zero
+                     filters up to it, the extra channels unread (128: the 96-channel ones, which cuDNN tiles by 64)
+                     rf.models.vae.padded_filters
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
                      the first one above all: 1-14 ms sooner in three paired runs on an H100; not reproduced in a
@@ -117,6 +120,7 @@ class FastPath:
     vae_stack_taps: bool = False
     vae_subpixel: bool = False
     vae_conv3d_from: int | None = None
+    vae_min_out: int | None = None
     overlap: bool = False
     decode_priority: bool = False
     dit_priority: bool = False
@@ -144,6 +148,9 @@ class FastPath:
         if self.vae_conv3d_from is not None and not self.vae_conv2d:
             raise ValueError(f"fast.vae_conv3d_from={self.vae_conv3d_from} picks which VAE convolutions leave the 2-D "
                              "path: set fast.vae_conv2d=true, or fast.vae_conv3d_from=null")  # fmt: skip
+        if self.vae_min_out is not None and self.vae_conv3d_from is None:
+            raise ValueError(f"fast.vae_min_out={self.vae_min_out} pads the outputs of the VAE's 3-D convolutions: set "
+                             "fast.vae_conv3d_from (e.g. 96), or fast.vae_min_out=null")  # fmt: skip
         if self.decode_priority and not self.overlap:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
                              "fast.overlap=true, or fast.decode_priority=false with fast.overlap=false (the presets "
@@ -254,6 +261,7 @@ class FastPath:
                 stack_taps=self.vae_stack_taps,
                 subpixel=self.vae_subpixel,
                 conv3d_from=self.vae_conv3d_from,
+                min_out=self.vae_min_out,
             )
         decoder = autoencoder.stream_decoder()
         if not self.overlap:

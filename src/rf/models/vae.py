@@ -76,14 +76,32 @@ def causal_conv3d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor 
     x [B, C, T, H, W] (cache_x: the previous frames) -> [B, O, T_out, H, W]."""
     pad_w, _, pad_h = conv._padding[:3]
     x = causal_frames(conv, x, cache_x)
+    weight, bias = padded_filters(conv)
     if not conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w))
+        y = torch.nn.functional.conv3d(x, weight, bias, conv.stride, (0, pad_h, pad_w))
+        return y[:, : conv.out_channels]
     # channels-last in and out (cuDNN's outputs are, a CPU's need not be): frames, caches and norms in one layout.
     # One channels-first cache makes the concatenation, and every norm before it, write channels-first, and then
     # a transposed copy for the kernel (experiments/bench/results/profile_vae_3d96.md)
     x = x.contiguous(memory_format=torch.channels_last_3d)
-    y = torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w))
-    return y.contiguous(memory_format=torch.channels_last_3d)
+    y = torch.nn.functional.conv3d(x, weight, bias, conv.stride, (0, pad_h, pad_w))
+    # without the zero filters' channels; copied whole, channels-last (a strided view of them made Inductor lay the
+    # next convolution's input out channels-first, and cuDNN transpose it both ways: results/profile_min_out.md)
+    return y[:, : conv.out_channels].contiguous(memory_format=torch.channels_last_3d)
+
+
+def padded_filters(conv: WanCausalConv3d) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The convolution's weight [O, C, kt, kh, kw] and bias [O], with zero filters appended up to speed_up's min_out
+    outputs where it has fewer (rf_min_out): cuDNN tiles the outputs by 64 or 128 channels, and 96 outputs computed as
+    128 ran faster on an H100 (experiments/bench/README.md). The real channels' sums are the same."""
+    extra = (getattr(conv, "rf_min_out", None) or 0) - conv.out_channels
+    if extra <= 0:
+        return conv.weight, conv.bias
+    weight = torch.cat([conv.weight, conv.weight.new_zeros(extra, *conv.weight.shape[1:])])
+    if conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
+        weight = weight.contiguous(memory_format=torch.channels_last_3d)
+    bias = None if conv.bias is None else torch.cat([conv.bias, conv.bias.new_zeros(extra)])
+    return weight, bias
 
 
 def stacks_outputs(conv: WanCausalConv3d) -> bool:
@@ -350,6 +368,7 @@ class WanVideoAutoencoder(torch.nn.Module):
         stack_taps: bool = False,
         subpixel: bool = False,
         conv3d_from: int | None = None,
+        min_out: int | None = None,
     ) -> None:
         """Decoder speed switches of the fast path (rf.fast.fast_path); the function decoded stays the same.
 
@@ -365,11 +384,15 @@ class WanVideoAutoencoder(torch.nn.Module):
         taps that read one pixel are summed and rounded once).
         conv3d_from: with conv2d, the convolutions with at least this many input channels stay 3-D (causal_conv3d:
         cuDNN's 3-D kernels with the padding inside them, no stacked copy); the narrower ones take the 2-D path, and
-        so does a head whose taps stack_taps stacks."""
+        so does a head whose taps stack_taps stacks.
+        min_out: with conv3d_from, those 3-D convolutions with fewer output channels than this compute zero filters
+        up to it, the extra channels left unread (padded_filters: 96 -> 128 for the full-resolution block's)."""
         if stack_taps and not conv2d:
             raise ValueError("stack_taps=True changes how conv2d stacks: set conv2d=True too")
         if conv3d_from is not None and not conv2d:
             raise ValueError(f"conv3d_from={conv3d_from} picks which convolutions leave the 2-D path: set conv2d=True")
+        if min_out is not None and conv3d_from is None:
+            raise ValueError(f"min_out={min_out} pads the 3-D convolutions' outputs: set conv3d_from too")
         self.whole_chunk = whole_chunk
         if conv2d:
             for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
@@ -377,6 +400,7 @@ class WanVideoAutoencoder(torch.nn.Module):
                     module.rf_stack_taps = stack_taps and stacks_outputs(module)
                     wide = conv3d_from is not None and module.in_channels >= conv3d_from and not module.rf_stack_taps
                     module.forward = types.MethodType(causal_conv3d if wide else causal_conv_as_2d, module)
+                    module.rf_min_out = min_out if wide else None
         if subpixel:
             for module in self.vae.decoder.modules():
                 if isinstance(module, WanResample) and module.mode.startswith("upsample"):
