@@ -26,6 +26,7 @@ from rf.models.vae import (
     WanVideoAutoencoder,
     causal_conv3d,
     causal_conv_as_2d,
+    pad_filters,
     padded_filters,
     stacks_outputs,
     use_upsample3d_forward,
@@ -327,10 +328,29 @@ def test_causal_conv3d_is_the_causal_convolution_with_its_cache(channels_last):
             ref, out = conv(x, cache_x), causal_conv3d(conv, x, cache_x)
             assert out.shape == ref.shape == (2, 5, 4, 5, 6)
             assert relative_error(out, ref) < 1e-6
-            conv.rf_min_out = 16  # vae_min_out: 11 zero filters more, their channels sliced off
+            pad_filters(conv, 16)  # vae_min_out: 11 zero filters more, their channels sliced off
             padded = causal_conv3d(conv, x, cache_x)
-            del conv.rf_min_out
+            pad_filters(conv, None)
             assert padded.shape == ref.shape and relative_error(padded, ref) < 1e-6
+            assert padded_filters(conv)[0] is conv.weight  # taken away again
+
+
+def test_padded_filters_follow_a_checkpoint_loaded_after_speed_up():
+    """vae_min_out: the zero-padded filters are buffers outside the state dict, rebuilt after load_state_dict, so a
+    decoder sped up first and loaded after decodes with the loaded weights (fp32, as the plain decoder does)."""
+    torch.manual_seed(0)
+    plain = WanVideoAutoencoder(tiny_wan_vae())
+    fast = WanVideoAutoencoder(tiny_wan_vae())  # other random weights
+    fast.speed_up(conv2d=True, channels_last=True, conv3d_from=32, min_out=48)
+    padded = [m for m in fast.vae.decoder.modules() if "rf_padded_weight" in m._buffers]
+    assert padded and all(m.rf_padded_weight.is_contiguous(memory_format=torch.channels_last_3d) for m in padded)
+    assert not any("rf_padded" in key for key in fast.vae.state_dict())
+    fast.vae.load_state_dict(plain.vae.state_dict())
+    z = torch.randn(1, 16, 4, 4, 6)
+    with torch.no_grad():
+        ref = plain.stream_decoder().decode(z)
+        out = fast.stream_decoder().decode(z)
+    assert relative_error(out, ref) < 1e-5
 
 
 def test_the_upsampling_blocks_typed_cache_marker_streams_the_same_frames_and_compiles_whole():

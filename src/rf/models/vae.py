@@ -85,23 +85,51 @@ def causal_conv3d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor 
     # a transposed copy for the kernel (experiments/bench/results/profile_vae_3d96.md)
     x = x.contiguous(memory_format=torch.channels_last_3d)
     y = torch.nn.functional.conv3d(x, weight, bias, conv.stride, (0, pad_h, pad_w))
-    # without the zero filters' channels; copied whole, channels-last (a strided view of them made Inductor lay the
-    # next convolution's input out channels-first, and cuDNN transpose it both ways: results/profile_min_out.md)
-    return y[:, : conv.out_channels].contiguous(memory_format=torch.channels_last_3d)
+    if weight.shape[0] > conv.out_channels:  # the zero filters' channels, never read: a channels-last view
+        return y[:, : conv.out_channels]
+    return y.contiguous(memory_format=torch.channels_last_3d)
 
 
 def padded_filters(conv: WanCausalConv3d) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The convolution's weight [O, C, kt, kh, kw] and bias [O], with zero filters appended up to speed_up's min_out
-    outputs where it has fewer (rf_min_out): cuDNN tiles the outputs by 64 or 128 channels, and 96 outputs computed as
-    128 ran faster on an H100 (experiments/bench/README.md). The real channels' sums are the same."""
-    extra = (getattr(conv, "rf_min_out", None) or 0) - conv.out_channels
-    if extra <= 0:
-        return conv.weight, conv.bias
-    weight = torch.cat([conv.weight, conv.weight.new_zeros(extra, *conv.weight.shape[1:])])
-    if conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
-        weight = weight.contiguous(memory_format=torch.channels_last_3d)
-    bias = None if conv.bias is None else torch.cat([conv.bias, conv.bias.new_zeros(extra)])
-    return weight, bias
+    """The weight [O', C, kt, kh, kw] and bias [O'] the convolution runs with: its own, or with zero filters after
+    them where speed_up(min_out=...) gave it some (pad_filters; O' = min_out). The real channels' sums are the same."""
+    if "rf_padded_weight" in conv._buffers:
+        return conv.rf_padded_weight, conv.rf_padded_bias
+    return conv.weight, conv.bias
+
+
+def pad_filters(conv: WanCausalConv3d, min_out: int | None) -> None:
+    """Give the convolution zero filters up to min_out outputs, or take them away (min_out None, or not above its
+    outputs). cuDNN tiles the outputs by 64 or 128 channels: 96 computed as 128 ran its kernel 19% faster on an H100
+    (experiments/bench/results/conv96.json). The padded weight and bias are buffers (not in the state dict; rebuilt
+    after every load_state_dict): a graph input with the weight's channels-last strides makes Inductor lay the
+    convolution's input and output out channels-last, as it does for the weight itself. Padded inside the compiled
+    graph, the weight's layout was left to Inductor, which chose channels-first, and cuDNN transposed the frames
+    both ways (results/profile_min_out.md)."""
+    if min_out is None or min_out <= conv.out_channels:
+        for name in ("rf_padded_weight", "rf_padded_bias"):
+            conv._buffers.pop(name, None)
+        return
+    conv.rf_min_out = min_out
+    refresh_padded_filters(conv)
+    if getattr(conv, "rf_pad_hook", None) is None:
+        conv.rf_pad_hook = conv.register_load_state_dict_post_hook(
+            lambda module, _: refresh_padded_filters(module) if "rf_padded_weight" in module._buffers else None
+        )
+
+
+@torch.no_grad()
+def refresh_padded_filters(conv: WanCausalConv3d) -> None:
+    """conv's zero-padded weight and bias, from its current ones, in the weight's memory format."""
+    weight = conv.weight.detach()
+    padded = torch.cat([weight, weight.new_zeros(conv.rf_min_out - conv.out_channels, *weight.shape[1:])])
+    if weight.is_contiguous(memory_format=torch.channels_last_3d):
+        padded = padded.contiguous(memory_format=torch.channels_last_3d)
+    bias = conv.bias
+    if bias is not None:
+        bias = torch.cat([bias.detach(), bias.new_zeros(padded.shape[0] - len(bias))])
+    conv.register_buffer("rf_padded_weight", padded, persistent=False)
+    conv.register_buffer("rf_padded_bias", bias, persistent=False)
 
 
 def stacks_outputs(conv: WanCausalConv3d) -> bool:
@@ -400,7 +428,6 @@ class WanVideoAutoencoder(torch.nn.Module):
                     module.rf_stack_taps = stack_taps and stacks_outputs(module)
                     wide = conv3d_from is not None and module.in_channels >= conv3d_from and not module.rf_stack_taps
                     module.forward = types.MethodType(causal_conv3d if wide else causal_conv_as_2d, module)
-                    module.rf_min_out = min_out if wide else None
         if subpixel:
             for module in self.vae.decoder.modules():
                 if isinstance(module, WanResample) and module.mode.startswith("upsample"):
@@ -413,6 +440,10 @@ class WanVideoAutoencoder(torch.nn.Module):
                 if isinstance(module, SubpixelUpsample):
                     module.channels_last = True
             self.channels_last = True
+        if conv2d:  # after channels_last: the padded filters take the weight's layout
+            for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
+                if isinstance(module, WanCausalConv3d):
+                    pad_filters(module, min_out if module.forward.__func__ is causal_conv3d else None)
         if compile:  # the upsampling blocks' cache marker tested by type: no graph break under torch 2.11
             use_upsample3d_forward(self.vae.decoder)
         if compile and self.vae.decoder._compiled_call_impl is None:  # once: a second compile starts over
