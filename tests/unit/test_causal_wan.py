@@ -1,5 +1,6 @@
 """CausalWanTransformer3DModel against its parent and against its own teacher-forcing forward."""
 
+import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
@@ -100,3 +101,37 @@ def test_rope_tables_keep_full_precision_when_the_weights_go_to_bf16():
             table = getattr(model.rope, name)
             assert table.dtype == torch.float32
             torch.testing.assert_close(table, getattr(exact.rope, name).float(), rtol=0, atol=0)
+
+
+def test_a_kv_only_cache_pass_writes_the_same_cache_and_returns_no_flow(tiny_wan):
+    """kv_only (the stream's t=0 cache pass): the last block stops at its K/V and the head is skipped; every block's
+    cached keys and values are the full pass's (the same operations: fp32 within 1e-6), through a window that evicts
+    into an EMA sink, and the next chunk's flow is the same."""
+    x, text = inputs(frames=12)
+    config = CacheConfig(policy="ema_sink", sink_frames=3, attention_frames=6, chunk_frames=3)
+    t0 = torch.zeros(1)
+    with torch.no_grad():
+        ctx = tiny_wan.encode_text(text)
+        full, only = tiny_wan.new_cache(config), tiny_wan.new_cache(config)
+        calls = []  # the last block's FFN and the head run in the full pass only
+        hooks = [m.register_forward_hook(lambda m, i, o: calls.append(m)) for m in (tiny_wan.blocks[-1].ffn,
+                                                                                 tiny_wan.proj_out)]  # fmt: skip
+        for i in range(3):  # 9 frames: the window fills and the sink takes what leaves it
+            chunk = x[:, :, 3 * i : 3 * i + 3]
+            assert tiny_wan(chunk, t0, text=ctx, cache=full, write_cache=True).sample is not None
+            assert len(calls) == 2 * i + 2
+            assert tiny_wan(chunk, t0, text=ctx, cache=only, write_cache=True, kv_only=True).sample is None
+            assert len(calls) == 2 * i + 2
+        for hook in hooks:
+            hook.remove()
+        for block in range(len(tiny_wan.blocks)):
+            a, b = full.context(block), only.context(block)
+            assert a.k.shape == b.k.shape and a.k.shape[1] > 0
+            torch.testing.assert_close(b.k, a.k, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(b.v, a.v, atol=1e-6, rtol=1e-6)
+        nxt = x[:, :, 9:]
+        ref = tiny_wan(nxt, torch.tensor([750.0]), text=ctx, cache=full).sample
+        out = tiny_wan(nxt, torch.tensor([750.0]), text=ctx, cache=only).sample
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="kv_only=True skips what only the flow needs in a cache pass"):
+        tiny_wan(nxt, t0, text=ctx, cache=only, kv_only=True)

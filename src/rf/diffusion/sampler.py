@@ -60,10 +60,12 @@ class StreamModel(Protocol):
         text: TextContext,
         cache: StreamCache,
         write_cache: bool = False,
+        kv_only: bool = False,
         fused: int | None = None,
     ) -> Transformer2DModelOutput:
         """x [B, C, f, H, W], t [B] or [B, f] -> .sample: the flow prediction [B, C, f, H, W]; write_cache commits
-        K/V; fused: x's first `fused` frames are committed and the flow of the others returned (rf.models.fused)."""
+        K/V (kv_only: and computes nothing else, .sample None); fused: x's first `fused` frames are committed and the
+        flow of the others returned (rf.models.fused)."""
 
 
 class NoiseSource(Protocol):
@@ -274,7 +276,7 @@ class StreamSampler:
     @torch.no_grad()
     def _write_cache(self, x0, text, cache) -> None:
         t = torch.full((x0.shape[0],), self.context_timestep, device=x0.device)
-        self.model(x0, t, text=text, cache=cache, write_cache=True)
+        self.model(x0, t, text=text, cache=cache, write_cache=True, kv_only=True)  # its flow is never read
 
     def _recache(self, cache, text, in_window) -> None:
         cache.drop_window()

@@ -56,24 +56,25 @@ class CudaGraphModel:
         self.cache.reset()
         return self.cache
 
-    def __call__(self, x, t, *, text: TextContext, cache: StaticKVCache, write_cache: bool = False):
-        """x [B, C, f, H, W], t [B] -> Transformer2DModelOutput(sample=flow [B, C, f, H, W])."""
+    def __call__(self, x, t, *, text: TextContext, cache: StaticKVCache, write_cache: bool = False,
+                 kv_only: bool = False):  # fmt: skip
+        """x [B, C, f, H, W], t [B] -> Transformer2DModelOutput(sample=flow [B, C, f, H, W]; None with kv_only)."""
         if cache is not self.cache:
             raise ValueError("CudaGraphModel replays on its own cache: get it from its new_cache()")
         if x.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, the stream runs on {x.device}: leave graphs=false")
-        key = (cache.stage, write_cache, tuple(x.shape), x.dtype, tuple(text.kv[0][0].shape))
+        key = (cache.stage, write_cache, kv_only, tuple(x.shape), x.dtype, tuple(text.kv[0][0].shape))
         if key not in self.graphs:
             if key not in self.seen:  # first call: run eagerly (compiles, warms cuBLAS/cuDNN up)
                 self.seen.add(key)
-                return self.model(x, t, text=text, cache=cache, write_cache=write_cache)
-            self.graphs[key] = self._capture(x, t, text, write_cache)
+                return self.model(x, t, text=text, cache=cache, write_cache=write_cache, kv_only=kv_only)
+            self.graphs[key] = self._capture(x, t, text, write_cache, kv_only)
         graph, out = self.graphs[key]
         self._load(x, t, text)
         graph.replay()
         if write_cache:
             cache.end_write(x.shape[2] // self.model.config.patch_size[0])
-        return Transformer2DModelOutput(sample=out.clone())
+        return Transformer2DModelOutput(sample=None if out is None else out.clone())
 
     def _load(self, x: torch.Tensor, t: torch.Tensor, text: TextContext) -> None:
         """Copy a pass's inputs into the static tensors the graphs read (allocated at the first capture)."""
@@ -95,12 +96,13 @@ class CudaGraphModel:
                 sv.copy_(v)
             self.text_source = text
 
-    def _capture(self, x, t, text, write_cache) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    def _capture(self, x, t, text, write_cache, kv_only) -> tuple[torch.cuda.CUDAGraph, torch.Tensor | None]:
         self._load(x, t, text)
         static_x, static_t = self.inputs[tuple(x.shape)]
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with self.cache.frozen(), torch.cuda.graph(graph, pool=self.pool):  # records; nothing runs
-            out = self.model(static_x, static_t, text=self.text, cache=self.cache, write_cache=write_cache).sample
+            out = self.model(static_x, static_t, text=self.text, cache=self.cache, write_cache=write_cache,
+                             kv_only=kv_only).sample  # fmt: skip
         self.pool = graph.pool()
         return graph, out

@@ -101,6 +101,16 @@ def projections(attn: WanAttention, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return attn.to_q(x), attn.to_k(x), attn.to_v(x)
 
 
+def keys_values(attn: WanAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [B, L, dim] -> k (after its RMSNorm, before RoPE), v [B, L, H, D]: what a chunk commits to the cache, without
+    its queries or attention (the cache pass's last block: nothing reads the rest)."""
+    if getattr(attn, "fused_projections", False):
+        _, k, v = attn.to_qkv(x).chunk(3, dim=-1)
+    else:
+        k, v = attn.to_k(x), attn.to_v(x)
+    return attn.norm_k(k).unflatten(2, (attn.heads, -1)), v.unflatten(2, (attn.heads, -1))
+
+
 def project_qkv(attn: WanAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [B, L, dim] -> q, k, v [B, L, H, D]: q and k after their RMSNorm, all before RoPE."""
     q, k, v = projections(attn, x)

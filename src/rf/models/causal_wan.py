@@ -23,7 +23,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
 
-from rf.models.attention import cross_attention, rope_tables, self_attention, text_kv
+from rf.models.attention import cross_attention, keys_values, rope_tables, self_attention, text_kv
 from rf.models.cache import Context, KVCache, StreamCache
 from rf.models.fused import FusedSplit, committer, fused_self_attention
 
@@ -113,6 +113,7 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         text: TextContext | None = None,
         cache: StreamCache | None = None,
         write_cache: bool = False,
+        kv_only: bool = False,
         causal_chunk: int | None = None,
         fused: int | None = None,
         return_dict: bool = True,
@@ -124,6 +125,8 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
         text:          precomputed cross-attention K/V (else computed from encoder_hidden_states)
         cache:         the stream's KV cache; the input frames follow its context
         write_cache:   commit this call's K/V to the cache (the clean t=0 pass of a chunk)
+        kv_only:       with write_cache, compute only what the cache reads: the last block stops at its K/V (its
+                       attention, cross-attention and FFN, and the output head, are skipped) and .sample is None
         causal_chunk:  block-causal mask with chunks of this many frames (teacher forcing)
         fused:         the fused cache pass (rf.models.fused): the first `fused` frames are the previous chunk's
                        clean latents, committed to the cache; the rest, the next chunk, attend to the cache after
@@ -140,6 +143,8 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
             text = self._text_context(encoder_hidden_states)
         if write_cache and cache is None:
             raise ValueError("write_cache=True needs a cache")
+        if kv_only and not write_cache:
+            raise ValueError("kv_only=True skips what only the flow needs in a cache pass: set write_cache=True")
         if fused is not None and (cache is None or write_cache or not 0 < fused < hidden_states.shape[2]):
             raise ValueError(
                 f"fused={fused} with write_cache={write_cache} and {hidden_states.shape[2]} frames: the fused cache "
@@ -186,12 +191,16 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
             args = (x, mod, text.kv[i], rope_q, rope_k, context, mask, ppf, split)
             if torch.is_grad_enabled() and self.gradient_checkpointing and not write_cache and fused is None:
                 x, k, v = self._gradient_checkpointing_func(block, *args)
+            elif kv_only and i == len(self.blocks) - 1:  # only its K/V are read: called as a module all the same
+                x, k, v = block(*args, kv_only=True)
             else:
                 x, k, v = block(*args)
             if write_cache:  # the clean pass: this chunk's K/V enter the cache (detached: no gradient across chunks)
                 cache.commit(i, k.detach().unflatten(1, (ppf, -1)), v.detach().unflatten(1, (ppf, -1)))
         if write_cache:
             cache.end_write(ppf)
+        if kv_only:
+            return Transformer2DModelOutput(sample=None) if return_dict else (None,)
         if fused is not None:  # (each block committed the clean frames in its attention)
             cache.end_write(fused)
             x, temb, ppf = x[:, fused * tokens_per_frame :], temb[:, fused:], ppf - fused  # the next chunk's only
@@ -226,12 +235,14 @@ class CausalWanBlock(WanTransformerBlock):
         mask: torch.Tensor | None,
         frames: int,
         fused: FusedSplit | None = None,
+        kv_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, F*T, dim], mod [B, F, 6, dim] -> (x [B, F*T, dim], the chunk's k, v [B, F*T, H, D]).
 
         A pure function of its inputs (the model commits k, v to the cache): recomputable and compilable.
         Except in the fused cache pass (rf.models.fused): there the self-attention commits the clean frames'
-        K/V itself, between its two attentions, and k, v are those frames' (already committed)."""
+        K/V itself, between its two attentions, and k, v are those frames' (already committed). kv_only: stop at
+        the chunk's k, v (the cache pass's last block); x comes back unchanged."""
         b, n, d = x.shape
         # Modulation order: shift-msa, scale-msa, gate-msa, shift-ffn, scale-ffn, gate-ffn; each [B, F, 1, dim]
         e = (self.scale_shift_table.unsqueeze(0) + mod.float()).chunk(6, dim=2)
@@ -244,6 +255,8 @@ class CausalWanBlock(WanTransformerBlock):
             return (x.float().view(b, frames, -1, d) + update.float().view(b, frames, -1, d) * gate).view(b, n, d)
 
         y = modulate(self.norm1, e[0], e[1])
+        if kv_only:
+            return (x, *keys_values(self.attn1, y))
         if fused is None:
             y, k, v = self_attention(self.attn1, y, frames, rope_q, rope_k, context, mask)
         else:
