@@ -39,15 +39,18 @@ Exact (the plain path's function; only bf16 rounding differs):
                      spatial padding inside cuDNN's kernel, no stacked copy (null: all 2-D)
                      rf.models.vae.causal_conv3d
     vae_min_out      with vae_conv3d_from: those 3-D convolutions with fewer output channels than this compute zero
-                     filters up to it, the extra channels unread (128: the 96-channel ones, which cuDNN tiles by 64)
-                     rf.models.vae.padded_filters
+                     filters up to it, the extra channels unread (128: the 96-channel ones, which cuDNN tiles by 64).
+                     Their convolutions took 11.7 ms less a chunk on an H100, but padded inside the compiled graph
+                     the frames went channels-first and cuDNN transposed them (+3.2 ms in all); the padded filters
+                     are now channels-last buffers, not yet measured (variants=min_out)    rf.models.vae.pad_filters
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
                      the first one above all: 1-14 ms sooner in three paired runs on an H100; not reproduced in a
                      later call's ladder)    rf.fast.overlap
     dit_priority     with overlap: the other way round, the DiT's passes on a stream at CUDA's high priority and the
                      decode filling what its kernels leave of the card (the tails of their waves); the first chunk
-                     decodes in line    rf.fast.overlap
+                     decodes in line. Measured no better than decode_priority: either order saves 1.4-2.2 ms of
+                     337 a chunk (variants=priority, experiments/bench/README.md)    rf.fast.overlap
     decode_lag       with overlap: how many chunks the decode may trail the denoising before the timed stream waits
                      for its frames (1: chunk i's after chunk i+1's passes are queued; with dit_priority, 2 keeps
                      DiT work queued while the host waits)    rf.fast.timing.Stream

@@ -102,10 +102,11 @@ def pad_filters(conv: WanCausalConv3d, min_out: int | None) -> None:
     """Give the convolution zero filters up to min_out outputs, or take them away (min_out None, or not above its
     outputs). cuDNN tiles the outputs by 64 or 128 channels: 96 computed as 128 ran its kernel 19% faster on an H100
     (experiments/bench/results/conv96.json). The padded weight and bias are buffers (not in the state dict; rebuilt
-    after every load_state_dict): a graph input with the weight's channels-last strides makes Inductor lay the
-    convolution's input and output out channels-last, as it does for the weight itself. Padded inside the compiled
-    graph, the weight's layout was left to Inductor, which chose channels-first, and cuDNN transposed the frames
-    both ways (results/profile_min_out.md)."""
+    after every load_state_dict), so that the compiled decoder reads them as graph inputs with the weight's
+    channels-last strides, as it reads the weight itself: Inductor lays a cuDNN convolution's input and output out
+    channels-last when its weight is. Padded inside the compiled graph, the weight's layout was left to Inductor,
+    which chose channels-first, and cuDNN transposed the frames both ways (results/profile_min_out.md). The buffers'
+    effect on a GPU is not yet measured (variants=min_out)."""
     if min_out is None or min_out <= conv.out_channels:
         for name in ("rf_padded_weight", "rf_padded_bias"):
             conv._buffers.pop(name, None)
