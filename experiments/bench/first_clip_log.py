@@ -42,9 +42,9 @@ timing.Stream.run = run
 orig_capture = graphs.CudaGraphModel._capture
 
 
-def capture(self, x, t, text, write_cache):
+def capture(self, x, t, text, write_cache, *args):
     t0 = time.perf_counter()
-    out = orig_capture(self, x, t, text, write_cache)
+    out = orig_capture(self, x, t, text, write_cache, *args)
     log(f"captured stage={self.cache.stage} write={write_cache} x={tuple(x.shape)} in {time.perf_counter() - t0:.2f} s")
     return out
 
@@ -53,9 +53,9 @@ graphs.CudaGraphModel._capture = capture
 orig_call = graphs.CudaGraphModel.__call__
 
 
-def call(self, x, t, *, text, cache, write_cache=False):
+def call(self, x, t, *, text, cache, write_cache=False, **kwargs):
     t0, stage = time.perf_counter(), cache.stage
-    out = orig_call(self, x, t, text=text, cache=cache, write_cache=write_cache)
+    out = orig_call(self, x, t, text=text, cache=cache, write_cache=write_cache, **kwargs)
     if time.perf_counter() - t0 > 0.5:
         log(f"slow pass stage={stage} write={write_cache} x={tuple(x.shape)}: {time.perf_counter() - t0:.2f} s")
     return out
