@@ -74,17 +74,14 @@ class OverlappedDecoder:
         """Queue the decode of latents [B, C, f, h, w] behind the work that produces them. first: the stream's
         first chunk, decoded in line on the current stream when the DiT goes first."""
         main = torch.cuda.current_stream()
-        if first and self.priority == "dit":
+        stream = main if first and self.priority == "dit" else self.side
+        if stream is self.side:
+            self.side.wait_stream(main)
+            latents.record_stream(self.side)  # the allocator must not reuse them before the side stream is done
+        with torch.cuda.stream(stream):
             frames = self.decoder.decode(latents)
             done = torch.cuda.Event(enable_timing=True)
-            done.record(main)
-            return PendingFrames(frames, done)
-        self.side.wait_stream(main)
-        latents.record_stream(self.side)  # the allocator must not reuse them before the side stream is done
-        with torch.cuda.stream(self.side):
-            frames = self.decoder.decode(latents)
-            done = torch.cuda.Event(enable_timing=True)
-            done.record(self.side)
+            done.record(stream)
         return PendingFrames(frames, done)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

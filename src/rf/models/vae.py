@@ -111,24 +111,28 @@ def pad_filters(conv: WanCausalConv3d, min_out: int | None) -> None:
         for name in ("rf_padded_weight", "rf_padded_bias"):
             conv._buffers.pop(name, None)
         return
-    conv.rf_min_out = min_out
-    refresh_padded_filters(conv)
+    refresh_padded_filters(conv, min_out)
     if getattr(conv, "rf_pad_hook", None) is None:
-        conv.rf_pad_hook = conv.register_load_state_dict_post_hook(
-            lambda module, _: refresh_padded_filters(module) if "rf_padded_weight" in module._buffers else None
-        )
+        conv.rf_pad_hook = conv.register_load_state_dict_post_hook(refresh_after_load)
+
+
+def refresh_after_load(conv: WanCausalConv3d, _incompatible_keys) -> None:
+    """load_state_dict's post hook: the padded filters from the weights just loaded, as wide as they were."""
+    if "rf_padded_weight" in conv._buffers:  # (pad_filters may have taken them away since)
+        refresh_padded_filters(conv, len(conv.rf_padded_weight))
 
 
 @torch.no_grad()
-def refresh_padded_filters(conv: WanCausalConv3d) -> None:
-    """conv's zero-padded weight and bias, from its current ones, in the weight's memory format."""
+def refresh_padded_filters(conv: WanCausalConv3d, outputs: int) -> None:
+    """conv's weight and bias with zero filters up to `outputs`, from its current ones, in the weight's memory
+    format."""
     weight = conv.weight.detach()
-    padded = torch.cat([weight, weight.new_zeros(conv.rf_min_out - conv.out_channels, *weight.shape[1:])])
+    padded = torch.cat([weight, weight.new_zeros(outputs - conv.out_channels, *weight.shape[1:])])
     if weight.is_contiguous(memory_format=torch.channels_last_3d):
         padded = padded.contiguous(memory_format=torch.channels_last_3d)
     bias = conv.bias
     if bias is not None:
-        bias = torch.cat([bias.detach(), bias.new_zeros(padded.shape[0] - len(bias))])
+        bias = torch.cat([bias.detach(), bias.new_zeros(outputs - len(bias))])
     conv.register_buffer("rf_padded_weight", padded, persistent=False)
     conv.register_buffer("rf_padded_bias", bias, persistent=False)
 
@@ -423,12 +427,6 @@ class WanVideoAutoencoder(torch.nn.Module):
         if min_out is not None and conv3d_from is None:
             raise ValueError(f"min_out={min_out} pads the 3-D convolutions' outputs: set conv3d_from too")
         self.whole_chunk = whole_chunk
-        if conv2d:
-            for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
-                if isinstance(module, WanCausalConv3d):
-                    module.rf_stack_taps = stack_taps and stacks_outputs(module)
-                    wide = conv3d_from is not None and module.in_channels >= conv3d_from and not module.rf_stack_taps
-                    module.forward = types.MethodType(causal_conv3d if wide else causal_conv_as_2d, module)
         if subpixel:
             for module in self.vae.decoder.modules():
                 if isinstance(module, WanResample) and module.mode.startswith("upsample"):
@@ -444,7 +442,10 @@ class WanVideoAutoencoder(torch.nn.Module):
         if conv2d:  # after channels_last: the padded filters take the weight's layout
             for module in [self.vae.post_quant_conv, *self.vae.decoder.modules()]:
                 if isinstance(module, WanCausalConv3d):
-                    pad_filters(module, min_out if module.forward.__func__ is causal_conv3d else None)
+                    module.rf_stack_taps = stack_taps and stacks_outputs(module)
+                    wide = conv3d_from is not None and module.in_channels >= conv3d_from and not module.rf_stack_taps
+                    module.forward = types.MethodType(causal_conv3d if wide else causal_conv_as_2d, module)
+                    pad_filters(module, min_out if wide else None)
         if compile:  # the upsampling blocks' cache marker tested by type: no graph break under torch 2.11
             use_upsample3d_forward(self.vae.decoder)
         if compile and self.vae.decoder._compiled_call_impl is None:  # once: a second compile starts over
