@@ -1,5 +1,5 @@
 """How many graphs the compiled Wan decoder compiles over three streams, with diffusers' upsampling forward or rf's
-(rf.models.vae.upsample3d_forward: the "Rep" cache marker tested by type), and its graph breaks in a steady chunk.
+(rf.models.vae_forms.upsample3d_forward: the "Rep" cache marker tested by type), and its graph breaks in a steady chunk.
 On the CPU, with the tiny test VAE and variants=best's decoder switches (experiments/bench/README.md, the ninth
 session). The difference shows under torch 2.11, whose Dynamo breaks the graph on diffusers' tensor-vs-string test;
 torch 2.13 traces both forms.
@@ -14,7 +14,8 @@ import torch
 import torch._dynamo.utils
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanResample
 
-from rf.models.vae import WanVideoAutoencoder, use_upsample3d_forward
+from rf.models.vae import WanVideoAutoencoder
+from rf.models.vae_forms import use_upsample3d_forward
 from tests.unit.test_fast_path import tiny_wan_vae
 
 SWITCHES = {

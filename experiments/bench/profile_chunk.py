@@ -98,12 +98,12 @@ VAE = {  # name -> the Wan VAE's speed_up switches
     "exact_whole_chunk": {**VAE_EXACT, "whole_chunk": True},
     "conv3d": {"channels_last": True, "compile": True},  # cuDNN's 3-D convolutions, no stacking copies
     "conv3d_whole_chunk": {"channels_last": True, "compile": True, "whole_chunk": True},
-    # and the RGB head with its taps stacked along the outputs (fast.vae_stack_taps, rf.models.vae.taps_then_sum)
+    # and the RGB head with its taps stacked along the outputs (fast.vae_stack_taps, rf.models.vae_forms.taps_then_sum)
     "exact_whole_chunk_taps": TAPS,
     # and the upsampling convolutions as 2x2 convolutions of the frames (fast.vae_subpixel, SubpixelUpsample)
     "exact_whole_chunk_taps_subpixel": SUBPIXEL,
     # and the convolutions with 192 input channels or more as cuDNN 3-D convolutions (fast.vae_conv3d_from=192,
-    # rf.models.vae.causal_conv3d), cuDNN's algorithms timed (fast.cudnn_benchmark)
+    # rf.models.vae_forms.causal_conv3d), cuDNN's algorithms timed (fast.cudnn_benchmark)
     "exact_whole_chunk_taps_subpixel_3d192": {**SUBPIXEL, "conv3d_from": 192, "cudnn_benchmark": True},
     # and from 96 channels: variants=best's decoder since results/bench_vae_convs.json (results/profile_vae_layout.md)
     "exact_whole_chunk_taps_subpixel_3d96": SUBPIXEL_3D96,

@@ -7,13 +7,14 @@ frame and two whole 3-latent-frame chunks; the third chunk's convolution inputs 
 recorded, and every convolution is timed alone (CUDA events, median of 20 after 3 warm calls, cuDNN benchmark on):
 
 causal 3-D convolutions (WanCausalConv3d: 27-tap resblock convolutions, the 3-tap time upsampling):
-  conv2d     rf.models.vae.causal_conv_as_2d, eager: the cache concatenated, the frames stacked, one 2-D convolution
+  conv2d     rf.models.vae_forms.causal_conv_as_2d, eager: the cache concatenated, the frames stacked, one 2-D
+             convolution
   conv3d     diffusers' forward: the cache concatenated, F.pad, cuDNN's 3-D convolution
   conv3d_pad the cache concatenated, the spatial padding inside cuDNN's 3-D convolution (no pad copy)
   *_kernel   the convolution kernel alone on its prepared input: what is left with every copy fused away
 2-D upsampling convolutions (nearest 2x, then 3x3):
   upsample   diffusers' resample: the 4x larger upsampled frames, then the 3x3 convolution
-  subpixel   rf.models.vae.subpixel_upsample_conv: four 2x2 convolutions of the frames themselves, interleaved
+  subpixel   rf.models.vae_forms.subpixel_upsample_conv: four 2x2 convolutions of the frames themselves, interleaved
 
 Eager timings overstate the copies that Inductor fuses into the norms before them; the `_kernel` columns bound
 that. Writes OUTDIR/vae_convs.json and OUTDIR/vae_convs.md.
@@ -31,7 +32,8 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample
 
 from rf.fast.timing import median_seconds
-from rf.models.vae import WanVideoAutoencoder, causal_conv3d, causal_conv_as_2d, causal_frames, subpixel_upsample_conv
+from rf.models.vae import WanVideoAutoencoder
+from rf.models.vae_forms import causal_conv3d, causal_conv_as_2d, causal_frames, subpixel_upsample_conv
 
 
 def timed(fn, repeats: int = 20) -> float:

@@ -171,7 +171,7 @@ class Setup:
                 first = timed.run(max(cfg.warmup_chunks, cfg.check_chunks), desc=f"{name} {policy} warm-up", keep=keep)
                 # a second stream: what a new stream meets after a reset (the fill stages' CUDA graphs are captured
                 # at their second call; under torch 2.11 the decoder's first chunk after a reset compiled again
-                # before rf.models.vae.upsample3d_forward)
+                # before rf.models.vae_forms.upsample3d_forward)
                 timed.run(self.clip_chunks, desc=f"{name} {policy} warm-up, a second stream")
                 compiled = graphs_compiled()
                 clips = [timed.run(self.clip_chunks, desc=f"{name} {policy} clip") for _ in range(cfg.repeats)]

@@ -21,9 +21,9 @@ from rf.fast.static_cache import StaticKVCache, write_chunk
 from rf.models.attention import backend, kernel
 from rf.models.cache import CacheConfig
 from rf.models.causal_wan import CausalWanTransformer3DModel
-from rf.models.vae import (
+from rf.models.vae import WanVideoAutoencoder
+from rf.models.vae_forms import (
     SubpixelUpsample,
-    WanVideoAutoencoder,
     causal_conv3d,
     causal_conv_as_2d,
     pad_filters,

@@ -31,18 +31,19 @@ Exact (the plain path's function; only bf16 rounding differs):
                      134.7 ms a steady chunk on an H100)    rf.models.vae.WanStreamDecoder
     vae_stack_taps   with vae_conv2d: the RGB head's 2-D convolution stacks its 3 taps' outputs, not 3 input frames
                      (133.1 -> 130.0 ms a chunk; bf16 frames 1.2e-2 -> 1.5e-2 from fp32; in variants=best since the
-                     bench's check passed)    rf.models.vae.taps_then_sum
+                     bench's check passed)    rf.models.vae_forms.taps_then_sum
     vae_subpixel     the upsampling blocks' nearest-2x-then-3x3 convolutions as four 2x2 convolutions of the
                      frames themselves, interleaved (2.25x fewer multiplications, no upsampled frames; in bf16 the
-                     summed taps' weights are rounded once)    rf.models.vae.SubpixelUpsample
+                     summed taps' weights are rounded once)    rf.models.vae_forms.SubpixelUpsample
     vae_conv3d_from  with vae_conv2d: the convolutions with at least this many input channels stay 3-D, their
                      spatial padding inside cuDNN's kernel, no stacked copy (null: all 2-D)
-                     rf.models.vae.causal_conv3d
+                     rf.models.vae_forms.causal_conv3d
     vae_min_out      with vae_conv3d_from: those 3-D convolutions with fewer output channels than this compute zero
                      filters up to it, the extra channels unread (128: the 96-channel ones, which cuDNN tiles by 64).
                      Their convolutions took 11.7 ms less a chunk on an H100, but padded inside the compiled graph
                      the frames went channels-first and cuDNN transposed them (+3.2 ms in all); the padded filters
-                     are now channels-last buffers, not yet measured (variants=min_out)    rf.models.vae.pad_filters
+                     are now channels-last buffers, not yet measured (variants=min_out)
+                     rf.models.vae_forms.pad_filters
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
                      the first one above all: 1-14 ms sooner in three paired runs on an H100; not reproduced in a

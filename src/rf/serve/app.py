@@ -278,7 +278,7 @@ class Server:
         first fills the window, runs steady chunks, and switches the prompt with re-caching, the shapes a visitor's
         stream meets. The second starts from a reset cache, as every visitor's does, until its first steady chunk:
         the fill stages' CUDA graphs are captured at their second call (and under torch 2.11 the decoder's first
-        chunk after a reset compiled again, before its upsampling blocks took rf.models.vae.upsample3d_forward). A
+        chunk after a reset compiled again, before its upsampling blocks took rf.models.vae_forms.upsample3d_forward). A
         visitor who starts meanwhile gets the usual `started` and its frames after the warm-up, which runs first on the
         one worker thread."""
         n = self.options.warmup_chunks
