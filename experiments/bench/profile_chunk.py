@@ -109,6 +109,8 @@ VAE = {  # name -> the Wan VAE's speed_up switches
     "exact_whole_chunk_taps_subpixel_3d96": SUBPIXEL_3D96,
     # and the 96-channel 3-D convolutions computed with 128 filters, 32 of them zero (fast.vae_min_out=128)
     "exact_whole_chunk_taps_subpixel_3d96_min128": {**SUBPIXEL_3D96, "min_out": 128},
+    # and each residual block's norms, SiLUs and causal padding in one Triton kernel (fast.vae_norm_silu)
+    "exact_whole_chunk_taps_subpixel_3d96_min128_norm": {**SUBPIXEL_3D96, "min_out": 128, "norm_silu": True},
 }
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels

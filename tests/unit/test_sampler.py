@@ -74,6 +74,24 @@ def test_prompt_switch_keeps_the_cache(tiny_wan):
     assert fresh[0].shape == two[3].latents.shape
 
 
+def test_the_whole_cache_pass_streams_as_the_clean_one(tiny_wan):
+    """cache_pass=whole (the t=0 pass with its unread flow computed, kept to measure the clean pass's kv_only) and
+    clean give the same stream: the same K/V from the same operations (fp32 within 1e-6) through an EMA sink and a
+    prompt switch; only whole runs the output head on its cache passes."""
+    prompts, shape = [(0, text(0)), (3, text(1))], (1, 4, 15, 4, 4)
+    heads = []
+    hook = tiny_wan.proj_out.register_forward_hook(lambda m, i, o: heads.append(m))
+    streams = {}
+    with torch.no_grad():
+        for cache_pass in ("clean", "whole"):
+            heads.clear()
+            sampler = StreamSampler(tiny_wan, CacheConfig(policy="ema_sink"), cache_pass=cache_pass)
+            streams[cache_pass] = (sampler.rollout(prompts, shape, GeneratorNoise(3)), len(heads))
+    hook.remove()
+    torch.testing.assert_close(streams["whole"][0], streams["clean"][0], atol=1e-6, rtol=1e-6)
+    assert streams["clean"][1] == 5 * 4 and streams["whole"][1] == 5 * 4 + 4  # 4 steps a chunk; 4 cache passes
+
+
 def test_recache_changes_only_what_follows_the_switch(tiny_wan):
     sampler = StreamSampler(tiny_wan, CacheConfig(policy="ema_sink"))
     prompts = [(0, text(0)), (3, text(1))]

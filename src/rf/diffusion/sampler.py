@@ -18,7 +18,9 @@ Inference options of the fast path (rf.fast.fast_path): `static_cache=True` keep
 preallocated buffers (rf.fast.static_cache, the same function); `cache_pass="fused"` runs chunk i's
 t = 0 pass and chunk i+1's first denoising pass as one forward over both chunks (rf.models.fused: the same
 function, one pass fewer); `cache_pass="reuse"` lets the last denoising pass write the cache instead of
-the t = 0 pass (an approximation, one pass fewer). At a prompt switch the fused pass falls back to the
+the t = 0 pass (an approximation, one pass fewer); `cache_pass="whole"` computes the t = 0 pass whole, its unread
+flow and the last block's attention and FFN included (what "clean" did before it stopped at the last block's K/V:
+kept to measure that). At a prompt switch the fused pass falls back to the
 unfused one: chunk i's K/V are written under chunk i's prompt, as the unfused stream writes them.
 """
 
@@ -143,10 +145,10 @@ class StreamSampler:
         static_cache: bool = False,
         cache_pass: str = "clean",
     ):
-        if cache_pass not in ("clean", "fused", "reuse"):
+        if cache_pass not in ("clean", "whole", "fused", "reuse"):
             raise ValueError(
-                f"fast.cache_pass={cache_pass!r} (the sampler's cache_pass): choose clean (exact), fused (exact, one "
-                "pass fewer) or reuse (approximation)"
+                f"fast.cache_pass={cache_pass!r} (the sampler's cache_pass): choose clean (exact), whole (exact, the "
+                "clean pass with its unread flow computed), fused (exact, one pass fewer) or reuse (approximation)"
             )
         self.model = model
         self.cache_config = cache
@@ -157,7 +159,8 @@ class StreamSampler:
         self.static_cache = static_cache  # preallocated buffers (rf.fast.static_cache): the fast path's cache
         # clean: a t=0 pass over the chunk's x0 writes its K/V (exact). fused: the same t=0 pass, in one forward
         # with the next chunk's first denoising pass (exact, one pass fewer). reuse: the last denoising pass writes
-        # the K/V it computed from its noisy input instead: one pass fewer per chunk, an approximation
+        # the K/V it computed from its noisy input instead: one pass fewer per chunk, an approximation. whole: the
+        # clean pass computed whole (its flow unread), for measuring what stopping at the last block's K/V buys
         self.cache_pass = cache_pass
         self.last_cache = None  # the cache of the latest stream, for statistics (callbacks/ema_sink.py)
 
@@ -195,7 +198,7 @@ class StreamSampler:
             raise ValueError(f"prompt schedule starts at chunks {starts}: need strictly increasing, first at 0")
         if exit_step is not None and not 0 <= exit_step < len(self.timesteps):
             raise ValueError(f"exit_step={exit_step}: must be in [0, {len(self.timesteps) - 1}]")
-        if exit_step is not None and self.cache_pass != "clean":
+        if exit_step is not None and self.cache_pass not in ("clean", "whole"):
             raise ValueError(
                 f"cache_pass={self.cache_pass} is an inference pass: training rollouts (exit_step={exit_step}) use "
                 "cache_pass=clean"
@@ -237,7 +240,7 @@ class StreamSampler:
             if more and self.cache_pass == "fused":
                 pending = x0.detach()  # written by the next chunk's first pass
             elif more:
-                if self.cache_pass == "clean":
+                if self.cache_pass in ("clean", "whole"):
                     self._write_cache(x0.detach(), text, cache)
                 self._keep(x0.detach(), cache, in_window)
 
@@ -276,7 +279,8 @@ class StreamSampler:
     @torch.no_grad()
     def _write_cache(self, x0, text, cache) -> None:
         t = torch.full((x0.shape[0],), self.context_timestep, device=x0.device)
-        self.model(x0, t, text=text, cache=cache, write_cache=True, kv_only=True)  # its flow is never read
+        # its flow is never read: the last block stops at its K/V (kv_only) unless cache_pass=whole
+        self.model(x0, t, text=text, cache=cache, write_cache=True, kv_only=self.cache_pass != "whole")
 
     def _recache(self, cache, text, in_window) -> None:
         cache.drop_window()

@@ -40,10 +40,13 @@ Exact (the plain path's function; only bf16 rounding differs):
                      rf.models.vae_forms.causal_conv3d
     vae_min_out      with vae_conv3d_from: those 3-D convolutions with fewer output channels than this compute zero
                      filters up to it, the extra channels unread (128: the 96-channel ones, which cuDNN tiles by 64).
-                     Their convolutions took 11.7 ms less a chunk on an H100, but padded inside the compiled graph
-                     the frames went channels-first and cuDNN transposed them (+3.2 ms in all); the padded filters
-                     are now channels-last buffers, not yet measured (variants=min_out)
-                     rf.models.vae_forms.pad_filters
+                     Padded inside the compiled graph, the frames went channels-first and cuDNN transposed them
+                     (+3.2 ms a chunk on an H100); as channels-last buffers, -5.1 ms a chunk [-7.7, -2.5] on an
+                     H200 (variants=min_out)    rf.models.vae_forms.pad_filters
+    vae_norm_silu    with vae_conv3d_from: the residual blocks with 3-D convolutions compute each RMS norm, SiLU and
+                     causal time padding as one Triton kernel that writes the padded frames once, channels-last
+                     (Inductor's kernels wrote a float32 copy channels-first and read it back transposed)
+                     rf.fast.vae_norm, rf.models.vae_forms.residual_block_forward
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
                      the first one above all: 1-14 ms sooner in three paired runs on an H100; not reproduced in a
@@ -125,6 +128,7 @@ class FastPath:
     vae_subpixel: bool = False
     vae_conv3d_from: int | None = None
     vae_min_out: int | None = None
+    vae_norm_silu: bool = False
     overlap: bool = False
     decode_priority: bool = False
     dit_priority: bool = False
@@ -155,6 +159,9 @@ class FastPath:
         if self.vae_min_out is not None and self.vae_conv3d_from is None:
             raise ValueError(f"fast.vae_min_out={self.vae_min_out} pads the outputs of the VAE's 3-D convolutions: set "
                              "fast.vae_conv3d_from (e.g. 96), or fast.vae_min_out=null")  # fmt: skip
+        if self.vae_norm_silu and self.vae_conv3d_from is None:
+            raise ValueError("fast.vae_norm_silu=true feeds the VAE's 3-D convolutions their padded frames: set "
+                             "fast.vae_conv3d_from (e.g. 96), or fast.vae_norm_silu=false")  # fmt: skip
         if self.decode_priority and not self.overlap:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
                              "fast.overlap=true, or fast.decode_priority=false with fast.overlap=false (the presets "
@@ -266,6 +273,7 @@ class FastPath:
                 subpixel=self.vae_subpixel,
                 conv3d_from=self.vae_conv3d_from,
                 min_out=self.vae_min_out,
+                norm_silu=self.vae_norm_silu,
             )
         decoder = autoencoder.stream_decoder()
         if not self.overlap:

@@ -24,13 +24,20 @@ from typing import Protocol
 
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample, unpatchify
+from diffusers.models.autoencoders.autoencoder_kl_wan import (
+    WanCausalConv3d,
+    WanResample,
+    WanResidualBlock,
+    unpatchify,
+)
 
+from rf.fast.vae_norm import norm_silu_available
 from rf.models.vae_forms import (
     SubpixelUpsample,
     causal_conv3d,
     causal_conv_as_2d,
     pad_filters,
+    residual_block_forward,
     stacks_outputs,
     use_upsample3d_forward,
 )
@@ -162,6 +169,7 @@ class WanVideoAutoencoder(torch.nn.Module):
         subpixel: bool = False,
         conv3d_from: int | None = None,
         min_out: int | None = None,
+        norm_silu: bool = False,
     ) -> None:
         """Decoder speed switches of the fast path (rf.fast.fast_path); the function decoded stays the same.
 
@@ -179,13 +187,19 @@ class WanVideoAutoencoder(torch.nn.Module):
         cuDNN's 3-D kernels with the padding inside them, no stacked copy); the narrower ones take the 2-D path, and
         so does a head whose taps stack_taps stacks.
         min_out: with conv3d_from, those 3-D convolutions with fewer output channels than this compute zero filters
-        up to it, the extra channels left unread (padded_filters: 96 -> 128 for the full-resolution block's)."""
+        up to it, the extra channels left unread (padded_filters: 96 -> 128 for the full-resolution block's).
+        norm_silu: with conv3d_from, the residual blocks whose convolutions are 3-D compute each norm, SiLU and
+        causal time padding as one Triton kernel (residual_block_forward, rf.fast.vae_norm)."""
         if stack_taps and not conv2d:
             raise ValueError("stack_taps=True changes how conv2d stacks: set conv2d=True too")
         if conv3d_from is not None and not conv2d:
             raise ValueError(f"conv3d_from={conv3d_from} picks which convolutions leave the 2-D path: set conv2d=True")
         if min_out is not None and conv3d_from is None:
             raise ValueError(f"min_out={min_out} pads the 3-D convolutions' outputs: set conv3d_from too")
+        if norm_silu and conv3d_from is None:
+            raise ValueError("norm_silu=True feeds the 3-D convolutions their padded frames: set conv3d_from too")
+        if norm_silu and norm_silu_available() is not None:
+            raise RuntimeError(norm_silu_available())
         self.whole_chunk = whole_chunk
         if subpixel:
             for module in self.vae.decoder.modules():
@@ -206,6 +220,13 @@ class WanVideoAutoencoder(torch.nn.Module):
                     wide = conv3d_from is not None and module.in_channels >= conv3d_from and not module.rf_stack_taps
                     module.forward = types.MethodType(causal_conv3d if wide else causal_conv_as_2d, module)
                     pad_filters(module, min_out if wide else None)
+            for module in self.vae.decoder.modules():
+                if isinstance(module, WanResidualBlock):
+                    convs = (module.conv1, module.conv2)
+                    if norm_silu and all(getattr(c.forward, "__func__", None) is causal_conv3d for c in convs):
+                        module.forward = types.MethodType(residual_block_forward, module)
+                    else:
+                        module.__dict__.pop("forward", None)  # diffusers' own
         if compile:  # the upsampling blocks' cache marker tested by type: no graph break under torch 2.11
             use_upsample3d_forward(self.vae.decoder)
         if compile and self.vae.decoder._compiled_call_impl is None:  # once: a second compile starts over

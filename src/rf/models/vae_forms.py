@@ -5,6 +5,8 @@ installs for the fast path's decoder switches (rf.fast.fast_path):
                           its taps stacked along the outputs where they are few (taps_then_sum: vae_stack_taps)
     causal_conv3d         the same as cuDNN's 3-D convolution with its spatial padding inside (vae_conv3d_from),
                           optionally with zero filters up to a tile-friendly width (pad_filters: vae_min_out)
+    residual_block_forward  a residual block whose norms, SiLUs and causal padding are one kernel each
+                          (rf.fast.vae_norm: vae_norm_silu), its convolutions cuDNN's 3-D ones without their bias
     SubpixelUpsample      nearest-2x-then-3x3 upsampling as four 2x2 convolutions of the frames (vae_subpixel)
     upsample3d_forward    the time-and-space upsampling block with its cache marker tested by type (vae_compile)
 
@@ -17,7 +19,9 @@ from __future__ import annotations
 import types
 
 import torch
-from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalConv3d, WanResample
+from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalConv3d, WanResample, WanResidualBlock
+
+from rf.fast.vae_norm import norm_silu_frames
 
 
 def causal_frames(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
@@ -78,6 +82,32 @@ def causal_conv3d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor 
     if weight.shape[0] > conv.out_channels:  # the zero filters' channels, never read: a channels-last view
         return y[:, : conv.out_channels]
     return y.contiguous(memory_format=torch.channels_last_3d)
+
+
+def residual_block_forward(block: WanResidualBlock, x: torch.Tensor, feat_cache=None, feat_idx=(0,)) -> torch.Tensor:
+    """WanResidualBlock.forward with each norm, SiLU and causal time padding as one kernel (norm_silu_frames) and the
+    convolutions as cuDNN's 3-D ones on the padded frames, their biases added by what reads their outputs (the next
+    kernel, the residual sum). Each convolution's new cache is its padded input's last CACHE_T frames: the frames
+    diffusers keeps (the activation's last two, or the cached last one and a single new frame), and at the stream's
+    start a zero frame before a single new one, which reads as the zero padding it stands for. The block's
+    convolutions must take the 3-D path (causal_conv3d; speed_up installs this form only there). In eval mode (the
+    decoder's): no dropout. x [B, C, T, H, W] -> [B, O, T, H, W]."""
+    if feat_cache is None:  # a decode without the stream's caches: diffusers' own
+        return WanResidualBlock.forward(block, x)
+    h = block.conv_shortcut(x)
+    idx = feat_idx[0]
+    y, bias = x, None
+    for norm, conv, slot in ((block.norm1, block.conv1, idx), (block.norm2, block.conv2, idx + 1)):
+        frames = norm_silu_frames(y, norm.gamma, bias, feat_cache[slot], conv._padding[4], norm.scale)
+        feat_cache[slot] = frames[:, :, -CACHE_T:].clone()
+        weight, _ = padded_filters(conv)
+        pad_w, _, pad_h = conv._padding[:3]
+        y = torch.nn.functional.conv3d(frames, weight, None, conv.stride, (0, pad_h, pad_w))[:, : conv.out_channels]
+        bias = conv.bias
+    feat_idx[0] += 2
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1, 1)
+    return y + h
 
 
 def padded_filters(conv: WanCausalConv3d) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -1,0 +1,69 @@
+"""The decoder's norm-SiLU-padding kernel (rf.fast.vae_norm) alone at the Wan decoder's shapes, in several tile
+configurations: microseconds a call and the bandwidth it reaches (bytes read and written once).
+
+    python experiments/bench/vae_norm_kernel.py OUTDIR        (one GPU; writes OUTDIR/vae_norm_kernel.json)
+
+Shapes (12 frames, 832x480 video): the full-resolution block's 96 channels read as a slice of the 128-filter
+convolution's output (fast.vae_min_out=128), 192 channels at 240x416, 384 at 120x208. Each configuration is a number
+of elements per program (pixels x the channel block) and warps; rf.fast.vae_norm uses 4096 and 4.
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+from rf.fast.vae_norm import EPS, _norm_silu_kernel
+
+SHAPES = {"96 of 128 at 480x832": (96, 128, 480, 832), "192 at 240x416": (192, 192, 240, 416),
+          "384 at 120x208": (384, 384, 120, 208)}  # fmt: skip
+CONFIGS = [(2048, 4), (4096, 4), (4096, 8), (8192, 8), (16384, 8), (16384, 16)]
+
+
+def run(x, gamma, bias, out, elements, warps):
+    b, c, t, h, w = x.shape
+    block_c = triton.next_power_of_2(c)
+    block_p = max(1, elements // block_c)
+    pixels = b * t * h * w
+    _norm_silu_kernel[(triton.cdiv(pixels, block_p),)](
+        x, bias, gamma, out, pixels, t, h * w, x.stride(0), x.stride(1), x.stride(2), x.stride(4), out.stride(0),
+        out.stride(2), out.stride(4), 2, c**0.5, EPS, C=c, BLOCK_C=block_c, BLOCK_P=block_p, HAS_BIAS=True,
+        num_warps=warps,
+    )  # fmt: skip
+
+
+def main() -> None:
+    out_dir = Path(sys.argv[1])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shapes": {}}
+    for name, (c, wide, h, w) in SHAPES.items():
+        conv = torch.randn(1, wide, 12, h, w, device="cuda", dtype=torch.bfloat16)
+        x = conv.contiguous(memory_format=torch.channels_last_3d)[:, :c]
+        gamma = torch.rand(c, device="cuda", dtype=torch.bfloat16)
+        bias = torch.randn(c, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(1, c, 14, h, w, device="cuda", dtype=torch.bfloat16, memory_format=torch.channels_last_3d)
+        moved = x.numel() * 2 + out[:, :, 2:].numel() * 2  # read once, written once
+        rows = {}
+        for elements, warps in CONFIGS:
+            for _ in range(3):
+                run(x, gamma, bias, out, elements, warps)
+            times = []
+            for _ in range(20):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                run(x, gamma, bias, out, elements, warps)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) * 1e3)
+            us = statistics.median(times)
+            rows[f"{elements} elements, {warps} warps"] = {"us": us, "tb_per_s": moved / us / 1e6}
+            print(f"{name:24s} {elements:6d} x {warps:2d} warps: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s", flush=True)
+        results["shapes"][name] = rows
+    (out_dir / "vae_norm_kernel.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""fast.vae_norm_silu: the Wan decoder's RMS norm, SiLU and causal time padding in one Triton kernel
+(rf.fast.vae_norm), run on a CPU in Triton's interpreter. TRITON_INTERPRET is read when a kernel is defined, so each
+check runs in a fresh Python with it set (tests/unit/test_norm_rope.py's run_interpreted)."""
+
+import pytest
+
+from tests.unit.test_norm_rope import run_interpreted
+
+pytest.importorskip("triton", reason="Triton comes with `make install` on Linux (pyproject's dev extras)")
+
+KERNEL_CHECK = """
+import torch
+import torch.nn.functional as F
+from rf.fast.vae_norm import norm_silu_frames
+
+torch.manual_seed(0)
+
+def reference(x, gamma, bias, cache, pad, scale):
+    y = x.float() + (0 if bias is None else bias.float().view(1, -1, 1, 1, 1))
+    y = F.silu(F.normalize(y, dim=1) * scale * gamma.float().view(1, -1, 1, 1, 1))
+    before = torch.zeros(x.shape[0], x.shape[1], pad, *x.shape[3:])
+    if cache is not None:
+        kept = min(pad, cache.shape[2])
+        before[:, :, pad - kept :] = cache[:, :, cache.shape[2] - kept :].float()
+    return torch.cat([before, y], dim=2)
+
+c = 24  # not a power of two: the kernel's channel block is 32, its last lanes masked
+wide = torch.randn(2, 32, 3, 5, 7)  # a wider convolution's output: x is its first 24 channels, strided
+layouts = {"channels-first": torch.randn(2, c, 3, 5, 7),
+           "channels-last": torch.randn(2, c, 3, 5, 7).contiguous(memory_format=torch.channels_last_3d),
+           "a channel slice": wide.contiguous(memory_format=torch.channels_last_3d)[:, :c],
+           "one frame": torch.randn(2, c, 1, 5, 7)}
+for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 2e-2)):
+    gamma, bias = torch.rand(c, 1, 1, 1) + 0.5, torch.randn(c)
+    for name, x in layouts.items():
+        for b in (None, bias):
+            for cache in (None, torch.randn(2, c, 1, 5, 7), torch.randn(2, c, 2, 5, 7)):
+                args = (x.to(dtype), gamma.to(dtype), None if b is None else b.to(dtype),
+                        None if cache is None else cache.to(dtype), 2, c**0.5)
+                out = norm_silu_frames(*args)
+                ref = reference(*args)
+                assert out.shape == ref.shape and out.dtype == dtype, (out.shape, ref.shape, out.dtype)
+                assert out.is_contiguous(memory_format=torch.channels_last_3d)
+                err = ((out.float() - ref).norm() / ref.norm()).item()
+                assert err < tol, (name, dtype, b is None, cache is None, err)
+    print(dtype, f"{err:.1e}")
+try:
+    norm_silu_frames(torch.randn(1, 8, 2, 3, 3), torch.ones(6), None, None, 2, 1.0)
+except ValueError as e:
+    assert "x has 8 channels, gamma 6" in str(e), e
+else:
+    raise AssertionError("a gamma of the wrong width was accepted")
+print("ok")
+"""
+
+DECODER_CHECK = """
+import copy
+import torch
+from rf.models.vae import WanVideoAutoencoder
+from rf.models.vae_forms import residual_block_forward
+from tests.unit.test_fast_path import relative_error, tiny_wan_vae
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanResidualBlock
+
+torch.manual_seed(0)
+plain = WanVideoAutoencoder(tiny_wan_vae())
+for switches in ({"conv2d": True, "channels_last": True, "conv3d_from": 32},
+                 {"conv2d": True, "channels_last": True, "conv3d_from": 32, "min_out": 48, "subpixel": True,
+                  "stack_taps": True, "whole_chunk": True}):
+    fast = copy.deepcopy(plain)
+    fast.speed_up(**switches, norm_silu=True)
+    blocks = [m for m in fast.vae.decoder.modules() if isinstance(m, WanResidualBlock)]
+    kernel = [m for m in blocks if getattr(m.forward, "__func__", None) is residual_block_forward]
+    # the tiny decoder's 32-channel blocks have 3-D convolutions; its last block's 16-channel ones stay 2-D
+    assert kernel and len(kernel) < len(blocks), (len(kernel), len(blocks))
+    assert all(m.conv1.in_channels >= 32 and m.conv2.in_channels >= 32 for m in kernel)
+    z = torch.randn(1, 16, 7, 4, 6)
+    ref = plain.stream_decoder().decode(z)
+    decoder = fast.stream_decoder()
+    out = torch.cat([decoder.decode(z[:, :, :1]), decoder.decode(z[:, :, 1:4]), decoder.decode(z[:, :, 4:])], dim=2)
+    err = relative_error(out, ref)
+    assert out.shape == ref.shape and err < 1e-5, err
+    fast.speed_up(**switches)  # and back: diffusers' forward again
+    assert not any(getattr(m.forward, "__func__", None) is residual_block_forward for m in blocks)
+    print(sorted(switches), f"{err:.1e}")
+try:
+    copy.deepcopy(plain).speed_up(conv2d=True, norm_silu=True)
+except ValueError as e:
+    assert "norm_silu=True feeds the 3-D convolutions their padded frames: set conv3d_from too" in str(e), e
+else:
+    raise AssertionError("norm_silu without conv3d_from was accepted")
+print("ok")
+"""
+
+
+def test_kernel_is_the_norm_silu_and_causal_padding_of_the_wan_decoder():
+    """Against F.normalize * sqrt(C) * gamma, SiLU and the padding causal_frames builds (zeros, then the cache's last
+    frames): x channels-first, channels-last, a strided channel slice and a single frame; with and without the
+    convolution's bias; no cache, one cached frame, two. float32: the same operations but the sum of squares'
+    order, 1e-6 relative. bfloat16: one rounding of the output (2^-8 relative; the interpreter truncates) and the
+    inputs' own, 2e-2 bounds it where a wrong channel, frame or weight is off by O(1)."""
+    out = run_interpreted(KERNEL_CHECK)
+    assert out.strip().endswith("ok")
+
+
+def test_decoder_with_the_kernel_streams_the_plain_decoders_frames():
+    """The tiny Wan decoder with every 3-D residual block in the kernel's form (residual_block_forward), chunked
+    1 + 3 + 3 latent frames, against the plain decoder's frames: fp32, 1e-5 as the other decoder switches; with the
+    padded filters and the sub-pixel upsampling too. The switch is undone by speed_up without it, and refused
+    without conv3d_from."""
+    out = run_interpreted(DECODER_CHECK)
+    assert out.strip().endswith("ok")
