@@ -20,8 +20,9 @@ t = 0 pass and chunk i+1's first denoising pass as one forward over both chunks 
 function, one pass fewer); `cache_pass="reuse"` lets the last denoising pass write the cache instead of
 the t = 0 pass (an approximation, one pass fewer); `cache_pass="whole"` computes the t = 0 pass whole, its unread
 flow and the last block's attention and FFN included (what "clean" did before it stopped at the last block's K/V:
-kept to measure that). At a prompt switch the fused pass falls back to the
-unfused one: chunk i's K/V are written under chunk i's prompt, as the unfused stream writes them.
+kept to measure that; on an H200 +1.1 ms a chunk, 95% CI [-0.7, +2.9]: not shown). At a prompt switch the fused
+pass falls back to the unfused one: chunk i's K/V are written under chunk i's prompt, as the unfused stream writes
+them.
 """
 
 from __future__ import annotations

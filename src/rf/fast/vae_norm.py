@@ -5,14 +5,19 @@ Each causal 3-D convolution of a Wan residual block reads
     p = [zeros ; cached frames ; SiLU(RMSNorm(x + bias))]        [B, C, 2 + T, H, W]
 
 (diffusers' WanRMS_norm: F.normalize over the channels, times sqrt(C) and gamma; the two frames before x are the
-previous chunk's, zeros at the stream's start). Compiled by Inductor, on an H200 (results/profile_vae_norm.md):
-the norm kernel wrote its float32 pre-activation channels-first (it has two readers, the padding and the cache's
-copy, so Inductor keeps it rather than compute it twice), a second kernel read it back transposed to write the padded
-frames, and the residual before it was read channels-first: 1.0-3.0 ms per full-resolution norm, where reading x and
-writing p once takes about 0.4 ms. Here one program takes a block of pixels with all their channels: it reads x (and
-the conv bias, which Inductor otherwise adds in the next kernel) once, reduces in float32, and writes the padded
-frames once, channels-last, in x's dtype. The new cache is a view of p's last two frames (residual_block_forward in
-rf.models.vae_forms), so the activation has one reader.
+previous chunk's, zeros at the stream's start). Compiled by Inductor, on an H200 (experiments/bench/results/
+profile_h200_kv_only.md, its kernels read in Inductor's generated code): the norm kernel wrote its float32
+pre-activation channels-first (it has two readers, the padding and the cache's copy, so Inductor keeps it rather than
+compute it twice), a second kernel read it back transposed to write the padded frames, and the residual before it was
+read channels-first: 1.0-3.0 ms per full-resolution norm. Here one program takes a block of pixels with all their
+channels: it reads x (and the conv bias, which Inductor otherwise adds in the next kernel) once, reduces in float32,
+and writes the padded frames once, channels-last, in x's dtype. The new cache is a view of p's last two frames
+(residual_block_forward in rf.models.vae_forms), so the activation has one reader.
+
+Measured on an H200 (experiments/bench/README.md): 0.78-0.94 ms per full-resolution norm (2.0 TB/s; the card moves
+4.8), the decode's norm kernels 22.1 -> 15.9 ms of card time, a steady chunk -7.2 ms, 95% CI [-9.3, -5.0], against
+variants=best as it was (results/bench_vae_norm.json). Larger tiles or more warps ran no faster
+(results/vae_norm_kernel.json).
 
 The function is diffusers' up to rounding: the sum of squares, the division and the SiLU in float32, rounded once
 (eager PyTorch rounds the normalised value, its scaling and the SiLU to bf16 in turn; Inductor, like this kernel,
