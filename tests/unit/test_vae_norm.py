@@ -82,6 +82,12 @@ for switches in ({"conv2d": True, "channels_last": True, "conv3d_from": 32},
     fast.speed_up(**switches)  # and back: diffusers' forward again
     assert not any(getattr(m.forward, "__func__", None) is residual_block_forward for m in blocks)
     print(sorted(switches), f"{err:.1e}")
+odd = copy.deepcopy(plain)  # a block whose norm has a bias, or with dropout, keeps diffusers' forward
+blocks = [m for m in odd.vae.decoder.modules() if isinstance(m, WanResidualBlock) and m.conv1.in_channels >= 32]
+blocks[0].norm2.bias = torch.nn.Parameter(torch.zeros(blocks[0].norm2.gamma.shape))
+blocks[1].dropout.p = 0.1
+odd.speed_up(conv2d=True, channels_last=True, conv3d_from=32, norm_silu=True)
+assert [getattr(m.forward, "__func__", None) is residual_block_forward for m in blocks[:3]] == [False, False, True]
 try:
     copy.deepcopy(plain).speed_up(conv2d=True, norm_silu=True)
 except ValueError as e:
@@ -105,7 +111,7 @@ def test_kernel_is_the_norm_silu_and_causal_padding_of_the_wan_decoder():
 def test_decoder_with_the_kernel_streams_the_plain_decoders_frames():
     """The tiny Wan decoder with every 3-D residual block in the kernel's form (residual_block_forward), chunked
     1 + 3 + 3 latent frames, against the plain decoder's frames: fp32, 1e-5 as the other decoder switches; with the
-    padded filters and the sub-pixel upsampling too. The switch is undone by speed_up without it, and refused
-    without conv3d_from."""
+    padded filters and the sub-pixel upsampling too. A block whose norm has a bias or that has dropout keeps
+    diffusers' forward. The switch is undone by speed_up without it, and refused without conv3d_from."""
     out = run_interpreted(DECODER_CHECK)
     assert out.strip().endswith("ok")

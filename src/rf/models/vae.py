@@ -39,6 +39,7 @@ from rf.models.vae_forms import (
     pad_filters,
     residual_block_forward,
     stacks_outputs,
+    takes_norm_silu,
     use_upsample3d_forward,
 )
 from rf.utils.files import require_files
@@ -222,8 +223,7 @@ class WanVideoAutoencoder(torch.nn.Module):
                     pad_filters(module, min_out if wide else None)
             for module in self.vae.decoder.modules():
                 if isinstance(module, WanResidualBlock):
-                    convs = (module.conv1, module.conv2)
-                    if norm_silu and all(getattr(c.forward, "__func__", None) is causal_conv3d for c in convs):
+                    if norm_silu and takes_norm_silu(module):
                         module.forward = types.MethodType(residual_block_forward, module)
                     else:
                         module.__dict__.pop("forward", None)  # diffusers' own

@@ -110,6 +110,15 @@ def residual_block_forward(block: WanResidualBlock, x: torch.Tensor, feat_cache=
     return y + h
 
 
+def takes_norm_silu(block: WanResidualBlock) -> bool:
+    """Whether residual_block_forward computes this block's function: both convolutions on the 3-D path, norms
+    without a bias (the kernel adds none) and no dropout (the form applies none). The Wan decoder's blocks all are,
+    once their convolutions are 3-D."""
+    convs_3d = all(getattr(c.forward, "__func__", None) is causal_conv3d for c in (block.conv1, block.conv2))
+    no_bias = all(isinstance(n.bias, float) and n.bias == 0.0 for n in (block.norm1, block.norm2))
+    return convs_3d and no_bias and block.dropout.p == 0
+
+
 def padded_filters(conv: WanCausalConv3d) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The weight [O', C, kt, kh, kw] and bias [O'] the convolution runs with: its own, or with zero filters after
     them where speed_up(min_out=...) gave it some (pad_filters; O' = min_out). The real channels' sums are the same."""
