@@ -1,5 +1,7 @@
 """The decoder's norm-SiLU-padding kernel (rf.fast.vae_norm) alone at the Wan decoder's shapes, in several tile
-configurations: microseconds a call and the bandwidth it reaches (bytes read and written once).
+configurations, its division per element or as one reciprocal a pixel (ROW_RECIPROCAL): microseconds a call and the
+bandwidth it reaches (bytes read and written once), beside Inductor's kernels for the same function and PyTorch's
+copy of the same bytes.
 
     python experiments/bench/vae_norm_kernel.py OUTDIR        (one GPU; writes OUTDIR/vae_norm_kernel.json)
 
@@ -11,6 +13,7 @@ of elements per program (pixels x the channel block) and warps; rf.fast.vae_norm
 import json
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,10 +23,10 @@ from rf.fast.vae_norm import EPS, _norm_silu_kernel
 
 SHAPES = {"96 of 128 at 480x832": (96, 128, 480, 832), "192 at 240x416": (192, 192, 240, 416),
           "384 at 120x208": (384, 384, 120, 208)}  # fmt: skip
-CONFIGS = [(2048, 4), (4096, 4), (4096, 8), (8192, 8), (16384, 8), (16384, 16)]
+CONFIGS = [(2048, 4), (4096, 4), (4096, 8), (8192, 4), (8192, 8), (16384, 8)]
 
 
-def run(x, gamma, bias, out, elements, warps):
+def run(x, gamma, bias, out, elements, warps, reciprocal):
     b, c, t, h, w = x.shape
     block_c = triton.next_power_of_2(c)
     block_p = max(1, elements // block_c)
@@ -31,8 +34,31 @@ def run(x, gamma, bias, out, elements, warps):
     _norm_silu_kernel[(triton.cdiv(pixels, block_p),)](
         x, bias, gamma, out, pixels, t, h * w, x.stride(0), x.stride(1), x.stride(2), x.stride(4), out.stride(0),
         out.stride(2), out.stride(4), 2, c**0.5, EPS, C=c, BLOCK_C=block_c, BLOCK_P=block_p, HAS_BIAS=True,
-        num_warps=warps,
+        ROW_RECIPROCAL=reciprocal, num_warps=warps,
     )  # fmt: skip
+
+
+@torch.compile(dynamic=False)
+def compiled(x, bias, gamma, cache, scale):
+    """The same function as diffusers' layers compute it (WanRMS_norm, SiLU, causal_frames' concatenation)."""
+    y = torch.nn.functional.normalize((x + bias.view(1, -1, 1, 1, 1)).float(), dim=1).to(x.dtype)
+    y = torch.nn.functional.silu(y * scale * gamma.view(1, -1, 1, 1, 1))
+    return torch.cat([cache, y], dim=2)
+
+
+def timed(fn) -> float:
+    """Median microseconds of fn() over 20 calls after 3, by CUDA events."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -47,20 +73,26 @@ def main() -> None:
         out = torch.empty(1, c, 14, h, w, device="cuda", dtype=torch.bfloat16, memory_format=torch.channels_last_3d)
         moved = x.numel() * 2 + out[:, :, 2:].numel() * 2  # read once, written once
         rows = {}
-        for elements, warps in CONFIGS:
-            for _ in range(3):
-                run(x, gamma, bias, out, elements, warps)
-            times = []
-            for _ in range(20):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                run(x, gamma, bias, out, elements, warps)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) * 1e3)
-            us = statistics.median(times)
-            rows[f"{elements} elements, {warps} warps"] = {"us": us, "tb_per_s": moved / us / 1e6}
-            print(f"{name:24s} {elements:6d} x {warps:2d} warps: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s", flush=True)
+
+        cache = torch.randn(1, c, 2, h, w, device="cuda", dtype=torch.bfloat16)
+        cache = cache.contiguous(memory_format=torch.channels_last_3d)
+        us = timed(partial(compiled, x, bias, gamma, cache, c**0.5))  # what the kernel replaces, alone
+        rows["inductor"] = {"us": us, "tb_per_s": moved / us / 1e6}
+        print(f"{name:24s} Inductor's kernels for the same: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s", flush=True)
+        us = timed(partial(out[:, :, 2:].copy_, x))  # the same bytes moved by PyTorch's copy: the reference
+        rows["copy"] = {"us": us, "tb_per_s": moved / us / 1e6}
+        print(f"{name:24s} copy of the same bytes: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s", flush=True)
+        outputs = {}
+        for reciprocal in (False, True):
+            for elements, warps in CONFIGS:
+                us = timed(partial(run, x, gamma, bias, out, elements, warps, reciprocal))
+                key = f"{'reciprocal' if reciprocal else 'division'}, {elements} elements, {warps} warps"
+                rows[key] = {"us": us, "tb_per_s": moved / us / 1e6}
+                print(f"{name:24s} {key:36s}: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s", flush=True)
+            outputs[reciprocal] = out[:, :, 2:].clone()
+        diff = (outputs[True].float() - outputs[False].float()).abs().max().item()
+        rows["reciprocal vs division, largest difference"] = diff
+        print(f"{name:24s} reciprocal vs division: largest difference {diff:.2e}", flush=True)
         results["shapes"][name] = rows
     (out_dir / "vae_norm_kernel.json").write_text(json.dumps(results, indent=1))
 

@@ -14,10 +14,10 @@ channels: it reads x (and the conv bias, which Inductor otherwise adds in the ne
 and writes the padded frames once, channels-last, in x's dtype. The new cache is a view of p's last two frames
 (residual_block_forward in rf.models.vae_forms), so the activation has one reader.
 
-Measured on an H200 (experiments/bench/README.md): 0.78-0.94 ms per full-resolution norm (2.0 TB/s; the card moves
-4.8), the decode's norm kernels 22.1 -> 15.9 ms of card time, a steady chunk -7.2 ms, 95% CI [-9.3, -5.0], against
-variants=best as it was (results/bench_vae_norm.json). Larger tiles or more warps ran no faster
-(results/vae_norm_kernel.json).
+Measured on an H200 (experiments/bench/README.md): the decode's norm kernels 22.1 -> 15.9 ms of card time, a steady
+chunk -7.2 ms, 95% CI [-9.3, -5.0], against variants=best as it was (results/bench_vae_norm.json). Alone, 885 us per
+full-resolution norm against 1,690 for Inductor's kernels and 1,083 for a copy of the same bytes; at 192 and 384
+channels 55-60% of the copy's rate (results/vae_norm_kernel.json). Larger tiles or more warps ran no faster.
 
 The function is diffusers' up to rounding: the sum of squares, the division and the SiLU in float32, rounded once
 (eager PyTorch rounds the normalised value, its scaling and the SiLU to bf16 in turn; Inductor, like this kernel,
@@ -59,8 +59,12 @@ if triton is not None:
         x_ptr, bias_ptr, gamma_ptr, out_ptr, pixels, frames, plane,
         sx_b, sx_c, sx_t, sx_p, so_b, so_t, so_p, pad, scale, eps,
         C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, HAS_BIAS: tl.constexpr,
+        ROW_RECIPROCAL: tl.constexpr,
     ):  # fmt: skip
-        """One program: BLOCK_P pixels (of B * T * H * W) x all C channels. The pixel p = (b, t, q), q = h * W + w."""
+        """One program: BLOCK_P pixels (of B * T * H * W) x all C channels. The pixel p = (b, t, q), q = h * W + w.
+        ROW_RECIPROCAL: the norm's division as one reciprocal a pixel and a multiplication, sqrt(C) * gamma once a
+        channel (a float32 rounding or two apart; one bf16 unit at most in the output). Alone on an H200 8% faster at
+        full resolution, 5% slower at 192 channels (results/vae_norm_kernel.json): off, as measured in the stream."""
         p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)
         p_mask = p < pixels
         b = p // (frames * plane)
@@ -75,13 +79,16 @@ if triton is not None:
             x += tl.load(bias_ptr + c, c_mask, other=0.0).to(tl.float32)[None, :]
         norm = tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), eps)  # F.normalize: x / max(|x|, eps)
         gamma = tl.load(gamma_ptr + c, c_mask, other=0.0).to(tl.float32)
-        y = x / norm[:, None] * scale * gamma[None, :]
+        if ROW_RECIPROCAL:
+            y = x * (1.0 / norm)[:, None] * (scale * gamma)[None, :]
+        else:
+            y = x / norm[:, None] * scale * gamma[None, :]
         y = y / (1.0 + tl.exp(-y))  # SiLU
         out = out_ptr + (b * so_b + (t + pad) * so_t + q * so_p)[:, None] + c[None, :]
         tl.store(out, y.to(out_ptr.dtype.element_ty), mask)
 
 
-def _launch(x, gamma, bias, out, pad: int, scale: float) -> None:
+def _launch(x, gamma, bias, out, pad: int, scale: float, row_reciprocal: bool = False) -> None:
     """SiLU(RMSNorm(x + bias)) of x's frames into out[:, :, pad:] (channels-last-3d)."""
     why = norm_silu_available()
     if why is not None:
@@ -95,7 +102,8 @@ def _launch(x, gamma, bias, out, pad: int, scale: float) -> None:
     _norm_silu_kernel[(triton.cdiv(pixels, block_p),)](
         x, gamma if bias is None else bias, gamma, out, pixels, t, h * w,
         x.stride(0), x.stride(1), x.stride(2), x.stride(4), out.stride(0), out.stride(2), out.stride(4), pad,
-        scale, EPS, C=c, BLOCK_C=block_c, BLOCK_P=block_p, HAS_BIAS=bias is not None, num_warps=4,
+        scale, EPS, C=c, BLOCK_C=block_c, BLOCK_P=block_p, HAS_BIAS=bias is not None, ROW_RECIPROCAL=row_reciprocal,
+        num_warps=4,
     )  # fmt: skip
 
 
