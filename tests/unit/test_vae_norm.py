@@ -24,13 +24,13 @@ def reference(x, gamma, bias, cache, pad, scale):
         before[:, :, pad - kept :] = cache[:, :, cache.shape[2] - kept :].float()
     return torch.cat([before, y], dim=2)
 
-c = 24  # not a power of two: the kernel's channel block is 32, its last lanes masked
-wide = torch.randn(2, 32, 3, 5, 7)  # a wider convolution's output: x is its first 24 channels, strided
-layouts = {"channels-first": torch.randn(2, c, 3, 5, 7),
-           "channels-last": torch.randn(2, c, 3, 5, 7).contiguous(memory_format=torch.channels_last_3d),
-           "a channel slice": wide.contiguous(memory_format=torch.channels_last_3d)[:, :c],
-           "one frame": torch.randn(2, c, 1, 5, 7)}
-for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 2e-2)):
+# 24 and 12 channels: the kernel's channel blocks are 32 and 16, their last lanes masked
+for c, dtype, tol in ((24, torch.float32, 1e-6), (24, torch.bfloat16, 2e-2), (12, torch.float32, 1e-6)):
+    wide = torch.randn(2, 32, 3, 5, 7)  # a wider convolution's output: x is its first c channels, strided
+    layouts = {"channels-first": torch.randn(2, c, 3, 5, 7),
+               "channels-last": torch.randn(2, c, 3, 5, 7).contiguous(memory_format=torch.channels_last_3d),
+               "a channel slice": wide.contiguous(memory_format=torch.channels_last_3d)[:, :c],
+               "one frame": torch.randn(2, c, 1, 5, 7)}
     gamma, bias = torch.rand(c, 1, 1, 1) + 0.5, torch.randn(c)
     for name, x in layouts.items():
         for b in (None, bias):
@@ -42,8 +42,8 @@ for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 2e-2)):
                 assert out.shape == ref.shape and out.dtype == dtype, (out.shape, ref.shape, out.dtype)
                 assert out.is_contiguous(memory_format=torch.channels_last_3d)
                 err = ((out.float() - ref).norm() / ref.norm()).item()
-                assert err < tol, (name, dtype, b is None, cache is None, err)
-    print(dtype, f"{err:.1e}")
+                assert err < tol, (c, name, dtype, b is None, cache is None, err)
+    print(c, dtype, f"{err:.1e}")
 try:
     norm_silu_frames(torch.randn(1, 8, 2, 3, 3), torch.ones(6), None, None, 2, 1.0)
 except ValueError as e:
@@ -100,10 +100,11 @@ print("ok")
 
 def test_kernel_is_the_norm_silu_and_causal_padding_of_the_wan_decoder():
     """Against F.normalize * sqrt(C) * gamma, SiLU and the padding causal_frames builds (zeros, then the cache's last
-    frames): x channels-first, channels-last, a strided channel slice and a single frame; with and without the
-    convolution's bias; no cache, one cached frame, two. float32: the same operations but the sum of squares'
-    order, 1e-6 relative. bfloat16: one rounding of the output (2^-8 relative; the interpreter truncates) and the
-    inputs' own, 2e-2 bounds it where a wrong channel, frame or weight is off by O(1)."""
+    frames), for two channel counts: x channels-first, channels-last, a strided channel
+    slice and a single frame; with and without the convolution's bias; no cache, one cached frame, two. float32: the
+    same operations but the sum of squares' order, 1e-6 relative. bfloat16: one rounding of the output (2^-8
+    relative; the interpreter truncates) and the inputs' own, 2e-2 bounds it where a wrong channel, frame or weight is
+    off by O(1)."""
     out = run_interpreted(KERNEL_CHECK)
     assert out.strip().endswith("ok")
 
