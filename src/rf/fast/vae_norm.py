@@ -14,9 +14,9 @@ channels: it reads x (and the conv bias, which Inductor otherwise adds in the ne
 and writes the padded frames once, channels-last, in x's dtype. The new cache is a view of p's last two frames
 (residual_block_forward in rf.models.vae_forms), so the activation has one reader.
 
-Measured on an H200 (experiments/bench/README.md): the decode's norm kernels 22.1 -> 15.9 ms of card time, a steady
-chunk -7.2 ms, 95% CI [-9.3, -5.0], against variants=best as it was (results/bench_vae_norm.json). Alone, 885 us per
-full-resolution norm against 1,690 for Inductor's kernels and 1,083 for a copy of the same bytes; at 192 and 384
+Measured on an H200 (experiments/bench/README.md): the decode's elementwise kernels 22.1 -> 15.9 ms of card time, a
+steady chunk -7.2 ms, 95% CI [-9.3, -5.0], against variants=best as it was (results/bench_vae_norm.json). Alone, 885
+us per full-resolution norm against 1,690 for Inductor's kernels and 1,083 for a copy of the same bytes; at 192 and 384
 channels 55-60% of the copy's rate (results/vae_norm_kernel.json). Larger tiles or more warps ran no faster.
 
 The function is diffusers' up to rounding: the sum of squares, the division and the SiLU in float32, rounded once
