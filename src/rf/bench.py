@@ -199,7 +199,7 @@ class Setup:
         span = cfg.sink.attention_frames if policy != "full" else self.clip_chunks * chunk
         # forwards per steady chunk: the denoising passes + the clean cache pass. The fused cache pass runs inside
         # the first denoising pass (one forward fewer) over both chunks' queries: the same FLOPs as two passes
-        passes = len(sampler.timesteps) + (sampler.cache_pass in ("clean", "whole"))
+        passes = len(sampler.timesteps) + sampler.own_cache_pass
         work = len(sampler.timesteps) + (sampler.cache_pass != "reuse")  # chunk-sized passes' worth of FLOPs
         per_chunk = work * dit_flops(self.arch, chunk * self.tokens, span * self.tokens, 512)
         steady = slice(1, None) if len(long["dit_s"]) > 1 else slice(None)  # chunk 0 has no cache pass before it

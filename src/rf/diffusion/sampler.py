@@ -165,6 +165,12 @@ class StreamSampler:
         self.cache_pass = cache_pass
         self.last_cache = None  # the cache of the latest stream, for statistics (callbacks/ema_sink.py)
 
+    @property
+    def own_cache_pass(self) -> bool:
+        """Whether a t = 0 pass of its own writes each chunk's K/V (clean, whole), not a denoising pass (fused,
+        reuse)."""
+        return self.cache_pass in ("clean", "whole")
+
     def num_chunks(self, latent_frames: int) -> int:
         if latent_frames < 1 or latent_frames % self.chunk_frames:
             raise ValueError(
@@ -199,7 +205,7 @@ class StreamSampler:
             raise ValueError(f"prompt schedule starts at chunks {starts}: need strictly increasing, first at 0")
         if exit_step is not None and not 0 <= exit_step < len(self.timesteps):
             raise ValueError(f"exit_step={exit_step}: must be in [0, {len(self.timesteps) - 1}]")
-        if exit_step is not None and self.cache_pass not in ("clean", "whole"):
+        if exit_step is not None and not self.own_cache_pass:
             raise ValueError(
                 f"cache_pass={self.cache_pass} is an inference pass: training rollouts (exit_step={exit_step}) use "
                 "cache_pass=clean"
@@ -241,7 +247,7 @@ class StreamSampler:
             if more and self.cache_pass == "fused":
                 pending = x0.detach()  # written by the next chunk's first pass
             elif more:
-                if self.cache_pass in ("clean", "whole"):
+                if self.own_cache_pass:
                     self._write_cache(x0.detach(), text, cache)
                 self._keep(x0.detach(), cache, in_window)
 

@@ -199,8 +199,8 @@ class WanVideoAutoencoder(torch.nn.Module):
             raise ValueError(f"min_out={min_out} pads the 3-D convolutions' outputs: set conv3d_from too")
         if norm_silu and conv3d_from is None:
             raise ValueError("norm_silu=True feeds the 3-D convolutions their padded frames: set conv3d_from too")
-        if norm_silu and norm_silu_available() is not None:
-            raise RuntimeError(norm_silu_available())
+        if norm_silu and (why := norm_silu_available()) is not None:
+            raise RuntimeError(why)
         self.whole_chunk = whole_chunk
         if subpixel:
             for module in self.vae.decoder.modules():

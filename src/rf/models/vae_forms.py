@@ -68,20 +68,26 @@ def causal_conv3d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Tensor 
     writes in place from the norm before it. Where the channels are many, cuDNN's 3-D kernels are as fast as the 2-D
     path's over stacked frames (experiments/bench/results/vae_convs.md) without the kt-fold stacked copy.
     x [B, C, T, H, W] (cache_x: the previous frames) -> [B, O, T_out, H, W]."""
-    pad_w, _, pad_h = conv._padding[:3]
     x = causal_frames(conv, x, cache_x)
-    weight, bias = padded_filters(conv)
     if not conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
-        y = torch.nn.functional.conv3d(x, weight, bias, conv.stride, (0, pad_h, pad_w))
-        return y[:, : conv.out_channels]
+        return conv_frames(conv, x, with_bias=True)
     # channels-last in and out (cuDNN's outputs are, a CPU's need not be): frames, caches and norms in one layout.
     # One channels-first cache makes the concatenation, and every norm before it, write channels-first, and then
     # a transposed copy for the kernel (experiments/bench/results/profile_vae_3d96.md)
-    x = x.contiguous(memory_format=torch.channels_last_3d)
-    y = torch.nn.functional.conv3d(x, weight, bias, conv.stride, (0, pad_h, pad_w))
-    if weight.shape[0] > conv.out_channels:  # the zero filters' channels, never read: a channels-last view
-        return y[:, : conv.out_channels]
+    y = conv_frames(conv, x.contiguous(memory_format=torch.channels_last_3d), with_bias=True)
+    if padded_filters(conv)[0].shape[0] > conv.out_channels:  # the zero filters' channels sliced off: a view
+        return y
     return y.contiguous(memory_format=torch.channels_last_3d)
+
+
+def conv_frames(conv: WanCausalConv3d, frames: torch.Tensor, with_bias: bool) -> torch.Tensor:
+    """The causal convolution of frames already padded in time (causal_frames, or norm_silu_frames), its spatial
+    padding inside cuDNN's 3-D kernel, with its padded filters (padded_filters) and their zero channels sliced off.
+    frames [B, C, T + kt - 1, H, W] -> [B, O, T, H, W]; without its bias where with_bias is False."""
+    weight, bias = padded_filters(conv)
+    pad_w, _, pad_h = conv._padding[:3]
+    y = torch.nn.functional.conv3d(frames, weight, bias if with_bias else None, conv.stride, (0, pad_h, pad_w))
+    return y[:, : conv.out_channels]
 
 
 def residual_block_forward(block: WanResidualBlock, x: torch.Tensor, feat_cache=None, feat_idx=(0,)) -> torch.Tensor:
@@ -100,10 +106,7 @@ def residual_block_forward(block: WanResidualBlock, x: torch.Tensor, feat_cache=
     for norm, conv, slot in ((block.norm1, block.conv1, idx), (block.norm2, block.conv2, idx + 1)):
         frames = norm_silu_frames(y, norm.gamma, bias, feat_cache[slot], conv._padding[4], norm.scale)
         feat_cache[slot] = frames[:, :, -CACHE_T:].clone()
-        weight, _ = padded_filters(conv)
-        pad_w, _, pad_h = conv._padding[:3]
-        y = torch.nn.functional.conv3d(frames, weight, None, conv.stride, (0, pad_h, pad_w))[:, : conv.out_channels]
-        bias = conv.bias
+        y, bias = conv_frames(conv, frames, with_bias=False), conv.bias
     feat_idx[0] += 2
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1, 1)
