@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import triton
 import triton.language as tl
-from vae_norm_kernel import SHAPES, run, timed  # experiments/bench/vae_norm_kernel.py, beside this script
+from vae_norm_kernel import SHAPES, inputs, record, run, timed  # experiments/bench/vae_norm_kernel.py, beside it
 
 from rf.fast.vae_norm import EPS
 
@@ -60,26 +60,17 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shapes": {}}
     for name, (c, wide, h, w) in SHAPES.items():
-        x = torch.randn(1, wide, 12, h, w, device="cuda", dtype=torch.bfloat16)
-        x = x.contiguous(memory_format=torch.channels_last_3d)[:, :c]
-        gamma = torch.rand(c, device="cuda", dtype=torch.bfloat16)
-        bias = torch.randn(c, device="cuda", dtype=torch.bfloat16)
-        out = torch.empty(1, c, 14, h, w, device="cuda", dtype=torch.bfloat16, memory_format=torch.channels_last_3d)
-        moved = x.numel() * 2 + out[:, :, 2:].numel() * 2
+        x, gamma, bias, out, moved = inputs(c, wide, h, w)
         rows = {}
-        for key, fn in [("copy", partial(out[:, :, 2:].copy_, x)),
-                        ("shipped", partial(run, x, gamma, bias, out, 4096, 4, False))]:  # fmt: skip
-            us = timed(fn)
-            rows[key] = {"us": us, "tb_per_s": moved / us / 1e6}
-            print(f"{name:22s} {key:30s}: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s", flush=True)
+        record(rows, name, "copy", timed(partial(out[:, :, 2:].copy_, x)), moved)
+        record(rows, name, "shipped", timed(partial(run, x, gamma, bias, out, 4096, 4, False)), moved)
         reference = out[:, :, 2:].clone()
         for chunk in (32, 64):
             for block_p, warps in ((32, 4), (64, 4), (64, 8), (128, 8)):
-                key = f"chunks of {chunk}, {block_p} pixels, {warps} warps"
                 us = timed(partial(chunked, x, gamma, bias, out, chunk, block_p, warps))
                 diff = (out[:, :, 2:].float() - reference.float()).abs().max().item()
-                rows[key] = {"us": us, "tb_per_s": moved / us / 1e6, "largest_difference": diff}
-                print(f"{name:22s} {key:30s}: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s  (diff {diff:.1e})", flush=True)
+                record(rows, name, f"chunks of {chunk}, {block_p} pixels, {warps} warps", us, moved,
+                       largest_difference=diff)  # fmt: skip
         results["shapes"][name] = rows
     (out_dir / "vae_norm_chunked.json").write_text(json.dumps(results, indent=1))
 

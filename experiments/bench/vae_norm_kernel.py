@@ -61,34 +61,42 @@ def timed(fn) -> float:
     return statistics.median(times)
 
 
+def inputs(c: int, wide: int, h: int, w: int):
+    """x: the first c of `wide` channels of a channels-last convolution output [1, wide, 12, h, w] (strided where
+    wide > c), gamma and bias [c], out [1, c, 14, h, w] channels-last; and the bytes the kernel reads and writes
+    once."""
+    conv = torch.randn(1, wide, 12, h, w, device="cuda", dtype=torch.bfloat16)
+    x = conv.contiguous(memory_format=torch.channels_last_3d)[:, :c]
+    gamma = torch.rand(c, device="cuda", dtype=torch.bfloat16)
+    bias = torch.randn(c, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty(1, c, 14, h, w, device="cuda", dtype=torch.bfloat16, memory_format=torch.channels_last_3d)
+    return x, gamma, bias, out, x.numel() * 2 + out[:, :, 2:].numel() * 2
+
+
+def record(rows: dict, shape: str, key: str, us: float, moved: int, **more) -> None:
+    """One row: microseconds and the bandwidth of `moved` bytes, printed as it comes."""
+    rows[key] = {"us": us, "tb_per_s": moved / us / 1e6, **more}
+    extra = "".join(f"  ({k} {v:.1e})" for k, v in more.items())
+    print(f"{shape:24s} {key:36s}: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s{extra}", flush=True)
+
+
 def main() -> None:
     out_dir = Path(sys.argv[1])
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shapes": {}}
     for name, (c, wide, h, w) in SHAPES.items():
-        conv = torch.randn(1, wide, 12, h, w, device="cuda", dtype=torch.bfloat16)
-        x = conv.contiguous(memory_format=torch.channels_last_3d)[:, :c]
-        gamma = torch.rand(c, device="cuda", dtype=torch.bfloat16)
-        bias = torch.randn(c, device="cuda", dtype=torch.bfloat16)
-        out = torch.empty(1, c, 14, h, w, device="cuda", dtype=torch.bfloat16, memory_format=torch.channels_last_3d)
-        moved = x.numel() * 2 + out[:, :, 2:].numel() * 2  # read once, written once
+        x, gamma, bias, out, moved = inputs(c, wide, h, w)  # moved: read once, written once
         rows = {}
-
         cache = torch.randn(1, c, 2, h, w, device="cuda", dtype=torch.bfloat16)
         cache = cache.contiguous(memory_format=torch.channels_last_3d)
-        us = timed(partial(compiled, x, bias, gamma, cache, c**0.5))  # what the kernel replaces, alone
-        rows["inductor"] = {"us": us, "tb_per_s": moved / us / 1e6}
-        print(f"{name:24s} Inductor's kernels for the same: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s", flush=True)
-        us = timed(partial(out[:, :, 2:].copy_, x))  # the same bytes moved by PyTorch's copy: the reference
-        rows["copy"] = {"us": us, "tb_per_s": moved / us / 1e6}
-        print(f"{name:24s} copy of the same bytes: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s", flush=True)
+        # what the kernel replaces, alone; then the same bytes moved by PyTorch's copy: the reference
+        record(rows, name, "inductor", timed(partial(compiled, x, bias, gamma, cache, c**0.5)), moved)
+        record(rows, name, "copy", timed(partial(out[:, :, 2:].copy_, x)), moved)
         outputs = {}
         for reciprocal in (False, True):
             for elements, warps in CONFIGS:
-                us = timed(partial(run, x, gamma, bias, out, elements, warps, reciprocal))
                 key = f"{'reciprocal' if reciprocal else 'division'}, {elements} elements, {warps} warps"
-                rows[key] = {"us": us, "tb_per_s": moved / us / 1e6}
-                print(f"{name:24s} {key:36s}: {us:8.1f} us  {moved / us / 1e6:.2f} TB/s", flush=True)
+                record(rows, name, key, timed(partial(run, x, gamma, bias, out, elements, warps, reciprocal)), moved)
             outputs[reciprocal] = out[:, :, 2:].clone()
         diff = (outputs[True].float() - outputs[False].float()).abs().max().item()
         rows["reciprocal vs division, largest difference"] = diff
