@@ -562,19 +562,45 @@ def test_fast_path_refuses_unknown_switch_values():
         FastPath(vae_conv2d=True, vae_min_out=128)
     with pytest.raises(ValueError, match="fast.autotune=true tunes the compiled blocks"):
         FastPath(autotune=True)
+    with pytest.raises(ValueError, match="fast.kernel_tuning=true tunes the compiled blocks' Triton kernels: set"):
+        FastPath(kernel_tuning=True)
+    with pytest.raises(ValueError, match="max-autotune already tunes the Triton kernels"):
+        FastPath(compile=True, autotune=True, kernel_tuning=True)
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]
     assert FastPath().describe() == "plain" and FastPath(fp8=True).approximate
 
 
-@pytest.mark.parametrize("autotune, mode", [(False, None), (True, "max-autotune-no-cudagraphs")])
-def test_autotune_compiles_the_blocks_in_max_autotune_without_inductors_graphs(autotune, mode, monkeypatch):
-    """fast.autotune picks Inductor's mode; its own CUDA graphs stay off (rf.fast.graphs captures the passes)."""
+@pytest.mark.parametrize("switches, how", [
+    ({}, {"mode": None}),
+    ({"autotune": True}, {"mode": "max-autotune-no-cudagraphs"}),
+    ({"kernel_tuning": True}, {"options": {"coordinate_descent_tuning": True}}),
+])  # fmt: skip
+def test_autotune_compiles_the_blocks_in_max_autotune_without_inductors_graphs(switches, how, monkeypatch):
+    """fast.autotune picks Inductor's mode, its own CUDA graphs off (rf.fast.graphs captures the passes);
+    fast.kernel_tuning passes the coordinate-descent option alone (torch.compile takes a mode or options)."""
     model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
-    modes = []
+    calls = []
     for block in model.blocks:
-        monkeypatch.setattr(block, "compile", lambda dynamic, mode: modes.append((dynamic, mode)))
-    FastPath(compile=True, autotune=autotune).prepare_model(model)
-    assert modes == [(False, mode)] * len(model.blocks)
+        monkeypatch.setattr(block, "compile", lambda dynamic, **kw: calls.append({"dynamic": dynamic, **kw}))
+    FastPath(compile=True, **switches).prepare_model(model)
+    assert calls == [{"dynamic": False, **how}] * len(model.blocks)
+
+
+def test_kernel_tuning_compiles_the_blocks_to_the_same_stream():
+    """The option reaches Inductor (an unknown key raises there) and the stream is the eager one: on a CPU the tuning
+    has no Triton kernels to time, so this checks the plumbing; float32, C++ kernels against eager (reordered
+    sums: ~1e-7 relative)."""
+    torch.manual_seed(0)
+    model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
+    text = torch.randn(1, 6, model.config.text_dim)
+    shape = (1, model.config.in_channels, 6, 4, 4)
+    cache = CacheConfig(policy="ema_sink", sink_frames=3, attention_frames=9)
+    with torch.no_grad():
+        ref = StreamSampler(model, cache).rollout([(0, text)], shape, GeneratorNoise(0))
+        runner = FastPath(compile=True, kernel_tuning=True).prepare_model(model)
+        out = StreamSampler(runner, cache).rollout([(0, text)], shape, GeneratorNoise(0))
+    assert all(block._compiled_call_impl is not None for block in model.blocks)
+    assert relative_error(out, ref) < 1e-5
 
 
 def test_cuda_graphs_say_what_they_need_on_a_cpu():

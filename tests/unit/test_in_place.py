@@ -26,6 +26,8 @@ def test_a_variant_without_an_earlier_one_way_switch_is_told_which():
         "attention=fa3", "norm_rope=true", "vae_conv2d=true", "vae_subpixel=true"]  # fmt: skip
     assert undone(held(CUDNN), FastPath(compile=True, graphs=True)) == ["vae_channels_last=true", "attention=cudnn"]
     assert undone(held({"compile": True}), FastPath(compile=True, autotune=True)) == ["autotune=false"]
+    assert undone(held({"compile": True}), FastPath(compile=True, kernel_tuning=True)) == ["kernel_tuning=false"]
+    assert undone(held({"compile": True, "kernel_tuning": True}), FastPath(compile=True, kernel_tuning=True)) == []
     assert undone(held({"fp8": True}), FastPath(fp8=True, fp8_weights="tensorwise")) == ["fp8_weights=rowwise"]
 
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 import torch
 
 
-def compile_blocks(model: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
+def compile_blocks(model: torch.nn.Module, mode: str | None = None, options: dict | None = None) -> torch.nn.Module:
     """Compile every transformer block of `model` in place; returns the model. Blocks already compiled are
-    left as they are (a second compile would start a fresh cache and compile everything again)."""
+    left as they are (a second compile would start a fresh cache and compile everything again).
+
+    mode: Inductor's mode (fast.autotune: max-autotune-no-cudagraphs); options: Inductor's config for these
+    blocks alone (fast.kernel_tuning: {"coordinate_descent_tuning": True}). torch.compile takes one or the other."""
     for block in model.blocks:
         if block._compiled_call_impl is None:
-            block.compile(dynamic=False, mode=mode)
+            block.compile(dynamic=False, **({"options": options} if options else {"mode": mode}))
     return model

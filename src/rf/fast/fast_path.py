@@ -6,6 +6,11 @@ Exact (the plain path's function; only bf16 rounding differs):
     autotune         compile the blocks with Inductor's max-autotune (no CUDA graphs of its own): it times Triton
                      matmul templates, with the pointwise work around them fused in, against cuBLAS, and keeps the
                      faster; minutes of tuning on the first chunks
+    kernel_tuning    compile the blocks with Inductor's coordinate-descent tuning alone: each Triton kernel it
+                     generates (the layer norms with their modulation, the residual sums, the gates) times its
+                     neighbouring tiles and warps on the first calls and keeps the fastest; the matmuls stay
+                     cuBLAS's, the function is the same kernels' (max-autotune includes this tuning). Not faster
+                     on an H200: +1.9 ms a chunk [-0.2, +3.9] (variants=tuning, experiments/bench/README.md)
     static_cache     preallocated KV buffers with a ring-buffer window    rf.fast.static_cache
     compile_commit   the static cache's commit (slot writes, EMA-Sink, the context's re-rotation) under torch.compile:
                      once a chunk (eager: about 46 kernels a block, 3-frame chunks)    rf.fast.static_cache.write_chunk
@@ -46,7 +51,8 @@ Exact (the plain path's function; only bf16 rounding differs):
     vae_norm_silu    with vae_conv3d_from: the residual blocks with 3-D convolutions compute each RMS norm, SiLU and
                      causal time padding as one Triton kernel that writes the padded frames once, channels-last
                      (Inductor's kernels wrote a float32 copy channels-first and read it back transposed): -7.2 ms
-                     a chunk [-9.3, -5.0] on an H200 (variants=vae_norm)
+                     a chunk [-9.3, -5.0] on an H200 (variants=vae_norm); its channels in chunks, -2.4 ms more of
+                     card time (results/profile_vae_norm_chunks.md)
                      rf.fast.vae_norm, rf.models.vae_forms.residual_block_forward
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
@@ -112,6 +118,7 @@ def decoder_names() -> list[str]:
 class FastPath:
     compile: bool = False
     autotune: bool = False
+    kernel_tuning: bool = False
     static_cache: bool = False
     compile_commit: bool = False
     kv_in_place: bool = False
@@ -186,6 +193,12 @@ class FastPath:
             raise ValueError(f"fast.fp8_weights={self.fp8_weights} scales the FP8 matmuls' weights: set fast.fp8=true")
         if self.autotune and not self.compile:
             raise ValueError("fast.autotune=true tunes the compiled blocks: set fast.compile=true too")
+        if self.kernel_tuning and not self.compile:
+            raise ValueError("fast.kernel_tuning=true tunes the compiled blocks' Triton kernels: set fast.compile=true "
+                             "too")  # fmt: skip
+        if self.kernel_tuning and self.autotune:
+            raise ValueError("fast.kernel_tuning=true with fast.autotune=true: max-autotune already tunes the Triton "
+                             "kernels (coordinate descent is part of it); set one of them")  # fmt: skip
         if self.attention is not None and self.attention not in ATTENTION:
             raise ValueError(f"fast.attention={self.attention!r}: choose one of {', '.join(ATTENTION)} or null")
         if self.decoder not in decoder_names():
@@ -251,7 +264,8 @@ class FastPath:
                 with calibration(model):
                     calibrate(model)
         if self.compile:
-            compile_blocks(model, mode="max-autotune-no-cudagraphs" if self.autotune else None)
+            options = {"coordinate_descent_tuning": True} if self.kernel_tuning else None
+            compile_blocks(model, mode="max-autotune-no-cudagraphs" if self.autotune else None, options=options)
         # read by model.new_cache(static=True): StaticKVCache's keyword arguments
         model.static_cache_options = {"compiled": self.compile_commit, "in_place": self.kv_in_place}
         return CudaGraphModel(model) if self.graphs else model

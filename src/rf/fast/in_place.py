@@ -20,6 +20,7 @@ from __future__ import annotations
 # boolean switches whose prepare call changes the model or the VAE for good
 ONE_WAY = ("compile", "fuse_qkv", "norm_rope", "gelu_epilogue", "fp8", "vae_channels_last", "vae_conv2d",
            "vae_compile", "vae_subpixel")  # fmt: skip
+COMPILE_MODES = ("autotune", "kernel_tuning")  # how the blocks were compiled: fixed at their first compile
 
 
 def applied_after(applied: dict, fast) -> dict:
@@ -29,8 +30,9 @@ def applied_after(applied: dict, fast) -> dict:
         out[switch] = out.get(switch, False) or getattr(fast, switch)
     if fast.attention is not None and out.get("attention") != "fa3":  # FlashAttention-3's mark outlives a backend
         out["attention"] = fast.attention
-    if fast.compile and "autotune" not in out:  # compiled blocks keep the mode of their first compile
-        out["autotune"] = fast.autotune
+    for switch in COMPILE_MODES:  # compiled blocks keep the mode and options of their first compile
+        if fast.compile and switch not in out:
+            out[switch] = getattr(fast, switch)
     if fast.fp8 and "fp8_weights" not in out:  # FP8 weights are quantised once
         out["fp8_weights"] = fast.fp8_weights
     return out
@@ -44,8 +46,9 @@ def undone(applied: dict, fast) -> list[str]:
     attention = applied.get("attention")
     if attention is not None and fast.attention != attention and (attention == "fa3" or fast.attention is None):
         out.append(f"attention={attention}")  # another backend replaces a backend; nothing replaces FA3's mark
-    if fast.compile and applied.get("autotune", fast.autotune) != fast.autotune:
-        out.append(f"autotune={str(applied['autotune']).lower()}")
+    for switch in COMPILE_MODES:
+        if fast.compile and applied.get(switch, getattr(fast, switch)) != getattr(fast, switch):
+            out.append(f"{switch}={str(applied[switch]).lower()}")
     if fast.fp8 and applied.get("fp8_weights", fast.fp8_weights) != fast.fp8_weights:
         out.append(f"fp8_weights={applied['fp8_weights']}")
     return out

@@ -15,9 +15,11 @@ and writes the padded frames once, channels-last, in x's dtype. The new cache is
 (residual_block_forward in rf.models.vae_forms), so the activation has one reader.
 
 Measured on an H200 (experiments/bench/README.md): the decode's elementwise kernels 22.1 -> 15.9 ms of card time, a
-steady chunk -7.2 ms, 95% CI [-9.3, -5.0], against variants=best as it was (results/bench_vae_norm.json). Alone, 885
-us per full-resolution norm against 1,690 for Inductor's kernels and 1,083 for a copy of the same bytes; at 192 and 384
-channels 55-60% of the copy's rate (results/vae_norm_kernel.json). Larger tiles or more warps ran no faster.
+steady chunk -7.2 ms, 95% CI [-9.3, -5.0], against variants=best as it was (results/bench_vae_norm.json), with the
+channels in one power-of-two block. Walking them in chunks that divide C (no idle lanes, the form here): the 28 norms
+8.7 -> 6.3 ms of card time a chunk (results/profile_vae_norm_chunks.md); alone 647 us per full-resolution norm against
+1,682 for Inductor's kernels and 1,061 for a copy of the same bytes, 327 / 535 / 230 at 192 channels, 198 / 278 / 119
+at 384 (results/vae_norm_kernel_chunks.json).
 
 The function is diffusers' up to rounding: the sum of squares, the division and the SiLU in float32, rounded once
 (eager PyTorch rounds the normalised value, its scaling and the SiLU to bf16 in turn; Inductor, like this kernel,
@@ -58,52 +60,60 @@ if triton is not None:
     def _norm_silu_kernel(
         x_ptr, bias_ptr, gamma_ptr, out_ptr, pixels, frames, plane,
         sx_b, sx_c, sx_t, sx_p, so_b, so_t, so_p, pad, scale, eps,
-        C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, HAS_BIAS: tl.constexpr,
-        ROW_RECIPROCAL: tl.constexpr,
+        C: tl.constexpr, CHUNK_C: tl.constexpr, BLOCK_P: tl.constexpr, HAS_BIAS: tl.constexpr,
     ):  # fmt: skip
-        """One program: BLOCK_P pixels (of B * T * H * W) x all C channels. The pixel p = (b, t, q), q = h * W + w.
-        ROW_RECIPROCAL: the norm's division as one reciprocal a pixel and a multiplication, sqrt(C) * gamma once a
-        channel (a float32 rounding or two apart; one bf16 unit at most in the output). Alone on an H200 8% faster at
-        full resolution, 5% slower at 192 channels (results/vae_norm_kernel.json): off, as measured in the stream."""
+        """One program: BLOCK_P pixels (of B * T * H * W), the pixel p = (b, t, q), q = h * W + w; their C channels
+        walked in chunks of CHUNK_C, twice: the squares summed, then each chunk read again (from L1/L2) to normalise
+        and write. Chunks that divide C leave no lane idle: 18-25% faster alone on an H200 than one power-of-two
+        block of all the channels (results/vae_norm_chunked.json)."""
         p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)
         p_mask = p < pixels
-        b = p // (frames * plane)
-        t = (p // plane) % frames
-        q = p % plane
-        c = tl.arange(0, BLOCK_C)
-        c_mask = c < C
-        mask = p_mask[:, None] & c_mask[None, :]
-        x = tl.load(x_ptr + (b * sx_b + t * sx_t + q * sx_p)[:, None] + c[None, :] * sx_c, mask, other=0.0)
-        x = x.to(tl.float32)
-        if HAS_BIAS:  # the convolution's bias, which its output came without
-            x += tl.load(bias_ptr + c, c_mask, other=0.0).to(tl.float32)[None, :]
-        norm = tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), eps)  # F.normalize: x / max(|x|, eps)
-        gamma = tl.load(gamma_ptr + c, c_mask, other=0.0).to(tl.float32)
-        if ROW_RECIPROCAL:
-            y = x * (1.0 / norm)[:, None] * (scale * gamma)[None, :]
-        else:
+        b, t, q = p // (frames * plane), (p // plane) % frames, p % plane
+        x_row = (b * sx_b + t * sx_t + q * sx_p)[:, None]
+        o_row = (b * so_b + (t + pad) * so_t + q * so_p)[:, None]
+        squares = tl.zeros([BLOCK_P], tl.float32)
+        for i in tl.static_range((C + CHUNK_C - 1) // CHUNK_C):
+            c = i * CHUNK_C + tl.arange(0, CHUNK_C)
+            x = tl.load(x_ptr + x_row + c[None, :] * sx_c, p_mask[:, None] & (c < C)[None, :], other=0.0)
+            x = x.to(tl.float32)
+            if HAS_BIAS:
+                x += tl.load(bias_ptr + c, c < C, other=0.0).to(tl.float32)[None, :]
+            squares += tl.sum(x * x, axis=1)
+        norm = tl.maximum(tl.sqrt(squares), eps)  # F.normalize: x / max(|x|, eps)
+        for i in tl.static_range((C + CHUNK_C - 1) // CHUNK_C):
+            c = i * CHUNK_C + tl.arange(0, CHUNK_C)
+            mask = p_mask[:, None] & (c < C)[None, :]
+            x = tl.load(x_ptr + x_row + c[None, :] * sx_c, mask, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                x += tl.load(bias_ptr + c, c < C, other=0.0).to(tl.float32)[None, :]
+            gamma = tl.load(gamma_ptr + c, c < C, other=0.0).to(tl.float32)
             y = x / norm[:, None] * scale * gamma[None, :]
-        y = y / (1.0 + tl.exp(-y))  # SiLU
-        out = out_ptr + (b * so_b + (t + pad) * so_t + q * so_p)[:, None] + c[None, :]
-        tl.store(out, y.to(out_ptr.dtype.element_ty), mask)
+            y = y / (1.0 + tl.exp(-y))  # SiLU
+            tl.store(out_ptr + o_row + c[None, :], y.to(out_ptr.dtype.element_ty), mask)
 
 
-def _launch(x, gamma, bias, out, pad: int, scale: float, row_reciprocal: bool = False) -> None:
-    """SiLU(RMSNorm(x + bias)) of x's frames into out[:, :, pad:] (channels-last-3d)."""
+def chunk_width(channels: int) -> int:
+    """The widest chunk of 64, 32, 16 or 8 channels that divides `channels` (no lane idle); else one masked
+    power-of-two chunk of them all."""
+    for width in (64, 32, 16, 8):
+        if channels % width == 0:
+            return width
+    return triton.next_power_of_2(channels)
+
+
+def _launch(x, gamma, bias, out, pad: int, scale: float, block_p: int = 32, warps: int = 4) -> None:
+    """SiLU(RMSNorm(x + bias)) of x's frames into out[:, :, pad:] (channels-last-3d); block_p, warps: the tile."""
     why = norm_silu_available()
     if why is not None:
         raise RuntimeError(why)
     b, c, t, h, w = x.shape
     if x.stride(3) != w * x.stride(4):  # one pixel index for H and W
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    block_c = triton.next_power_of_2(c)
-    block_p = max(1, 4096 // block_c)
     pixels = b * t * h * w
     _norm_silu_kernel[(triton.cdiv(pixels, block_p),)](
         x, gamma if bias is None else bias, gamma, out, pixels, t, h * w,
         x.stride(0), x.stride(1), x.stride(2), x.stride(4), out.stride(0), out.stride(2), out.stride(4), pad,
-        scale, EPS, C=c, BLOCK_C=block_c, BLOCK_P=block_p, HAS_BIAS=bias is not None, ROW_RECIPROCAL=row_reciprocal,
-        num_warps=4,
+        scale, EPS, C=c, CHUNK_C=chunk_width(c), BLOCK_P=block_p, HAS_BIAS=bias is not None, num_warps=warps,
     )  # fmt: skip
 
 
