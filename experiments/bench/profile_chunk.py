@@ -78,6 +78,14 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
         "gelu_epilogue": True,
         "kernel_tuning": True,
     },
+    # and each block's layer norms with their residual sums and modulation in one Triton kernel each
+    "exact_fa3_kv_commit_norm_rope_gelu_block_norms": {
+        **EXACT_FA3_KV,
+        "compile_commit": True,
+        "norm_rope": True,
+        "gelu_epilogue": True,
+        "block_norms": True,
+    },
     # variants=best's DiT with its CUDA graphs (the kernels run from graph replays), and either with Inductor's
     # Programmatic Dependent Launch (pdl: its Triton kernels start while the kernel before them ends; Hopper)
     "exact_fa3_kv_commit_graphs": {**EXACT_FA3_KV, "compile_commit": True, "graphs": True},

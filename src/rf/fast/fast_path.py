@@ -22,6 +22,9 @@ Exact (the plain path's function; only bf16 rounding differs):
                      where the context is the static cache's (rotated already); exact; alone not shown faster on an
                      H100, with gelu_epilogue -7.7 ms a chunk (variants=best, experiments/bench/README.md)
                      rf.fast.norm_rope
+    block_norms      each block's three layer norms with the residual sums before them and their modulation or affine
+                     after, as one Triton kernel each: the residual and the normed row written once (exact; -4.0 ms
+                     a chunk [-5.8, -2.1] on an H200, variants=block_norms; in variants=best)    rf.fast.block_norms
     fuse_qkv         each self-attention's q, k, v projections as one matmul (diffusers' fuse_projections)
     gelu_epilogue    the FFN's bias and tanh-GELU in its up-projection's cuBLASLt epilogue    rf.fast.epilogue
                      (exact; with norm_rope in variants=best. fuse_qkv and cache_pass=fused: exact, and no faster
@@ -124,6 +127,7 @@ class FastPath:
     kv_in_place: bool = False
     graphs: bool = False
     norm_rope: bool = False
+    block_norms: bool = False
     fuse_qkv: bool = False
     gelu_epilogue: bool = False
     attention: str | None = None
@@ -208,7 +212,7 @@ class FastPath:
     def gpu_only(self) -> list[str]:
         """The switches on that need a CUDA device. FP8 runs anywhere: off Ada / Hopper its reference path computes
         the same quantised function in float32 (no faster; what it costs the video can be measured on a CPU)."""
-        on = [k for k in ("graphs", "norm_rope", "overlap", "cudnn_benchmark") if getattr(self, k)]
+        on = [k for k in ("graphs", "norm_rope", "block_norms", "overlap", "cudnn_benchmark") if getattr(self, k)]
         return on + ([f"attention={self.attention}"] if self.attention in ("cudnn", "flash", "fa3") else [])
 
     @property
@@ -248,6 +252,10 @@ class FastPath:
             from rf.fast.norm_rope import use_norm_rope
 
             use_norm_rope(model)
+        if self.block_norms:  # a Triton kernel too
+            from rf.fast.block_norms import use_block_norms
+
+            use_block_norms(model)
         if self.gelu_epilogue:  # before fp8: an fp8 projection keeps its own GELU
             from rf.fast.epilogue import gelu_epilogue
 

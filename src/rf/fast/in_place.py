@@ -18,7 +18,7 @@ empty.
 from __future__ import annotations
 
 # boolean switches whose prepare call changes the model or the VAE for good
-ONE_WAY = ("compile", "fuse_qkv", "norm_rope", "gelu_epilogue", "fp8", "vae_channels_last", "vae_conv2d",
+ONE_WAY = ("compile", "fuse_qkv", "norm_rope", "block_norms", "gelu_epilogue", "fp8", "vae_channels_last", "vae_conv2d",
            "vae_compile", "vae_subpixel")  # fmt: skip
 COMPILE_MODES = ("autotune", "kernel_tuning")  # how the blocks were compiled: fixed at their first compile
 

@@ -254,13 +254,23 @@ class CausalWanBlock(WanTransformerBlock):
         def gated(update, gate):
             return (x.float().view(b, frames, -1, d) + update.float().view(b, frames, -1, d) * gate).view(b, n, d)
 
-        y = modulate(self.norm1, e[0], e[1])
+        kernels = getattr(self, "rf_block_norms", False)  # rf.fast.block_norms (fast.block_norms): same function
+        if kernels:
+            eps = self.norm1.eps
+            y = torch.ops.rf.ada_norm(x, None, None, e[0], e[1], frames, eps)
+        else:
+            y = modulate(self.norm1, e[0], e[1])
         if kv_only:
             return (x, *keys_values(self.attn1, y))
         if fused is None:
             y, k, v = self_attention(self.attn1, y, frames, rope_q, rope_k, context, mask)
         else:
             y, k, v = fused_self_attention(self.attn1, y, rope_q, rope_k, context, fused)
+        if kernels:  # the residual sums and the next norm in one kernel each
+            norm = torch.ops.rf.residual_ada_norm
+            x, h = norm(x, y, e[2], self.norm2.weight, self.norm2.bias, None, None, frames, eps)
+            x, h = norm(x, cross_attention(self.attn2, h, kv), None, None, None, e[3], e[4], frames, eps)
+            return gated(self.ffn(h), e[5]).type_as(x), k, v
         x = gated(y, e[2]).type_as(x)
 
         x = x + cross_attention(self.attn2, self.norm2(x.float()).type_as(x), kv)
