@@ -7,6 +7,7 @@ function and PyTorch's copy of the same bytes, and its largest difference from I
 Shapes (12 frames, 832x480 video): the full-resolution block's 96 channels read as a slice of the 128-filter
 convolution's output (fast.vae_min_out=128), 192 channels at 240x416, 384 at 120x208. Each tile is a number of pixels
 per program and warps (the channels walked in chunks of rf.fast.vae_norm.chunk_width); the kernel uses 32 and 4.
+This form's output is committed as results/vae_norm_kernel_chunks.json (an H200, 2026-11-28).
 results/vae_norm_kernel.json and results/vae_norm_chunked.json came from earlier forms of the kernel and of this
 script (commits 609e086 and d48d2da): one power-of-two block of all the channels, then the chunks beside it.
 """
