@@ -505,14 +505,17 @@ def test_a_model_switch_applied_after_compiling_recompiles_the_blocks(switch):
 
 def test_fast_path_hands_every_decoder_switch_to_the_wan_vae():
     """FastPath.prepare_decoder -> WanVideoAutoencoder.speed_up: the preset's decoder switches (fast=exact's, with a
-    channel threshold the tiny VAE has) reach the decoder, and it streams the plain decoder's frames (fp32)."""
+    channel threshold and filter count the tiny VAE has) reach the decoder, and it streams the plain decoder's frames
+    (fp32). Its Triton norm kernel (vae_norm_silu) runs on a CPU only in Triton's interpreter: tests/unit/
+    test_vae_norm.py streams the tiny decoder with it there."""
     torch.manual_seed(0)
     plain = WanVideoAutoencoder(tiny_wan_vae())
     fast_vae = copy.deepcopy(plain)
     preset = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "fast" / "exact.yaml"))
     decoder_switches = {k: v for k, v in preset.items() if k.startswith("vae_") and k != "vae_compile"}
-    assert {"vae_subpixel", "vae_conv3d_from", "vae_conv2d", "vae_stack_taps"} <= set(decoder_switches)
-    fast = FastPath(**{**decoder_switches, "vae_conv3d_from": 32})
+    assert {"vae_subpixel", "vae_conv3d_from", "vae_conv2d", "vae_stack_taps", "vae_min_out",
+            "vae_norm_silu"} <= set(decoder_switches)  # fmt: skip
+    fast = FastPath(**{**decoder_switches, "vae_conv3d_from": 32, "vae_min_out": 48, "vae_norm_silu": False})
     decoder = fast.prepare_decoder(fast_vae, torch.device("cpu"))
     modules = list(fast_vae.vae.decoder.modules())
     assert any(isinstance(m, SubpixelUpsample) for m in modules)
