@@ -13,7 +13,7 @@ keys before RoPE) and k rotated, in place (fast.kv_in_place) straight into the c
 Measured (experiments/bench/README.md): 38 us a pass against about 80, but alone no faster stream (+2.2 ms a chunk,
 95% CI [-0.5, +5.0], then -2.8 [-5.9, +0.2]): Inductor's GELU kernel ran slower in the graph around the opaque op.
 With the GELU in its matmul's epilogue (fast.gelu_epilogue) the pair saves 7.7 ms a chunk on an H100, 95% CI
-[5.2, 10.2]: both are in variants=best, not yet in the presets.
+[5.2, 10.2]: both are in variants=best and, since 2026-11-28, in the presets (variants=presets_kernels).
 
 The function is the plain path's, rounding for rounding where the order allows: the norm and its weight in float32,
 rounded once to the input's dtype (PyTorch's rms_norm), then the rotation in float32 on those rounded values,
