@@ -212,7 +212,8 @@ class FastPath:
     def gpu_only(self) -> list[str]:
         """The switches on that need a CUDA device. FP8 runs anywhere: off Ada / Hopper its reference path computes
         the same quantised function in float32 (no faster; what it costs the video can be measured on a CPU)."""
-        on = [k for k in ("graphs", "norm_rope", "block_norms", "overlap", "cudnn_benchmark") if getattr(self, k)]
+        kernels = ("norm_rope", "block_norms", "vae_norm_silu")  # Triton's, compiled for the GPU
+        on = [k for k in ("graphs", *kernels, "overlap", "cudnn_benchmark") if getattr(self, k)]
         return on + ([f"attention={self.attention}"] if self.attention in ("cudnn", "flash", "fa3") else [])
 
     @property
