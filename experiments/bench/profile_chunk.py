@@ -50,6 +50,7 @@ EXACT = {"compile": True, "static_cache": True, "attention": "cudnn"}
 APPROX = {**EXACT, "attention": "fa3", "compile_commit": True, "kv_in_place": True, "cache_pass": "reuse"}
 EXACT_FA3_KV = {**EXACT, "attention": "fa3", "kv_in_place": True}
 CALIBRATED = {**APPROX, "fp8": True, "fp8_scales": "calibrated"}
+BEST_DIT = {**EXACT_FA3_KV, "compile_commit": True, "norm_rope": True, "gelu_epilogue": True}  # the eleventh session's
 FP8_FIXED = {"fp8": True, "fp8_scales": "calibrated", "fp8_weights": "tensorwise"}  # no reduction, tensorwise matmuls
 DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in this order
     "exact": EXACT,
@@ -64,28 +65,11 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fa3_kv_commit_norm_rope": {**EXACT_FA3_KV, "compile_commit": True, "norm_rope": True},  # rf.fast.norm_rope
     # and the FFN's GELU in its up-projection's cuBLASLt epilogue (rf.fast.epilogue), without and with the kernel
     "exact_fa3_kv_commit_gelu": {**EXACT_FA3_KV, "compile_commit": True, "gelu_epilogue": True},
-    "exact_fa3_kv_commit_norm_rope_gelu": {
-        **EXACT_FA3_KV,
-        "compile_commit": True,
-        "norm_rope": True,
-        "gelu_epilogue": True,
-    },
+    "exact_fa3_kv_commit_norm_rope_gelu": BEST_DIT,
     # and Inductor's Triton kernels (layer norms, modulation, residual sums) with coordinate-descent tuned tiles
-    "exact_fa3_kv_commit_norm_rope_gelu_tuned": {
-        **EXACT_FA3_KV,
-        "compile_commit": True,
-        "norm_rope": True,
-        "gelu_epilogue": True,
-        "kernel_tuning": True,
-    },
+    "exact_fa3_kv_commit_norm_rope_gelu_tuned": {**BEST_DIT, "kernel_tuning": True},
     # and each block's layer norms with their residual sums and modulation in one Triton kernel each
-    "exact_fa3_kv_commit_norm_rope_gelu_block_norms": {
-        **EXACT_FA3_KV,
-        "compile_commit": True,
-        "norm_rope": True,
-        "gelu_epilogue": True,
-        "block_norms": True,
-    },
+    "exact_fa3_kv_commit_norm_rope_gelu_block_norms": {**BEST_DIT, "block_norms": True},
     # variants=best's DiT with its CUDA graphs (the kernels run from graph replays), and either with Inductor's
     # Programmatic Dependent Launch (pdl: its Triton kernels start while the kernel before them ends; Hopper)
     "exact_fa3_kv_commit_graphs": {**EXACT_FA3_KV, "compile_commit": True, "graphs": True},
