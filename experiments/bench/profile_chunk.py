@@ -70,6 +70,12 @@ DIT = {  # name -> fast switches (graphs off: see the module doc); profiled in t
     "exact_fa3_kv_commit_norm_rope_gelu_tuned": {**BEST_DIT, "kernel_tuning": True},
     # and each block's layer norms with their residual sums and modulation in one Triton kernel each
     "exact_fa3_kv_commit_norm_rope_gelu_block_norms": {**BEST_DIT, "block_norms": True},
+    # and the static cache's commit (EMA-Sink fuse, slot writes, re-rotation) as one Triton kernel a block
+    "exact_fa3_kv_commit_norm_rope_gelu_block_norms_commit_kernel": {
+        **BEST_DIT,
+        "block_norms": True,
+        "commit_kernel": True,
+    },
     # variants=best's DiT with its CUDA graphs (the kernels run from graph replays), and either with Inductor's
     # Programmatic Dependent Launch (pdl: its Triton kernels start while the kernel before them ends; Hopper)
     "exact_fa3_kv_commit_graphs": {**EXACT_FA3_KV, "compile_commit": True, "graphs": True},
@@ -130,7 +136,7 @@ def category(name: str) -> str:
         return "conv"
     if "triton_tem" in n or any(s in n for s in ("gemm", "nvjet", "cutlass", "cublas", "wgmma", "xmma", "f8f8")):
         return "matmul"
-    if any(s in n for s in ("elementwise", "reduce", "cat", "index", "gelu", "norm", "softmax")):
+    if any(s in n for s in ("elementwise", "reduce", "cat", "index", "gelu", "norm", "softmax", "commit")):
         return "eager elementwise"
     return "other"
 

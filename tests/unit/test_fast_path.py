@@ -61,17 +61,19 @@ def test_compiled_blocks_stream_the_same_video(policy):
 
 
 def stream_pair(policy, sink_frames, attention_frames, chunk_frames, frames=24, switch_at=None, compile_commit=False,
-                kv_in_place=False, compile=False, batch=1, cache_pass="clean", prepare=None, **sampler):  # fmt: skip
+                kv_in_place=False, compile=False, batch=1, cache_pass="clean", prepare=None, commit_kernel=False,
+                **sampler):  # fmt: skip
     """The same stream through the growing cache and through the static one: (plain, static, both samplers).
     compile_commit: the static cache's commit under torch.compile (fast.compile_commit); kv_in_place: each pass's
     K/V written after the context in its buffers (fast.kv_in_place); compile: the blocks compiled for the static
     stream only; cache_pass: how each chunk's K/V reach the cache (clean, or reuse: the last pass's); prepare: called
-    with the model before both streams (a switch that marks its blocks)."""
+    with the model before both streams (a switch that marks its blocks); commit_kernel: the static cache's commit
+    as one Triton kernel (fast.commit_kernel; on a CPU only in Triton's interpreter)."""
     torch.manual_seed(0)
     model = CausalWanTransformer3DModel(**tiny_wan_config()).eval()
     if prepare is not None:
         prepare(model)
-    model.static_cache_options = {"compiled": compile_commit, "in_place": kv_in_place}
+    model.static_cache_options = {"compiled": compile_commit, "in_place": kv_in_place, "kernel": commit_kernel}
     texts = [(0, torch.randn(batch, 6, model.config.text_dim))]
     if switch_at is not None:  # a second prompt; the window is re-cached under it (LongLive)
         texts.append((switch_at, torch.randn(batch, 6, model.config.text_dim)))

@@ -14,6 +14,10 @@ Exact (the plain path's function; only bf16 rounding differs):
     static_cache     preallocated KV buffers with a ring-buffer window    rf.fast.static_cache
     compile_commit   the static cache's commit (slot writes, EMA-Sink, the context's re-rotation) under torch.compile:
                      once a chunk (eager: about 46 kernels a block, 3-frame chunks)    rf.fast.static_cache.write_chunk
+    commit_kernel    the static cache's commit as one Triton kernel a block: the EMA-Sink fuse, the new frames' slot
+                     writes and the context's re-rotation, each byte read or written once (Inductor's compiled commit
+                     took six kernels, 5.3 ms a chunk on an H200); plans it cannot express run the compiled or eager
+                     commit    rf.fast.commit_kernel
     kv_in_place      each pass writes its chunk's rotated K/V into the static cache's buffers right after the context,
                      and attention reads both there: no concatenation of the whole context per block and pass
                      rf.fast.static_cache
@@ -107,6 +111,7 @@ ATTENTION = [*BACKENDS, "fa3"]  # fa3: rf.fast.fa3, not one of diffusers' backen
 STATIC_CACHE_SWITCHES = {  # switch -> what it does to the static cache (rf.fast.static_cache), which it needs
     "compile_commit": "compiles the static cache's commit",
     "kv_in_place": "writes into the static cache's buffers",
+    "commit_kernel": "runs the static cache's commit as one Triton kernel",
     "norm_rope": "rotates the chunk's keys beside the static cache's rotated context",
 }
 DECODER_CONFIGS = Path(CONF_DIR) / "decoder"  # fast.decoder=NAME: conf/decoder/NAME.yaml; wan needs none
@@ -124,6 +129,7 @@ class FastPath:
     kernel_tuning: bool = False
     static_cache: bool = False
     compile_commit: bool = False
+    commit_kernel: bool = False
     kv_in_place: bool = False
     graphs: bool = False
     norm_rope: bool = False
@@ -212,7 +218,7 @@ class FastPath:
     def gpu_only(self) -> list[str]:
         """The switches on that need a CUDA device. FP8 runs anywhere: off Ada / Hopper its reference path computes
         the same quantised function in float32 (no faster; what it costs the video can be measured on a CPU)."""
-        kernels = ("norm_rope", "block_norms", "vae_norm_silu")  # Triton's, compiled for the GPU
+        kernels = ("norm_rope", "block_norms", "commit_kernel", "vae_norm_silu")  # Triton's, compiled for the GPU
         on = [k for k in ("graphs", *kernels, "overlap", "cudnn_benchmark") if getattr(self, k)]
         return on + ([f"attention={self.attention}"] if self.attention in ("cudnn", "flash", "fa3") else [])
 
@@ -276,7 +282,11 @@ class FastPath:
             options = {"coordinate_descent_tuning": True} if self.kernel_tuning else None
             compile_blocks(model, mode="max-autotune-no-cudagraphs" if self.autotune else None, options=options)
         # read by model.new_cache(static=True): StaticKVCache's keyword arguments
-        model.static_cache_options = {"compiled": self.compile_commit, "in_place": self.kv_in_place}
+        model.static_cache_options = {
+            "compiled": self.compile_commit,
+            "in_place": self.kv_in_place,
+            "kernel": self.commit_kernel,
+        }
         return CudaGraphModel(model) if self.graphs else model
 
     def sampler_kwargs(self) -> dict:

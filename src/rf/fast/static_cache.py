@@ -111,9 +111,16 @@ def write_chunk(k_raw, k_rot, v, k_new, v_new, plan: tuple[Write, ...], n: int, 
 class StaticKVCache:
     """One set of static buffers per block; the same policies as rf.models.cache.KVCache (a StreamCache)."""
 
-    def __init__(self, config: CacheConfig, num_blocks: int, compiled: bool = False, in_place: bool = False):
+    def __init__(self, config: CacheConfig, num_blocks: int, compiled: bool = False, in_place: bool = False,
+                 kernel: bool = False):  # fmt: skip
         if config.policy == "full":
             raise ValueError("sink=full grows with the stream and has no static cache: use window, sink or ema_sink")
+        self.kernel = kernel  # the commit as one Triton kernel where its plan allows (rf.fast.commit_kernel)
+        if kernel:
+            from rf.fast.commit_kernel import commit_kernel_available
+
+            if (why := commit_kernel_available()) is not None:
+                raise RuntimeError(why)
         self._write = write_chunk  # a commit's device work; compiled: Inductor's, one graph per plan
         if compiled:
             self._write = torch.compile(write_chunk, dynamic=False)
@@ -131,6 +138,7 @@ class StaticKVCache:
         self.first_sink_k: torch.Tensor | None = None  # block 0's sink when it first filled (drift statistics)
         self.rope: Rope | None = None
         self._commits: dict[tuple[Stage, int], tuple] = {}  # committed(): per (stage, frames), for these buffers
+        self._tables: dict[tuple[Stage, int], object] = {}  # the kernel's table per (stage, frames), or None
         self._frozen = False
         self._written: dict[int, int] = {}  # block -> frames it committed in the current write (until end_write)
 
@@ -152,7 +160,7 @@ class StaticKVCache:
                     "start a new stream (model.new_cache) for a new batch or frame size"
                 )
             return
-        self._commits = {}
+        self._commits, self._tables = {}, {}
         room = (batch, context[1] + (frames if self.in_place else 0), *context[2:])  # k_rot, v: and the room
         self.buffers = [
             {
@@ -260,9 +268,25 @@ class StaticKVCache:
         writes, after, _, (cos, sin) = self.committed(k.shape[1])
         self._written[block] = k.shape[1]
         buf, n = self.buffers[block], after.sink_len + after.window_len
-        self._write(buf["k_raw"], buf["k_rot"], buf["v"], k, v, writes, n, self.config.alpha, cos, sin)
+        table = self._table(k.shape[1], writes, n) if self.kernel else None
+        if table is not None:  # one launch (rf.fast.commit_kernel); plans it cannot express run write_chunk
+            from rf.fast.commit_kernel import commit
+
+            commit(buf["k_raw"], buf["k_rot"], buf["v"], k, v, table, n, self.config.alpha, cos, sin)
+        else:
+            self._write(buf["k_raw"], buf["k_rot"], buf["v"], k, v, writes, n, self.config.alpha, cos, sin)
         if block == 0 and self.stage.sink_len < self.sink_frames <= after.sink_len:
             self.first_sink_k.copy_(buf["k_raw"][:, : self.sink_frames])
+
+    def _table(self, frames: int, writes: tuple[Write, ...], n: int):
+        """The commit kernel's table for this stage's plan (once a stage; a fixed tensor that graph replays
+        read), or None where the plan needs write_chunk."""
+        key = (self.stage, frames)
+        if key not in self._tables:
+            from rf.fast.commit_kernel import table_for
+
+            self._tables[key] = table_for(writes, n, self.buffers[0]["v"].device)
+        return self._tables[key]
 
     def end_write(self, frames: int) -> None:
         """Move the host-side stage past a commit of `frames` frames (every block has been written)."""

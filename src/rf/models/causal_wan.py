@@ -86,7 +86,8 @@ class CausalWanTransformer3DModel(WanTransformer3DModel):
             return KVCache(config, num_blocks=len(self.blocks))
         from rf.fast.static_cache import StaticKVCache  # the fast path's: imported only when asked for
 
-        # rf.fast.fast_path sets static_cache_options: compiled (fast.compile_commit), in_place (fast.kv_in_place)
+        # rf.fast.fast_path sets static_cache_options: compiled (fast.compile_commit), in_place (fast.kv_in_place),
+        # kernel (fast.commit_kernel)
         return StaticKVCache(config, num_blocks=len(self.blocks), **getattr(self, "static_cache_options", {}))
 
     def _embed_time(self, timestep: torch.Tensor, batch: int, frames: int, dtype: torch.dtype):
