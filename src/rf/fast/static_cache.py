@@ -92,7 +92,8 @@ def write_chunk(k_raw, k_rot, v, k_new, v_new, plan: tuple[Write, ...], n: int, 
     frame; n: context frames after the commit; cos, sin [1, n*T, 1, D]: their RoPE tables.
 
     Eager, this is about 12 kernels per committed frame and 10 for the re-rotation, per block; compiled
-    (StaticKVCache(compiled=True), fast.compile_commit) Inductor fuses them, one compilation per plan."""
+    (StaticKVCache(compiled=True), fast.compile_commit) Inductor fuses them into six, one compilation per plan; or one
+    Triton kernel (StaticKVCache(kernel=True), fast.commit_kernel: rf.fast.commit_kernel) where the plan allows."""
     k_new, v_new = k_new.to(v.dtype), v_new.to(v.dtype)
     for frame, slot, evict_from, fuse_into in plan:
         leaving = (k_new[:, frame], v_new[:, frame])  # a frame the full window cannot keep leaves at once
