@@ -117,6 +117,13 @@ VAE = {  # name -> the Wan VAE's speed_up switches
     "exact_whole_chunk_taps_subpixel_3d96_min128": {**SUBPIXEL_3D96, "min_out": 128},
     # and each residual block's norms, SiLUs and causal padding in one Triton kernel (fast.vae_norm_silu)
     "exact_whole_chunk_taps_subpixel_3d96_min128_norm": {**SUBPIXEL_3D96, "min_out": 128, "norm_silu": True},
+    # and the RGB head's norm, SiLU and causal padding in that kernel too (fast.vae_head_norm)
+    "exact_whole_chunk_taps_subpixel_3d96_min128_norm_head": {
+        **SUBPIXEL_3D96,
+        "min_out": 128,
+        "norm_silu": True,
+        "head_norm": True,
+    },
 }
 WARM, PROFILED = 8, 4
 TRITON = "triton (fused elementwise / reductions)"  # Inductor's generated kernels
@@ -283,6 +290,7 @@ def vae_profile(cfg, name: str, out: Path, device: torch.device, dtype: torch.dt
     vae = to_dict(cfg.model.autoencoder)
     if "path" in vae:  # the Wan VAE: its published architecture with random weights, as rf.bench builds it
         vae["path"] = None
+    torch.manual_seed(0)  # the same random weights for every configuration (before 2026-11-28, each drew its own)
     autoencoder = instantiate(vae).to(device)
     reference = copy.deepcopy(autoencoder).float()  # the plain decoder in fp32: what the frames are checked against
     switches = dict(VAE[name])

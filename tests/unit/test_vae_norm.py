@@ -57,7 +57,7 @@ DECODER_CHECK = """
 import copy
 import torch
 from rf.models.vae import WanVideoAutoencoder
-from rf.models.vae_forms import residual_block_forward
+from rf.models.vae_forms import decoder_forward, residual_block_forward
 from tests.unit.test_fast_path import relative_error, tiny_wan_vae
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanResidualBlock
 
@@ -67,7 +67,11 @@ for switches in ({"conv2d": True, "channels_last": True, "conv3d_from": 32},
                  {"conv2d": True, "channels_last": True, "conv3d_from": 32, "min_out": 48, "subpixel": True,
                   "stack_taps": True, "whole_chunk": True}):
     fast = copy.deepcopy(plain)
-    fast.speed_up(**switches, norm_silu=True)
+    fast.speed_up(**switches, norm_silu=True, head_norm=True)
+    head = fast.vae.decoder.conv_out
+    assert getattr(fast.vae.decoder.forward, "__func__", None) is decoder_forward  # the head's norm in the kernel too
+    calls = []  # the head's norm_out is skipped: its kernel runs instead
+    fast.vae.decoder.norm_out.register_forward_hook(lambda *a: calls.append(1))
     blocks = [m for m in fast.vae.decoder.modules() if isinstance(m, WanResidualBlock)]
     kernel = [m for m in blocks if getattr(m.forward, "__func__", None) is residual_block_forward]
     # the tiny decoder's 32-channel blocks have 3-D convolutions; its last block's 16-channel ones stay 2-D
@@ -79,15 +83,23 @@ for switches in ({"conv2d": True, "channels_last": True, "conv3d_from": 32},
     out = torch.cat([decoder.decode(z[:, :, :1]), decoder.decode(z[:, :, 1:4]), decoder.decode(z[:, :, 4:])], dim=2)
     err = relative_error(out, ref)
     assert out.shape == ref.shape and err < 1e-5, err
+    assert not calls, "diffusers' head ran"
     fast.speed_up(**switches)  # and back: diffusers' forward again
     assert not any(getattr(m.forward, "__func__", None) is residual_block_forward for m in blocks)
-    print(sorted(switches), f"{err:.1e}")
+    assert "forward" not in fast.vae.decoder.__dict__
+    print(sorted(switches), getattr(head, "rf_stack_taps", False), f"{err:.1e}")
 odd = copy.deepcopy(plain)  # a block whose norm has a bias, or with dropout, keeps diffusers' forward
 blocks = [m for m in odd.vae.decoder.modules() if isinstance(m, WanResidualBlock) and m.conv1.in_channels >= 32]
 blocks[0].norm2.bias = torch.nn.Parameter(torch.zeros(blocks[0].norm2.gamma.shape))
 blocks[1].dropout.p = 0.1
 odd.speed_up(conv2d=True, channels_last=True, conv3d_from=32, norm_silu=True)
 assert [getattr(m.forward, "__func__", None) is residual_block_forward for m in blocks[:3]] == [False, False, True]
+try:
+    copy.deepcopy(plain).speed_up(head_norm=True)
+except ValueError as e:
+    assert "head_norm=True feeds the head's convolution its padded frames: set conv2d=True too" in str(e), e
+else:
+    raise AssertionError("head_norm without conv2d was accepted")
 try:
     copy.deepcopy(plain).speed_up(conv2d=True, norm_silu=True)
 except ValueError as e:

@@ -61,6 +61,10 @@ Exact (the plain path's function; only bf16 rounding differs):
                      a chunk [-9.3, -5.0] on an H200 (variants=vae_norm); its channels in chunks, -2.4 ms more of
                      card time (results/profile_vae_norm_chunks.md)
                      rf.fast.vae_norm, rf.models.vae_forms.residual_block_forward
+    vae_head_norm    with vae_conv2d: the RGB head's RMS norm, SiLU and causal time padding as vae_norm_silu's kernel,
+                     its padded frames written once for the head's convolution (Inductor's kernels took 2.4 ms of
+                     card time a chunk on an H200, results/profile_vae_norm_chunks.md)
+                     rf.models.vae_forms.decoder_forward
     overlap          decode chunk i on a second CUDA stream while chunk i+1 denoises    rf.fast.overlap
     decode_priority  with overlap: that stream at CUDA's high priority, its kernels scheduled first (frames sooner,
                      the first one above all: 1-14 ms sooner in three paired runs on an H100; not reproduced in a
@@ -147,6 +151,7 @@ class FastPath:
     vae_conv3d_from: int | None = None
     vae_min_out: int | None = None
     vae_norm_silu: bool = False
+    vae_head_norm: bool = False
     overlap: bool = False
     decode_priority: bool = False
     dit_priority: bool = False
@@ -180,6 +185,9 @@ class FastPath:
         if self.vae_norm_silu and self.vae_conv3d_from is None:
             raise ValueError("fast.vae_norm_silu=true feeds the VAE's 3-D convolutions their padded frames: set "
                              "fast.vae_conv3d_from (e.g. 96), or fast.vae_norm_silu=false")  # fmt: skip
+        if self.vae_head_norm and not self.vae_conv2d:
+            raise ValueError("fast.vae_head_norm=true feeds the VAE's head its padded frames on the 2-D path: set "
+                             "fast.vae_conv2d=true, or fast.vae_head_norm=false")  # fmt: skip
         if self.decode_priority and not self.overlap:
             raise ValueError("fast.decode_priority=true sets the priority of the overlapped decode's stream: set "
                              "fast.overlap=true, or fast.decode_priority=false with fast.overlap=false (the presets "
@@ -218,7 +226,7 @@ class FastPath:
     def gpu_only(self) -> list[str]:
         """The switches on that need a CUDA device. FP8 runs anywhere: off Ada / Hopper its reference path computes
         the same quantised function in float32 (no faster; what it costs the video can be measured on a CPU)."""
-        kernels = ("norm_rope", "block_norms", "commit_kernel", "vae_norm_silu")  # Triton's, compiled for the GPU
+        kernels = ("norm_rope", "block_norms", "commit_kernel", "vae_norm_silu", "vae_head_norm")  # Triton's (GPU)
         on = [k for k in ("graphs", *kernels, "overlap", "cudnn_benchmark") if getattr(self, k)]
         return on + ([f"attention={self.attention}"] if self.attention in ("cudnn", "flash", "fa3") else [])
 
@@ -308,6 +316,7 @@ class FastPath:
                 conv3d_from=self.vae_conv3d_from,
                 min_out=self.vae_min_out,
                 norm_silu=self.vae_norm_silu,
+                head_norm=self.vae_head_norm,
             )
         decoder = autoencoder.stream_decoder()
         if not self.overlap:

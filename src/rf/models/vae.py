@@ -36,10 +36,12 @@ from rf.models.vae_forms import (
     SubpixelUpsample,
     causal_conv3d,
     causal_conv_as_2d,
+    decoder_forward,
     pad_filters,
     residual_block_forward,
     stacks_outputs,
     takes_norm_silu,
+    takes_norm_silu_head,
     use_upsample3d_forward,
 )
 from rf.utils.files import require_files
@@ -171,6 +173,7 @@ class WanVideoAutoencoder(torch.nn.Module):
         conv3d_from: int | None = None,
         min_out: int | None = None,
         norm_silu: bool = False,
+        head_norm: bool = False,
     ) -> None:
         """Decoder speed switches of the fast path (rf.fast.fast_path); the function decoded stays the same.
 
@@ -190,7 +193,9 @@ class WanVideoAutoencoder(torch.nn.Module):
         min_out: with conv3d_from, those 3-D convolutions with fewer output channels than this compute zero filters
         up to it, the extra channels left unread (padded_filters: 96 -> 128 for the full-resolution block's).
         norm_silu: with conv3d_from, the residual blocks whose convolutions are 3-D compute each norm, SiLU and
-        causal time padding as one Triton kernel (residual_block_forward, rf.fast.vae_norm)."""
+        causal time padding as one Triton kernel (residual_block_forward, rf.fast.vae_norm).
+        head_norm: with conv2d, the RGB head's norm, SiLU and causal time padding as that kernel too
+        (decoder_forward)."""
         if stack_taps and not conv2d:
             raise ValueError("stack_taps=True changes how conv2d stacks: set conv2d=True too")
         if conv3d_from is not None and not conv2d:
@@ -199,7 +204,9 @@ class WanVideoAutoencoder(torch.nn.Module):
             raise ValueError(f"min_out={min_out} pads the 3-D convolutions' outputs: set conv3d_from too")
         if norm_silu and conv3d_from is None:
             raise ValueError("norm_silu=True feeds the 3-D convolutions their padded frames: set conv3d_from too")
-        if norm_silu and (why := norm_silu_available()) is not None:
+        if head_norm and not conv2d:
+            raise ValueError("head_norm=True feeds the head's convolution its padded frames: set conv2d=True too")
+        if (norm_silu or head_norm) and (why := norm_silu_available()) is not None:
             raise RuntimeError(why)
         self.whole_chunk = whole_chunk
         if subpixel:
@@ -227,6 +234,11 @@ class WanVideoAutoencoder(torch.nn.Module):
                         module.forward = types.MethodType(residual_block_forward, module)
                     else:
                         module.__dict__.pop("forward", None)  # diffusers' own
+        decoder = self.vae.decoder
+        if head_norm and takes_norm_silu_head(decoder):
+            decoder.forward = types.MethodType(decoder_forward, decoder)
+        else:
+            decoder.__dict__.pop("forward", None)  # diffusers' own
         if compile:  # the upsampling blocks' cache marker tested by type: no graph break under torch 2.11
             use_upsample3d_forward(self.vae.decoder)
         if compile and self.vae.decoder._compiled_call_impl is None:  # once: a second compile starts over

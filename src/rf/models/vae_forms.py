@@ -7,6 +7,8 @@ installs for the fast path's decoder switches (rf.fast.fast_path):
                           optionally with zero filters up to a tile-friendly width (pad_filters: vae_min_out)
     residual_block_forward  a residual block whose norms, SiLUs and causal padding are one kernel each
                           (rf.fast.vae_norm: vae_norm_silu), its convolutions cuDNN's 3-D ones without their bias
+    decoder_forward       the decoder with its RGB head's norm, SiLU and causal padding as that kernel too
+                          (vae_head_norm)
     SubpixelUpsample      nearest-2x-then-3x3 upsampling as four 2x2 convolutions of the frames (vae_subpixel)
     upsample3d_forward    the time-and-space upsampling block with its cache marker tested by type (vae_compile)
 
@@ -19,7 +21,13 @@ from __future__ import annotations
 import types
 
 import torch
-from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalConv3d, WanResample, WanResidualBlock
+from diffusers.models.autoencoders.autoencoder_kl_wan import (
+    CACHE_T,
+    WanCausalConv3d,
+    WanDecoder3d,
+    WanResample,
+    WanResidualBlock,
+)
 
 from rf.fast.vae_norm import norm_silu_frames
 
@@ -45,8 +53,13 @@ def causal_conv_as_2d(conv: WanCausalConv3d, x: torch.Tensor, cache_x: torch.Ten
     where the outputs are few and speed_up(stack_taps=True) marked the convolution, over the frames once with the
     taps stacked along the outputs (taps_then_sum).
     x [B, C, T, H, W] (cache_x: the previous frames the causal padding takes from) -> [B, O, T_out, H, W]."""
+    return conv2d_frames(conv, causal_frames(conv, x, cache_x))
+
+
+def conv2d_frames(conv: WanCausalConv3d, x: torch.Tensor) -> torch.Tensor:
+    """causal_conv_as_2d's convolution of frames already padded in time (causal_frames, or norm_silu_frames).
+    x [B, C, T + kt - 1, H, W] -> [B, O, T, H, W]."""
     pad_w, _, pad_h = conv._padding[:3]
-    x = causal_frames(conv, x, cache_x)
     (kt, kh, kw), out_channels = conv.kernel_size, conv.out_channels
     b, c, t, h, w = x.shape
     t_out = t - kt + 1
@@ -111,6 +124,43 @@ def residual_block_forward(block: WanResidualBlock, x: torch.Tensor, feat_cache=
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1, 1)
     return y + h
+
+
+def decoder_forward(decoder: WanDecoder3d, x: torch.Tensor, feat_cache=None, feat_idx=(0,), first_chunk=False):
+    """WanDecoder3d.forward with the head's norm, SiLU and causal time padding as one kernel (norm_silu_frames), as
+    residual_block_forward does for the blocks: the RGB head's input written once, padded, channels-last, where
+    Inductor wrote the normed frames and then their concatenation with the cached ones. Up to the head, diffusers'
+    forward line for line. x [B, C, T, h, w] latents after post_quant_conv -> [B, 3, T', H, W]."""
+    if feat_cache is None:  # a decode without the stream's caches: diffusers' own
+        return WanDecoder3d.forward(decoder, x, feat_cache, feat_idx, first_chunk)
+    idx = feat_idx[0]  # conv_in (diffusers')
+    cache_x = x[:, :, -CACHE_T:, :, :].clone()
+    if cache_x.shape[2] < 2 and feat_cache[idx] is not None:
+        cache_x = torch.cat([feat_cache[idx][:, :, -1, :, :].unsqueeze(2).to(cache_x.device), cache_x], dim=2)
+    x = decoder.conv_in(x, feat_cache[idx])
+    feat_cache[idx] = cache_x
+    feat_idx[0] += 1
+    x = decoder.mid_block(x, feat_cache=feat_cache, feat_idx=feat_idx)
+    for up_block in decoder.up_blocks:
+        x = up_block(x, feat_cache=feat_cache, feat_idx=feat_idx, first_chunk=first_chunk)
+    # the head: [zeros ; cached frames ; SiLU(RMSNorm(x))], and its new cache the padded frames' last CACHE_T
+    # (diffusers' cache_x: the activation's last two, or the cached last one and a single new frame)
+    idx, conv, norm = feat_idx[0], decoder.conv_out, decoder.norm_out
+    frames = norm_silu_frames(x, norm.gamma, None, feat_cache[idx], conv._padding[4], norm.scale)
+    feat_cache[idx] = frames[:, :, -CACHE_T:].clone()
+    feat_idx[0] += 1
+    if getattr(conv.forward, "__func__", None) is causal_conv3d:
+        return conv_frames(conv, frames, with_bias=True)
+    return conv2d_frames(conv, frames)
+
+
+def takes_norm_silu_head(decoder: WanDecoder3d) -> bool:
+    """Whether decoder_forward computes this decoder's function: the head's conv on a path that reads padded frames
+    (causal_conv_as_2d or causal_conv3d: speed_up's conv2d), a SiLU and a norm without a bias."""
+    forms = (causal_conv_as_2d, causal_conv3d)
+    norm = decoder.norm_out
+    return (getattr(decoder.conv_out.forward, "__func__", None) in forms and isinstance(decoder.nonlinearity,
+            torch.nn.SiLU) and isinstance(norm.bias, float) and norm.bias == 0.0)  # fmt: skip
 
 
 def takes_norm_silu(block: WanResidualBlock) -> bool:
