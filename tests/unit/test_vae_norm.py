@@ -92,8 +92,10 @@ odd = copy.deepcopy(plain)  # a block whose norm has a bias, or with dropout, ke
 blocks = [m for m in odd.vae.decoder.modules() if isinstance(m, WanResidualBlock) and m.conv1.in_channels >= 32]
 blocks[0].norm2.bias = torch.nn.Parameter(torch.zeros(blocks[0].norm2.gamma.shape))
 blocks[1].dropout.p = 0.1
-odd.speed_up(conv2d=True, channels_last=True, conv3d_from=32, norm_silu=True)
+odd.vae.decoder.norm_out.bias = torch.nn.Parameter(torch.zeros(odd.vae.decoder.norm_out.gamma.shape))  # and the head
+odd.speed_up(conv2d=True, channels_last=True, conv3d_from=32, norm_silu=True, head_norm=True)
 assert [getattr(m.forward, "__func__", None) is residual_block_forward for m in blocks[:3]] == [False, False, True]
+assert "forward" not in odd.vae.decoder.__dict__
 try:
     copy.deepcopy(plain).speed_up(head_norm=True)
 except ValueError as e:
@@ -124,7 +126,18 @@ def test_kernel_is_the_norm_silu_and_causal_padding_of_the_wan_decoder():
 def test_decoder_with_the_kernel_streams_the_plain_decoders_frames():
     """The tiny Wan decoder with every 3-D residual block in the kernel's form (residual_block_forward), chunked
     1 + 3 + 3 latent frames, against the plain decoder's frames: fp32, 1e-5 as the other decoder switches; with the
-    padded filters and the sub-pixel upsampling too. A block whose norm has a bias or that has dropout keeps
-    diffusers' forward. The switch is undone by speed_up without it, and refused without conv3d_from."""
+    padded filters and the sub-pixel upsampling too; the RGB head's norm in the kernel as well (head_norm: its
+    convolution on the stacked-frames path, then on the stacked-taps one), diffusers' norm_out not run. A block or
+    head whose norm has a bias, or a block with dropout, keeps diffusers' forward. The switches are undone by
+    speed_up without them, and refused without conv3d_from (norm_silu) or conv2d (head_norm)."""
     out = run_interpreted(DECODER_CHECK)
     assert out.strip().endswith("ok")
+
+
+def test_head_norm_switch_needs_the_2d_path_and_a_gpu():
+    """fast.vae_head_norm hands the head's convolution its padded frames on the 2-D path's forms; a Triton kernel."""
+    from rf.fast.fast_path import FastPath
+
+    with pytest.raises(ValueError, match="fast.vae_head_norm=true feeds the VAE's head its padded frames"):
+        FastPath(vae_head_norm=True)
+    assert "vae_head_norm" in FastPath(vae_conv2d=True, vae_head_norm=True).gpu_only()
