@@ -37,8 +37,8 @@ def test_generate_streams_an_mp4_with_a_prompt_switch(tmp_path):
         (["ckpt=/no/such.ckpt"], "/no/such.ckpt"),
         (
             ["fast=exact", "device=cpu"],
-            "fast path switches graphs, norm_rope, vae_norm_silu, overlap, cudnn_benchmark, attention=cudnn need a "
-            "CUDA GPU",
+            "fast path switches graphs, norm_rope, block_norms, commit_kernel, vae_norm_silu, overlap, "
+            "cudnn_benchmark, attention=cudnn need a CUDA GPU",
         ),
         (["fast.attention=fa9"], "fast.attention='fa9'"),
     ],
