@@ -572,9 +572,10 @@ def test_fast_path_refuses_unknown_switch_values():
     with pytest.raises(ValueError, match="max-autotune already tunes the Triton kernels"):
         FastPath(compile=True, autotune=True, kernel_tuning=True)
     assert FastPath(compile=True, graphs=True).gpu_only() == ["graphs"]
-    kernels = FastPath(static_cache=True, norm_rope=True, block_norms=True, vae_conv2d=True, vae_conv3d_from=96,
-                       vae_norm_silu=True)  # fmt: skip
-    assert kernels.gpu_only() == ["norm_rope", "block_norms", "vae_norm_silu"]  # Triton kernels: refused on a CPU
+    kernels = FastPath(static_cache=True, norm_rope=True, block_norms=True, commit_kernel=True, vae_conv2d=True,
+                       vae_conv3d_from=96, vae_norm_silu=True, vae_head_norm=True)  # fmt: skip
+    triton = ["norm_rope", "block_norms", "commit_kernel", "vae_norm_silu", "vae_head_norm"]
+    assert kernels.gpu_only() == triton  # Triton kernels: refused on a CPU
     assert FastPath().describe() == "plain" and FastPath(fp8=True).approximate
 
 
