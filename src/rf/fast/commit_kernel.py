@@ -24,7 +24,8 @@ keeps, takes a new frame, or fuses one old or new frame once" (a chunk longer th
 
 The function is compiled write_chunk's: the fuse in float32 from the stored values, rounded once to the cache's
 dtype (eager PyTorch rounds alpha * S, (1 - alpha) * E and their sum separately: bf16 units apart), the rotation in
-float32 from the rounded raw keys, rounded once (rf.models.attention.apply_rope).
+float32 from the rounded raw keys, rounded once (rf.models.attention.apply_rope; the rotation is fast.norm_rope's,
+rf.fast.norm_rope._rotated).
 
     buffers k_raw [B, S + Wc, T, H, D], k_rot and v [B, S + Wc (+ room), T, H, D], channels contiguous;
     k_new, v_new [B, f, T, H, D] (the chunk's keys before RoPE, and values); cos, sin [1, n*T, 1, D] float32
@@ -97,17 +98,7 @@ def table_for(plan, n: int, device) -> CommitTable | None:
 
 
 if triton is not None:
-
-    @triton.jit
-    def _rope(x, cos_ptr, sin_ptr, row, D: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK: tl.constexpr):
-        """RoPE on a token's channel pairs (2p, 2p + 1) in float32, at the table's row (apply_rope)."""
-        pairs = tl.arange(0, BLOCK // 2)
-        pair_mask = pairs < D // 2
-        within = pairs % HALF_HEAD  # the pair's place inside its head: the tables' column 2 * within
-        cos = tl.load(cos_ptr + row * HALF_HEAD * 2 + 2 * within, pair_mask, other=0.0)
-        sin = tl.load(sin_ptr + row * HALF_HEAD * 2 + 2 * within + 1, pair_mask, other=0.0)
-        a, b = tl.split(tl.reshape(x.to(tl.float32), [BLOCK // 2, 2]))
-        return tl.reshape(tl.join(a * cos - b * sin, a * sin + b * cos), [BLOCK])
+    from rf.fast.norm_rope import _rotated  # the rotation, in float32 (apply_rope), as fast.norm_rope's kernel does it
 
     @triton.jit
     def _commit_kernel(
@@ -126,6 +117,9 @@ if triton is not None:
         new_k = k_new_ptr + b * new_b + t * new_t + c  # frame 0 of this token; frame f at + f * new_f
         new_v = v_new_ptr + b * new_b + t * new_t + c
         dtype = k_rot_ptr.dtype.element_ty
+        pairs = tl.arange(0, BLOCK // 2)  # channel pairs (2p, 2p + 1): the rotation's planes
+        pair_mask = pairs < D // 2
+        within = pairs % HALF_HEAD  # the pair's place inside its head: the tables' column 2 * within
         for i in range(n):
             slot = tl.load(rows_ptr + 3 * i).to(tl.int64)
             src = tl.load(rows_ptr + 3 * i + 1).to(tl.int64)
@@ -148,8 +142,10 @@ if triton is not None:
                 tl.store(val + slot * slot_stride, tl.load(new_v + src * new_f, mask, other=0.0).to(dtype), mask)
             else:
                 kr = tl.load(raw + slot * slot_stride, mask, other=0.0)
-            row = slot * tokens + t  # the slot's token in the context's RoPE tables
-            tl.store(rot + slot * slot_stride, _rope(kr, cos_ptr, sin_ptr, row, D, HALF_HEAD, BLOCK).to(dtype), mask)
+            row = slot * tokens + t  # the slot's token in the context's RoPE tables (rows of D = 2 * HALF_HEAD)
+            cos = tl.load(cos_ptr + row * HALF_HEAD * 2 + 2 * within, pair_mask, other=0.0)
+            sin = tl.load(sin_ptr + row * HALF_HEAD * 2 + 2 * within + 1, pair_mask, other=0.0)
+            tl.store(rot + slot * slot_stride, _rotated(kr, cos, sin, BLOCK).to(dtype), mask)
 
 
 def _token_rows(x: torch.Tensor) -> bool:

@@ -117,11 +117,13 @@ class StaticKVCache:
         if config.policy == "full":
             raise ValueError("sink=full grows with the stream and has no static cache: use window, sink or ema_sink")
         self.kernel = kernel  # the commit as one Triton kernel where its plan allows (rf.fast.commit_kernel)
+        self._commit_kernel = None  # its launch (rf.fast.commit_kernel.commit), bound once here
         if kernel:
-            from rf.fast.commit_kernel import commit_kernel_available
+            from rf.fast.commit_kernel import commit, commit_kernel_available
 
             if (why := commit_kernel_available()) is not None:
                 raise RuntimeError(why)
+            self._commit_kernel = commit
         self._write = write_chunk  # a commit's device work; compiled: Inductor's, one graph per plan
         if compiled:
             self._write = torch.compile(write_chunk, dynamic=False)
@@ -271,9 +273,7 @@ class StaticKVCache:
         buf, n = self.buffers[block], after.sink_len + after.window_len
         table = self._table(k.shape[1], writes, n) if self.kernel else None
         if table is not None:  # one launch (rf.fast.commit_kernel); plans it cannot express run write_chunk
-            from rf.fast.commit_kernel import commit
-
-            commit(buf["k_raw"], buf["k_rot"], buf["v"], k, v, table, n, self.config.alpha, cos, sin)
+            self._commit_kernel(buf["k_raw"], buf["k_rot"], buf["v"], k, v, table, n, self.config.alpha, cos, sin)
         else:
             self._write(buf["k_raw"], buf["k_rot"], buf["v"], k, v, writes, n, self.config.alpha, cos, sin)
         if block == 0 and self.stage.sink_len < self.sink_frames <= after.sink_len:
