@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rf.diffusion.sampler import StreamSampler
 from rf.diffusion.schedule import chunks_for_seconds
+from rf.fast.card import ClockMonitor, identity
 from rf.fast.fast_path import FastPath
 from rf.fast.in_place import applied_after, undone
 from rf.fast.recompiles import RecompileLimitWatch, graphs_compiled
@@ -176,13 +177,15 @@ class Setup:
                 compiled = graphs_compiled()
                 clips = [timed.run(self.clip_chunks, desc=f"{name} {policy} clip") for _ in range(cfg.repeats)]
                 wall = cfg.full_max_seconds if policy == "full" else math.inf
-                long = timed.run(self.stream_chunks, wall_limit=wall, desc=f"{name} {policy} stream")
+                with ClockMonitor(device) as card:  # the clock the card held through the timed stream
+                    long = timed.run(self.stream_chunks, wall_limit=wall, desc=f"{name} {policy} stream")
                 compiled = graphs_compiled() - compiled
             if first["kept"]:
                 self.reference = self.reference or reference_of(first["kept"], self.wan_vae, device)
                 out["check"] = check(first["kept"], self.reference, decoder, device, not approximate, cfg.tolerance)
             out["policies"][policy] = self.summarize(policy, clips, long, sampler, overlapped=fast.overlap)
             out["policies"][policy]["graphs_compiled_while_timed"] = compiled  # 0: the timed runs ran warm
+            out["policies"][policy]["card"] = card.summary()
         return out
 
     def fresh_models(self) -> None:
@@ -240,6 +243,21 @@ class Setup:
         }
 
 
+def variant_fast(cfg: DictConfig, name: str, variant: DictConfig) -> FastPath:
+    """A variant's switches. `fast: {preset: exact, ...}` starts them from a preset (conf/fast/NAME.yaml, composed
+    into cfg.presets by conf/bench.yaml: plain, exact or approximate) and the variant's own keys override it, so a
+    row that is fast=exact stays fast=exact when the preset changes; without `preset` they start from plain."""
+    fast = to_dict(variant.get("fast") or {})
+    preset = fast.pop("preset", None)
+    if preset is not None and preset not in cfg.presets:
+        raise ValueError(f"variants.{name}.fast.preset={preset}: the presets are {', '.join(cfg.presets)} "
+                         f"(conf/fast/), e.g. variants.{name}.fast.preset=exact")  # fmt: skip
+    try:
+        return FastPath(**{**(to_dict(cfg.presets[preset]) if preset else {}), **fast})
+    except TypeError as e:  # a misspelt switch
+        raise ValueError(f"variants.{name}.fast: {e} (rf.fast.fast_path.FastPath lists the switches)") from e
+
+
 def sampler_keys(cfg: DictConfig, name: str, variant: DictConfig) -> dict:
     """A variant's own `sampler:` keys (conf/sampler/default.yaml's, e.g. denoising_steps), checked before any
     variant runs: a misspelt key would otherwise fail only when its variant's turn comes."""
@@ -262,7 +280,7 @@ def main(cfg: DictConfig) -> Path:
             f"model={cfg.model.name} on the CPU would take hours: the full-size bench needs a GPU; "
             "`make bench ARGS='model=toy'` runs the CPU smoke mode"
         )
-    variants = {name: (FastPath(**to_dict(v.fast)), list(v.policies), sampler_keys(cfg, name, v))
+    variants = {name: (variant_fast(cfg, name, v), list(v.policies), sampler_keys(cfg, name, v))
                 for name, v in cfg.variants.items()}  # fmt: skip
     setup = Setup.build(cfg, device, dtype)
     results = {
@@ -278,6 +296,7 @@ def main(cfg: DictConfig) -> Path:
             f"(under {cfg.tolerance}) and the plain latents' frames against their fp32 decode (as close as plain bf16)",
         },
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "card": identity(device),  # which card of a host, its power limit (each stream's clock: policies' "card")
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "settings": OmegaConf.to_container(cfg, resolve=True),
         "matmul_tflops": matmul_tflops(device, dtype) if device.type == "cuda" else None,
@@ -338,11 +357,14 @@ def fmt(value: float | None) -> str:
 
 
 def table(results: dict) -> str:
-    rows = [f"device: {results['device']}  matmul: {results['matmul_tflops'] or float('nan'):.0f} TFLOP/s",
+    card = results.get("card", {})
+    limit = f", power limit {card['power_limit_w']:.0f} W" if "power_limit_w" in card else ""
+    rows = [f"device: {results['device']} ({card.get('uuid', 'no uuid')}{limit})  "
+            f"matmul: {results['matmul_tflops'] or float('nan'):.0f} TFLOP/s",
             "| variant | policy | window / sink | clip FPS | x plain | first frame / chunk (s) | stream FPS | "
             "steady FPS / DiT only | video s | p50 start | p50 last | "
-            "DiT / VAE (s) | peak GiB | check: latents / frames vs fp32 | stop |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            "DiT / VAE (s) | peak GiB | SM MHz in the stream (power-capped) | check: latents / frames vs fp32 | stop |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, v in results["variants"].items():
         c = v.get("check")
         verdict = (
@@ -366,13 +388,17 @@ def table(results: dict) -> str:
             peak = r["stream_peak_memory_gib"]
             peak = "-" if peak is None else f"{peak:.1f}"
             speedup = f"{r['clip_speedup']:.2f}" if "clip_speedup" in r else "-"
+            clock = r.get("card", {})
+            clock = (
+                f"{clock['sm_mhz_mean']:.0f} ({clock['power_capped_fraction']:.0%})" if clock.get("samples") else "-"
+            )
             rows.append(
                 f"| {label} | {policy} | {r['attention_frames']} / {r['sink_frames']} | "
                 f"{r['clip_fps']:.1f} | {speedup} | "
                 f"{r['clip_first_frame_s']:.3f} / {r['clip_first_frames_s']:.3f} | {r['stream_fps']:.1f} | "
                 f"{r['steady_fps']:.1f} / {fmt(r['steady_dit_only_fps'])} | "
                 f"{r['stream_seconds_of_video']:.0f} | {p50[0]} | {p50[1]} | "
-                f"{r['steady_chunk_dit_s']:.3f} / {r['steady_chunk_decode_s']:.3f} | {peak} | {verdict} | "
+                f"{r['steady_chunk_dit_s']:.3f} / {r['steady_chunk_decode_s']:.3f} | {peak} | {clock} | {verdict} | "
                 f"{r['stream_stopped'] or ''}{eager}{compiled} |"
             )
     return "\n".join(rows)

@@ -4,6 +4,7 @@ The toy experiments also build their callbacks and module, the way rf.train does
 distillation module's rollouts then stream with the very CacheConfig of the EMA-Sink callback, its one owner.
 """
 
+import re
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,13 +51,34 @@ def test_every_primary_config_composes_and_resolves(name):
 def test_every_bench_variant_file_builds_its_fast_paths(variants):
     """make bench ARGS='variants=NAME': every variant's switches are FastPath's own (a misspelt switch, or one that
     needs another, fails here and not on a GPU minutes into a call)."""
-    from rf.fast.fast_path import FastPath
+    from rf.bench import variant_fast
 
     cfg = compose_cfg("bench", f"variants={variants}")
     assert list(cfg.variants)[0] == "plain"  # first: every check is against it, and the switches accumulate
     for name, variant in cfg.variants.items():
-        FastPath(**OmegaConf.to_container(variant.fast))
+        variant_fast(cfg, name, variant)
         assert variant.policies, name
+
+
+def test_a_bench_variant_starts_from_a_preset_and_overrides_it():
+    """fast: {preset: exact, ...}: the preset as conf/fast/ composes it (fast=approximate inherits exact), the
+    variant's own keys on top; a preset that does not exist, or a misspelt switch, is refused by the variant's name."""
+    from rf.bench import variant_fast
+    from rf.fast.fast_path import FastPath
+
+    cfg = compose_cfg("bench", "variants=best")
+    exact = FastPath(**OmegaConf.to_container(compose_cfg("generate", "fast=exact").fast))
+    assert variant_fast(cfg, "exact", cfg.variants.exact) == exact
+    best = variant_fast(cfg, "best", cfg.variants.best)
+    assert (best.attention, best.vae_whole_chunk, best.block_norms) == ("fa3", True, True)  # override; preset's
+    approximate = compose_cfg("bench", "variants=default").variants.approximate
+    assert variant_fast(cfg, "approximate", approximate).cache_pass == "reuse"
+    assert variant_fast(cfg, "approximate", approximate).commit_kernel  # exact's, inherited by approximate
+    for override, message in (("variants.best.fast.preset=fastest", "variants.best.fast.preset=fastest: the presets"),
+                              ("+variants.best.fast.compil=true", "variants.best.fast: FastPath")):  # fmt: skip
+        bad = compose_cfg("bench", "variants=best", override)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            variant_fast(bad, "best", bad.variants.best)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -139,8 +161,9 @@ TYPED = [
     ("bench", ["variants=steps"], "variants.approx_best_fp8_3_steps.sampler.denoising_steps.2", 333),
     ("bench", ["variants=ladder", "~variants.compile", "~variants.taehv"], "variants.compile", None),
     ("bench", ["variants=ladder", "~variants.compile"], "variants.fa3.fast.attention", "fa3"),
-    ("bench", ["variants=best", "~variants.exact_no_overlap", "~variants.exact"], "variants.best.fast.vae_conv3d_from",
-     96),
+    ("bench", ["variants=best", "~variants.exact_no_overlap", "~variants.exact"], "variants.best.fast.attention",
+     "fa3"),
+    ("bench", ["variants=best", "variants.best.fast.vae_head_norm=false"], "variants.best.fast.vae_head_norm", False),
     ("bench", ["variants=vae_convs"], "variants.best_vae_192.fast.vae_subpixel", True),
     ("generate", ["fast.vae_subpixel=true", "fast.vae_conv3d_from=96"], "fast.vae_conv3d_from", 96),
     ("bench", ["variants=norm_rope"], "variants.best_no_overlap_norm_rope.fast.norm_rope", True),
