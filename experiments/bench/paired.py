@@ -7,7 +7,8 @@ Each variant's 10-s stream is one prompt and one noise, chunk for chunk the same
 latency is compared paired by chunk index: the mean over the chunks after the first `skip` (chunk 0 has no cache pass
 before it, chunk 1 still fills the window), a 95% t-interval, and each variant's difference from the one before it
 (or from --against) with its own paired interval. The clip columns give the median clip FPS and every run's first
-frame, the first run included (a variant's first clip can still be compiling).
+frame, the first run included (a variant's first clip can still be compiling). The last column: the card's mean SM
+clock through the stream and the share of it at the power cap, where the bench recorded them (rf.fast.card).
 """
 
 import argparse
@@ -51,8 +52,9 @@ def main() -> None:
         print(f"{path}: {json.load(open(path))['device']}, policy {args.policy}, chunks from {args.skip} on")
     if len(args.bench) > 1:
         print("Rows of different files are paired across calls: the same prompt and noise, not the same call.")
-    print("| variant | clip FPS (runs) | stream FPS | first frame, runs (s) | a steady chunk (ms) | difference (ms) |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | clip FPS (runs) | stream FPS | first frame, runs (s) | a steady chunk (ms) | difference (ms) | "
+          "SM MHz in the stream (power-capped) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     rows = {}
     for path in args.bench:
         for name, v in json.load(open(path))["variants"].items():
@@ -71,7 +73,10 @@ def main() -> None:
             fps = ", ".join(f"{c['fps']:.2f}" for c in r["clip_runs"])
             first = ", ".join(f"{c['first_frame_s']:.3f}" for c in r["clip_runs"])
             steady = f"{mean:.1f} +- {half:.1f}"
-            print(f"| {name} | {r['clip_fps']:.1f} ({fps}) | {r['stream_fps']:.1f} | {first} | {steady} | {diff} |")
+            card = r.get("card", {})  # rf.fast.card's summary (bench JSONs from 2026-11-28 on)
+            clock = f"{card['sm_mhz_mean']:.0f} ({card['power_capped_fraction']:.0%})" if card.get("samples") else "-"
+            print(f"| {name} | {r['clip_fps']:.1f} ({fps}) | {r['stream_fps']:.1f} | {first} | {steady} | {diff} | "
+                  f"{clock} |")  # fmt: skip
 
 
 if __name__ == "__main__":

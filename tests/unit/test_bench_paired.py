@@ -64,3 +64,19 @@ def test_two_calls_are_paired_across_and_their_shared_variant_names_kept_apart(t
     assert "paired across calls" in out and "| plain (bench_two) |" in out
     row = next(line for line in out.splitlines() if line.startswith("| two |"))
     assert "-4.0 vs one, 95% CI [-4.0, -4.0]" in row
+
+
+def test_the_clock_the_card_held_is_its_own_column_where_the_bench_recorded_it(tmp_path):
+    """rf.fast.card's summary, when a variant's record has one: mean SM clock and the power-capped share; "-" for
+    bench files from before it."""
+    runs = [{"fps": 40.0, "first_frame_s": 0.14}]
+    record = {"stream_latency_s": [0.3] * 8, "clip_runs": runs, "clip_fps": 40.0, "stream_fps": 39.0}
+    card = {"samples": 40, "sm_mhz_mean": 1645.4, "power_capped_fraction": 0.975}
+    bench = {"device": "test", "variants": {"old": {"policies": {"ema_sink": record}},
+                                            "new": {"policies": {"ema_sink": {**record, "card": card}}}}}  # fmt: skip
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    out = subprocess.run([sys.executable, str(SCRIPT), str(path)], capture_output=True, text=True, check=True).stdout
+    rows = {line.split(" | ")[0]: line for line in out.splitlines() if line.startswith("| ")}
+    assert rows["| new"].endswith("| 1645 (98%) |")
+    assert rows["| old"].endswith("| - |")
