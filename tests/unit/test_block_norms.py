@@ -89,12 +89,12 @@ with torch.no_grad():
     fused_ref = StreamSampler(model, cache, cache_pass="fused").rollout(prompts, shape, GeneratorNoise(0))
     runner = FastPath(block_norms=True).prepare_model(model)
     assert all(getattr(b, "rf_block_norms", False) for b in model.blocks)
-    out = StreamSampler(runner, cache).rollout(prompts, shape, GeneratorNoise(0))
+    # eager with the fused cache pass, compiled with the clean one (the test's doc: not both passes both ways)
     fused = StreamSampler(runner, cache, cache_pass="fused").rollout(prompts, shape, GeneratorNoise(0))
     eager_calls = len(calls)
     compile_blocks(model)
     compiled = StreamSampler(runner, cache).rollout(prompts, shape, GeneratorNoise(0))
-errs = [relative_error(out, ref), relative_error(fused, fused_ref), relative_error(compiled, ref)]
+errs = [relative_error(fused, fused_ref), relative_error(compiled, ref)]
 assert max(errs) < 1e-5, errs
 assert eager_calls and len(calls) > eager_calls, (eager_calls, len(calls))
 print("ok", [f"{e:.1e}" for e in errs], eager_calls)
@@ -115,7 +115,11 @@ def test_kernel_is_the_blocks_norms_with_their_residuals_and_modulation():
 def test_stream_with_the_kernels_is_the_plain_stream():
     """The whole stream (EMA-Sink, the window evicting, a prompt switch; the clean and the fused cache pass; the
     blocks eager and compiled, the ops opaque to Inductor) with every block's norms in the kernels, against the same
-    model without them: fp32, 1e-5 as the static cache's own tests; the kernels must have run, compiled too."""
+    model without them: fp32, 1e-5 as the static cache's own tests; the kernels must have run, compiled too. The
+    eager blocks stream with the fused cache pass (each chunk's first pass with the last chunk's frames at their own
+    timestep: per-frame modulation rows) and the compiled ones with the clean pass (its last block stopping after
+    norm1); both take the same later denoising passes. A third rollout, the clean pass eager, took 8 s of kernels in
+    Triton's interpreter and made no call of a kind these two do not."""
     out = run_interpreted(STREAM_CHECK)
     assert out.strip().splitlines()[-1].startswith("ok")
 

@@ -61,24 +61,43 @@ print("ok", len(launches))
 
 STREAM_CHECK = """
 import rf.fast.commit_kernel as ck
-from tests.unit.test_fast_path import STATIC_CASES, relative_error, stream_pair
+from tests.unit.test_commit_kernel import STREAM_CASES
+from tests.unit.test_fast_path import relative_error, stream_pair
 
 launches = []
 kernel = ck.commit
 ck.commit = lambda *a: launches.append(1) or kernel(*a)
 errs = {}
-for case in STATIC_CASES:
-    for kw in ({}, {"kv_in_place": True, "compile_commit": True}, {"cache_pass": "fused"}):
-        plain, static, samplers = stream_pair(*case, commit_kernel=True, **kw)
-        assert samplers[1].last_cache.kernel
-        errs[case, tuple(kw)] = relative_error(static, plain)
+for case, kw in STREAM_CASES:
+    before = len(launches)
+    plain, static, samplers = stream_pair(*case, commit_kernel=True, **kw)
+    assert samplers[1].last_cache.kernel and len(launches) > before, (case, kw, "the kernel never ran")
+    errs[case, tuple(kw)] = relative_error(static, plain)
+before = len(launches)
 plain, static, _ = stream_pair("ema_sink", 3, 9, 3, frames=15, switch_at=9, commit_kernel=True)  # a prompt switch
+assert len(launches) > before, "the kernel never ran on the switch's stream"
 errs["switch"] = relative_error(static, plain)
 print(max(errs.values()), len(launches))
 assert max(errs.values()) < 1e-5, errs
-assert launches, "the kernel never ran"
 print("ok")
 """
+
+# The stream check's cases: one of each kind, not every STATIC_CASES case in every form (each one a stream through
+# Triton's interpreter, about 2 s; 24 of them took about a minute). What the kernel writes is checked for every case
+# commit by commit (test_kernel_writes_the_buffers_the_commit_writes: each fill stage, the steady stage, turns of the
+# ring, strided K/V, the room after the context, both dtypes), each case's table by test_tables_follow_the_plans_or_
+# refuse_them, and each case's static stream without the kernel (in place, compiled commit) by test_fast_path. What a
+# stream adds is the cache handing the kernel the model's chunk K/V, RoPE tables and buffers pass after pass, for:
+IN_PLACE = {"kv_in_place": True, "compile_commit": True}  # as the presets (fast=exact) run it
+STREAM_CASES = [
+    (("ema_sink", 3, 9, 3), {}),  # the paper's: the sink, the window fill, then each chunk fuses the last into the sink
+    (("ema_sink", 3, 9, 3), {"cache_pass": "fused"}),  # the same, committed by the fused pass
+    (("sink", 1, 12, 4), {}),  # sink: a 1-frame sink, a 7-slot ring that 4-frame chunks wrap around mid-chunk
+    (("window", 3, 9, 3), {}),  # window: no sink, turns of a 2-chunk ring
+    (("ema_sink", 3, 6, 3), {}),  # no window: each new frame fused into the sink as it arrives
+    (("ema_sink", 3, 15, 3), IN_PLACE),  # in place (k_rot and v with room after the context); a 3-chunk ring
+    (("ema_sink", 2, 9, 3), IN_PLACE),  # the plans the kernel refuses take the compiled commit, its others the kernel
+]
 
 
 def test_kernel_writes_the_buffers_the_commit_writes():
@@ -96,9 +115,11 @@ def test_kernel_writes_the_buffers_the_commit_writes():
 
 
 def test_stream_with_the_kernel_is_the_plain_stream():
-    """Every static-cache case streamed with the commit kernel against the growing cache: the clean cache pass,
-    in place with the compiled commit beside it (plans the kernel refuses take that), the fused cache pass, a
-    prompt switch (the window re-cached): fp32, 1e-5 as the static cache's own tests."""
+    """Streams with the commit kernel against the growing cache (STREAM_CASES: each policy, the fill stages and turns
+    of the ring, a new frame fused at once, the clean and the fused cache pass, in place with the compiled commit
+    beside it, where plans the kernel refuses take that) and a prompt switch (the window re-cached): fp32, 1e-5 as
+    the static cache's own tests; the kernel must have run in each. Every case's commits are checked one by one in
+    test_kernel_writes_the_buffers_the_commit_writes (STREAM_CASES says why the streams are a subset)."""
     out = run_interpreted(STREAM_CHECK)
     assert out.strip().endswith("ok"), out
 

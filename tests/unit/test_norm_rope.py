@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from tests.conftest import THREADS
+
 pytest.importorskip("triton", reason="Triton comes with `make install` on Linux (pyproject's dev extras)")
 
 KERNEL_CHECK = """
@@ -66,7 +68,7 @@ for policy, sink, attention, chunk, in_place, compile in (
     ("ema_sink", 3, 9, 3, True, False), ("ema_sink", 2, 9, 3, False, False), ("window", 3, 9, 3, True, False),
     ("ema_sink", 3, 9, 3, True, True),  # compiled: the op that writes the cache's buffers, functionalised
 ):
-    plain, static, _ = stream_pair(policy, sink, attention, chunk, kv_in_place=in_place, compile=compile,
+    plain, static, _ = stream_pair(policy, sink, attention, chunk, frames=15, kv_in_place=in_place, compile=compile,
                                    prepare=nr.use_norm_rope)  # fmt: skip
     err = relative_error(static, plain)
     assert err < 1e-5, (policy, sink, attention, chunk, in_place, compile, err)
@@ -77,7 +79,9 @@ print("ok", len(calls))
 
 
 def run_interpreted(code: str) -> str:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    # the suite's thread count (tests/conftest.py), as tests/cli.py's subprocesses: a check that imports no
+    # tests.conftest (the kernel checks) ran at the 2 threads of CI's 2 cores under RF_TEST_THREADS=1 as well
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": str(THREADS)}
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=root, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
@@ -100,6 +104,9 @@ def test_kernel_computes_the_norms_and_rope_of_the_plain_path():
 def test_static_cache_stream_with_the_kernel_is_the_plain_stream():
     """The whole stream (EMA-Sink and window, the chunk's K/V in place after the context or concatenated, the blocks
     eager and compiled) with every block's norms and RoPE in the kernel, against the plain growing cache: fp32,
-    1e-5 as the static cache's own tests; the kernel must have run."""
+    1e-5 as the static cache's own tests; the kernel must have run. 15 frames, 5 chunks: the sink and the window
+    fill, then the window's frames leave (fused into the sink, or out of the ring) twice, so the context the kernel
+    writes after has reached its full length (each further chunk, a second in Triton's interpreter, passes the same
+    shapes again)."""
     out = run_interpreted(STREAM_CHECK)
     assert out.strip().splitlines()[-1].startswith("ok")

@@ -63,6 +63,10 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanResidualBlock
 
 torch.manual_seed(0)
 plain = WanVideoAutoencoder(tiny_wan_vae())
+# 2 x 3 latents, 16 x 24 frames: launches of 6 to 4,608 pixels, 1 to 144 programs of 32, some with a masked tail.
+# Triton's interpreter runs a launch's programs one by one: 4 x 6 latents took about three times as long
+z = torch.randn(1, 16, 7, 2, 3)
+ref = plain.stream_decoder().decode(z)
 for switches in ({"conv2d": True, "channels_last": True, "conv3d_from": 32},
                  {"conv2d": True, "channels_last": True, "conv3d_from": 32, "min_out": 48, "subpixel": True,
                   "stack_taps": True, "whole_chunk": True}):
@@ -77,8 +81,6 @@ for switches in ({"conv2d": True, "channels_last": True, "conv3d_from": 32},
     # the tiny decoder's 32-channel blocks have 3-D convolutions; its last block's 16-channel ones stay 2-D
     assert kernel and len(kernel) < len(blocks), (len(kernel), len(blocks))
     assert all(m.conv1.in_channels >= 32 and m.conv2.in_channels >= 32 for m in kernel)
-    z = torch.randn(1, 16, 7, 4, 6)
-    ref = plain.stream_decoder().decode(z)
     decoder = fast.stream_decoder()
     out = torch.cat([decoder.decode(z[:, :, :1]), decoder.decode(z[:, :, 1:4]), decoder.decode(z[:, :, 4:])], dim=2)
     err = relative_error(out, ref)
@@ -125,11 +127,11 @@ def test_kernel_is_the_norm_silu_and_causal_padding_of_the_wan_decoder():
 
 def test_decoder_with_the_kernel_streams_the_plain_decoders_frames():
     """The tiny Wan decoder with every 3-D residual block in the kernel's form (residual_block_forward), chunked
-    1 + 3 + 3 latent frames, against the plain decoder's frames: fp32, 1e-5 as the other decoder switches; with the
-    padded filters and the sub-pixel upsampling too; the RGB head's norm in the kernel as well (head_norm: its
-    convolution on the stacked-frames path, then on the stacked-taps one), diffusers' norm_out not run. A block or
-    head whose norm has a bias, or a block with dropout, keeps diffusers' forward. The switches are undone by
-    speed_up without them, and refused without conv3d_from (norm_silu) or conv2d (head_norm)."""
+    1 + 3 + 3 latent frames of 2 x 3 latents, against the plain decoder's frames: fp32, 1e-5 as the other decoder
+    switches; with the padded filters and the sub-pixel upsampling too; the RGB head's norm in the kernel as well
+    (head_norm: its convolution on the stacked-frames path, then on the stacked-taps one), diffusers' norm_out not
+    run. A block or head whose norm has a bias, or a block with dropout, keeps diffusers' forward. The switches are
+    undone by speed_up without them, and refused without conv3d_from (norm_silu) or conv2d (head_norm)."""
     out = run_interpreted(DECODER_CHECK)
     assert out.strip().endswith("ok")
 
