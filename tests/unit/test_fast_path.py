@@ -691,13 +691,19 @@ def test_fa3_kernel_matches_fp32_attention():
 
 @pytest.mark.parametrize("path", sorted((Path(CONF_DIR) / "variants").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_bench_variant_file_names_valid_switches(path):
-    """Each variant of conf/variants/NAME.yaml is a valid FastPath, lists bounded policies and sets only the sampler's
-    own keys; plain comes first."""
+    """Each variant of conf/variants/NAME.yaml is a valid FastPath (its preset, if it names one, resolved as rf.bench
+    resolves it), lists bounded policies and sets only the sampler's own keys; plain comes first."""
+    from hydra import compose, initialize_config_dir
+
+    from rf.bench import variant_fast
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("bench", overrides=[f"variants={path.stem}"])
     variants = OmegaConf.to_container(OmegaConf.load(path))
     sampler = OmegaConf.load(Path(CONF_DIR) / "sampler" / "default.yaml")
     assert next(iter(variants)) == "plain" and variants["plain"]["fast"] == {}  # every check is against plain
     for name, variant in variants.items():
-        FastPath(**variant["fast"])  # raises on an unknown switch or value
+        variant_fast(cfg, name, cfg.variants[name])  # raises on an unknown switch, value or preset
         assert set(variant["policies"]) <= {"full", "window", "sink", "ema_sink"}, name
         assert set(variant) <= {"fast", "policies", "sampler"} and set(variant.get("sampler", {})) <= set(sampler), name
 
@@ -708,10 +714,13 @@ def test_make_bench_measures_the_presets_themselves(preset):
     what make bench reports for them is what make generate ARGS='fast=...' runs."""
     from hydra import compose, initialize_config_dir
 
+    from rf.bench import variant_fast
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose("generate", overrides=[f"fast={preset}"])
-    variants = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "variants" / "default.yaml"))
-    assert FastPath(**variants[preset]["fast"]) == FastPath(**OmegaConf.to_container(cfg.fast))
+        bench = compose("bench", overrides=["variants=default"])
+    assert variant_fast(bench, preset, bench.variants[preset]) == FastPath(**OmegaConf.to_container(cfg.fast))
+    assert OmegaConf.to_container(bench.variants[preset].fast) == {"preset": preset}  # the preset itself, nothing over
 
 
 def test_half_precision_attention_kernels_are_refused_for_a_float32_model():
