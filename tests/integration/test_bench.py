@@ -121,7 +121,7 @@ def test_full_size_on_the_cpu_is_refused_with_the_smoke_command(tmp_path):
 def test_the_table_says_dit_only_is_not_separable_when_the_decode_overlaps():
     """An overlapped variant's DiT time holds the wait for the previous chunk's decode: its record says None and the
     table prints '-', where the same switches without overlap give a rate."""
-    from rf.bench import table
+    from rf.bench_table import table
 
     record = {"attention_frames": 9, "sink_frames": 3, "clip_fps": 30.3, "clip_first_frame_s": 0.165,
               "clip_first_frames_s": 0.275, "stream_fps": 29.5, "steady_fps": 28.8, "steady_dit_only_fps": None,
