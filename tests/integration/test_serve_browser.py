@@ -118,9 +118,8 @@ def test_the_page_streams_switches_and_downloads(server, tmp_path):
     assert after["yellow"] > 0 and after["red"] == 0, after  # the yellow square, the red circle gone
     # The issue's bound, server decode -> drawn <= 100 ms, for every chunk that finds the page's queue empty (the
     # page draws it at once). A chunk that arrives while frames of the one before still wait is played out at the
-    # stream's fps behind them, by the page's rule: that wait is the playout, not the transport. With pace=true the
-    # server makes a chunk once the last has played, so that happens only when a chunk took a frame (125 ms)
-    # longer than the next (a busy CPU): it must stay rare, and its arrival is still bounded.
+    # stream's fps behind them, by the page's rule: that wait is the playout, not the transport, and its arrival is
+    # still bounded (`ready`).
     drawn = sorted(e["ms"] for e in chunks_timed)
     ready = [e["ready"] for e in chunks_timed]
     at_once = [e["ms"] for e in chunks_timed if e["backlog"] == 0]
@@ -128,7 +127,16 @@ def test_the_page_streams_switches_and_downloads(server, tmp_path):
           f"over {len(drawn)} chunks ({len(drawn) - len(at_once)} behind a backlog); decode -> ready to draw: worst "
           f"{max(ready):.1f} ms; canvas before the switch {before}, after {after}")  # fmt: skip
     assert max(ready) <= 100 and max(at_once) <= 100, chunks_timed
-    assert len(at_once) >= 0.9 * len(drawn), chunks_timed
+    # pace=true: the server begins chunk k no earlier than its place in the video after chunk 0's decode stamp, so
+    # it never runs ahead of the playout. Both stamps are the server's (time.time for the stamp, perf_counter for
+    # the compute time); 10 ms covers their drift over a stream of a few seconds (NTP slews at most 0.5 ms/s).
+    first = chunks_timed[0]
+    assert first["chunk"] == 0, chunks_timed
+    assert all(e["started"] >= first["stamp"] + 1000 * e["seconds"] - 10 for e in chunks_timed[1:]), chunks_timed
+    # Paced, a chunk finds a backlog only when the chunk before it took about a frame (125 ms) longer to compute,
+    # which a busy 2-core machine causes now and then (2 of 18 once in CI). A page that queued chunks behind its
+    # own playout would find one every time: at least half must be drawn at once.
+    assert len(at_once) >= len(drawn) / 2, chunks_timed
 
     (switch,) = stats["switches"]
     # the switch latency the page keeps (typed -> the new prompt's first frame drawn): at most a chunk of video being

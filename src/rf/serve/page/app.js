@@ -10,8 +10,10 @@ const stats = (window.rfStats = {
   state: "connecting", // connecting | idle | queued | streaming | ended | closed
   position: null, // queue position while waiting (1 = next)
   framesDrawn: 0,
-  // [{chunk, ms, ready, backlog}]: server decode stamp -> the chunk's first frame drawn (ms) and decoded here
-  // (ready); backlog: frames of earlier chunks still waiting when it was ready (0: drawn at once)
+  // [{chunk, ms, ready, backlog, stamp, started, seconds}]: server decode stamp -> the chunk's first frame drawn
+  // (ms) and decoded here (ready); backlog: frames of earlier chunks still waiting when it was ready (0: drawn at
+  // once); stamp / started: epoch ms when the server finished decoding / began computing it; seconds: its place
+  // in the video
   latencies: [],
   promptIndex: null, // prompt index of the frame drawn last
   switches: [], // [{prompt_index, chunk, at}] as the server applied them
@@ -62,8 +64,9 @@ function draw(item) {
   if (!(stats.promptIndex in stats.firstDrawn)) stats.firstDrawn[stats.promptIndex] = now;
   stats.lastDrawn = now;
   if (item.first) {
-    const { index, stamp_ms } = item.header;
-    stats.latencies.push({ chunk: index, ms: now - stamp_ms, ready: item.ready - stamp_ms, backlog: item.backlog });
+    const { index, stamp_ms, compute_s, seconds } = item.header;
+    stats.latencies.push({ chunk: index, ms: now - stamp_ms, ready: item.ready - stamp_ms, backlog: item.backlog,
+                           stamp: stamp_ms, started: stamp_ms - 1000 * compute_s, seconds });
   }
   drawTimes.push(now);
 }
