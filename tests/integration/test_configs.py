@@ -47,19 +47,6 @@ def test_every_primary_config_composes_and_resolves(name):
     assert resolved["traceback"] is False
 
 
-@pytest.mark.parametrize("variants", sorted(p.stem for p in (CONF / "variants").glob("*.yaml")))
-def test_every_bench_variant_file_builds_its_fast_paths(variants):
-    """make bench ARGS='variants=NAME': every variant's switches are FastPath's own (a misspelt switch, or one that
-    needs another, fails here and not on a GPU minutes into a call)."""
-    from rf.bench import variant_fast
-
-    cfg = compose_cfg("bench", f"variants={variants}")
-    assert list(cfg.variants)[0] == "plain"  # first: every check is against it, and the switches accumulate
-    for name, variant in cfg.variants.items():
-        variant_fast(cfg, name, variant)
-        assert variant.policies, name
-
-
 def test_a_bench_variant_starts_from_a_preset_and_overrides_it():
     """fast: {preset: exact, ...}: the preset as conf/fast/ composes it (fast=approximate inherits exact), the
     variant's own keys on top; a preset that does not exist, or a misspelt switch, is refused by the variant's name."""
