@@ -233,8 +233,10 @@ class LiveStream:
             if s.device.type == "cuda":
                 torch.cuda.synchronize(s.device)
             stamp_ms = time.time() * 1000  # decoded: the page's chunk latency starts here
-            if chunk.index == 0:  # the page plays from its first frame on: the real-time clock starts here
-                begun = time.perf_counter()
+            # the page plays a chunk from its arrival, or after the frames before it: a chunk decoded after its place
+            # in the video (a slow chunk) delays the page's playout from then on, and the real-time clock with it
+            # (at chunk 0, chunk_start 0: the clock starts here)
+            begun = max(begun, time.perf_counter() - self.chunk_start(chunk.index))
             compute = time.perf_counter() - tick
             pixels = to_uint8(frames)  # [t, H, W, 3]
             encode = functools.partial(encode_image, fmt=self.frame_format, quality=self.quality)
